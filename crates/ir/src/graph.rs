@@ -457,7 +457,10 @@ fn check_source(
     }
     if dtype.is_quantized() {
         let last = shape.0.last().and_then(Dim::as_static);
-        let ok = matches!((last, dtype.storage_bytes(0, last.unwrap_or(1))), (Some(_), Some(_)));
+        let ok = matches!(
+            (last, dtype.storage_bytes(0, last.unwrap_or(1))),
+            (Some(_), Some(_))
+        );
         if !ok {
             return Err(err(InferError::Shape(format!(
                 "a {dtype} tensor needs a static last axis that is a whole number of blocks, got {shape}"

@@ -137,7 +137,9 @@ pub fn infer(op: &Op, inputs: &[Operand<'_>]) -> Inferred {
             float(inputs, 0)?;
             nonempty_last(inputs[0].shape)?;
             if !(*top_p > 0.0 && *top_p <= 1.0) {
-                return Err(InferError::Attr(format!("top_p = {top_p} must be in (0, 1]")));
+                return Err(InferError::Attr(format!(
+                    "top_p = {top_p} must be in (0, 1]"
+                )));
             }
             if !(temperature.is_finite() && *temperature >= 0.0) {
                 return Err(InferError::Attr(format!(
@@ -235,7 +237,12 @@ fn one_integer(inputs: &[Operand<'_>], i: usize) -> Result<(), InferError> {
     if !inputs[i].dtype.is_integer() {
         return Err(dtype_err(inputs, i, "an integer type"));
     }
-    if inputs[i].shape.as_static().map(|d| d.iter().product::<usize>()) != Some(1) {
+    if inputs[i]
+        .shape
+        .as_static()
+        .map(|d| d.iter().product::<usize>())
+        != Some(1)
+    {
         return Err(InferError::Shape(format!(
             "input {i} must hold exactly one element, got shape {}",
             inputs[i].shape
@@ -497,7 +504,9 @@ fn norm(
     float(inputs, 0)?;
     rank_at_least(inputs, 0, 1)?;
     if !(eps.is_finite() && eps >= 0.0) {
-        return Err(InferError::Attr(format!("eps = {eps} must be finite and >= 0")));
+        return Err(InferError::Attr(format!(
+            "eps = {eps} must be finite and >= 0"
+        )));
     }
     let x = inputs[0].shape;
     if leading == 2 {
@@ -547,10 +556,11 @@ fn matmul(inputs: &[Operand<'_>], transpose_b: bool, has_bias: bool) -> Inferred
     let mut dims = if br == 2 {
         a.0[..ar - 1].to_vec()
     } else {
-        let lead = broadcast_shapes(&Shape(a.0[..ar - 2].to_vec()), &Shape(b.0[..br - 2].to_vec()))
-            .ok_or_else(|| {
-                InferError::Shape(format!("batch dims of {a} and {b} do not broadcast"))
-            })?;
+        let lead = broadcast_shapes(
+            &Shape(a.0[..ar - 2].to_vec()),
+            &Shape(b.0[..br - 2].to_vec()),
+        )
+        .ok_or_else(|| InferError::Shape(format!("batch dims of {a} and {b} do not broadcast")))?;
         let mut d = lead.0;
         d.push(a.0[ar - 2].clone());
         d
@@ -574,7 +584,10 @@ fn attention(
     has_past_len: bool,
 ) -> Inferred {
     let has_mask = matches!(mask, AttentionMask::Bias | AttentionMask::KeyPadding);
-    arity(inputs, 3 + usize::from(has_mask) + usize::from(has_past_len))?;
+    arity(
+        inputs,
+        3 + usize::from(has_mask) + usize::from(has_past_len),
+    )?;
     if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 || head_dim == 0 {
         return Err(InferError::Attr(format!(
             "num_heads = {num_heads} must be a positive multiple of num_kv_heads = {num_kv_heads}, head_dim = {head_dim} positive"
@@ -667,7 +680,9 @@ fn rope(
         )));
     }
     if !(theta.is_finite() && theta > 0.0) {
-        return Err(InferError::Attr(format!("theta = {theta} must be positive")));
+        return Err(InferError::Attr(format!(
+            "theta = {theta} must be positive"
+        )));
     }
     if has_offset_input {
         one_integer(inputs, 1)?;

@@ -343,6 +343,9 @@ impl Op {
 
     /// True for the ops that take no inputs and introduce a tensor.
     pub fn is_source(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Param { .. } | Op::Constant { .. })
+        matches!(
+            self,
+            Op::Input { .. } | Op::Param { .. } | Op::Constant { .. }
+        )
     }
 }

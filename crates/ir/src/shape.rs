@@ -81,10 +81,7 @@ impl fmt::Display for Dim {
         match self {
             Dim::Static(n) => write!(f, "{n}"),
             Dim::Sym { name, max: None } => write!(f, "{name}"),
-            Dim::Sym {
-                name,
-                max: Some(m),
-            } => write!(f, "{name}<={m}"),
+            Dim::Sym { name, max: Some(m) } => write!(f, "{name}<={m}"),
         }
     }
 }
@@ -308,12 +305,13 @@ mod tests {
 
     #[test]
     fn dims_serialize_compactly() {
-        let sh = Shape(vec![Dim::Static(2), Dim::bounded("seq", 128), Dim::sym("b")]);
+        let sh = Shape(vec![
+            Dim::Static(2),
+            Dim::bounded("seq", 128),
+            Dim::sym("b"),
+        ]);
         let json = serde_json::to_string(&sh).unwrap();
-        assert_eq!(
-            json,
-            r#"[2,{"name":"seq","max":128},{"name":"b"}]"#
-        );
+        assert_eq!(json, r#"[2,{"name":"seq","max":128},{"name":"b"}]"#);
         assert_eq!(serde_json::from_str::<Shape>(&json).unwrap(), sh);
     }
 

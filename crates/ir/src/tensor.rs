@@ -135,7 +135,10 @@ pub fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
 
 /// Rounds `v` to the nearest value representable in `dtype` (the effect of storing it).
 pub fn round_to(dtype: DType, v: f32) -> f32 {
-    decode(dtype, &encode(dtype, &[v])).first().copied().unwrap_or(v)
+    decode(dtype, &encode(dtype, &[v]))
+        .first()
+        .copied()
+        .unwrap_or(v)
 }
 
 #[cfg(test)]
@@ -145,7 +148,14 @@ mod tests {
     #[test]
     fn roundtrip_each_dtype() {
         let vals = [0.0f32, 1.0, -2.0, 3.0, 100.0];
-        for dt in [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::I8] {
+        for dt in [
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::I32,
+            DType::I64,
+            DType::I8,
+        ] {
             let t = HostTensor::from_values(dt, &[5], &vals).unwrap();
             assert_eq!(t.to_f32(), vals, "{dt}");
         }
