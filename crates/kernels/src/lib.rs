@@ -1,1 +1,41 @@
-//! placeholder
+//! kiln's WGSL kernels: sources embedded from `shaders/`, a descriptor and a typed `Pod` params
+//! struct per kernel, naga validation of both, and a per-device pipeline cache.
+
+pub mod desc;
+pub mod dispatch;
+pub mod families;
+pub mod params;
+pub mod pipelines;
+pub mod validate;
+
+pub use desc::{Binding, KernelDesc, Needs};
+pub use params::{KernelParams, ParamsLayout};
+pub use pipelines::{PipelineCache, PipelineError};
+pub use validate::{validate_kernel, ShaderError};
+
+/// Every kernel kiln ships, for validation and tools.
+pub fn all_kernels() -> Vec<&'static KernelDesc> {
+    use families::*;
+    vec![&elementwise::BINARY, &elementwise::UNARY]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_shipped_kernel_validates() {
+        for k in super::all_kernels() {
+            if let Err(e) = super::validate_kernel(k) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_names_are_unique() {
+        let mut names: Vec<_> = super::all_kernels().iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len());
+    }
+}

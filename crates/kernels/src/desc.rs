@@ -1,0 +1,44 @@
+//! Kernel descriptors: everything needed to validate, build and bind one compute entry point.
+
+use crate::params::ParamsLayout;
+
+/// One binding of a kernel's bind group (group 0), in binding-index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// A storage buffer the kernel only reads.
+    StorageRead,
+    /// A storage buffer the kernel writes (and may read).
+    StorageReadWrite,
+    /// The params uniform.
+    Uniform,
+}
+
+/// Device capabilities a kernel needs beyond baseline WGSL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub f16: bool,
+    pub subgroups: bool,
+}
+
+/// A compute kernel: source, entry point, workgroup size, bindings and params layout.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelDesc {
+    /// A unique name, e.g. `binary`.
+    pub name: &'static str,
+    /// The shader file under `shaders/`, for messages.
+    pub file: &'static str,
+    /// The WGSL source (embedded with `include_str!`).
+    pub source: &'static str,
+    pub entry: &'static str,
+    pub workgroup_size: [u32; 3],
+    pub bindings: &'static [Binding],
+    pub params: ParamsLayout,
+    pub needs: Needs,
+}
+
+impl KernelDesc {
+    /// Invocations per workgroup.
+    pub const fn invocations(&self) -> u32 {
+        self.workgroup_size[0] * self.workgroup_size[1] * self.workgroup_size[2]
+    }
+}

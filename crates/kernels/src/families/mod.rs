@@ -1,0 +1,3 @@
+//! One module per kernel family (one WGSL file each).
+
+pub mod elementwise;

@@ -1,0 +1,158 @@
+//! Compute pipelines, created once per device and cached by kernel name.
+
+use crate::desc::{Binding, KernelDesc};
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Error)]
+pub enum PipelineError {
+    #[error("kernel `{kernel}` needs {feature}, which the device does not have")]
+    MissingFeature {
+        kernel: &'static str,
+        feature: &'static str,
+    },
+    #[error("the driver rejected kernel `{kernel}`: {message}")]
+    Driver {
+        kernel: &'static str,
+        message: String,
+    },
+}
+
+/// A kernel's pipeline and the explicit layout its bind groups must use.
+#[derive(Debug)]
+pub struct Compiled {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group_layout: wgpu::BindGroupLayout,
+}
+
+/// Pipelines for one device. Explicit layouts (not `layout: None`) keep bindings that a shader
+/// does not use from being dropped, so bind groups always match the descriptor.
+#[derive(Debug)]
+pub struct PipelineCache {
+    device: wgpu::Device,
+    compiled: Mutex<HashMap<&'static str, Arc<Compiled>>>,
+}
+
+impl PipelineCache {
+    pub fn new(device: wgpu::Device) -> Self {
+        PipelineCache {
+            device,
+            compiled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many pipelines have been created so far.
+    pub fn len(&self) -> usize {
+        self.compiled.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pipeline of `kernel`, compiling it on first use. Driver and validation errors come
+    /// back as [`PipelineError::Driver`] (compilation runs inside wgpu error scopes).
+    pub fn get(&self, kernel: &'static KernelDesc) -> Result<Arc<Compiled>, PipelineError> {
+        if let Some(c) = self.lock().get(kernel.name) {
+            return Ok(c.clone());
+        }
+        let features = self.device.features();
+        if kernel.needs.f16 && !features.contains(wgpu::Features::SHADER_F16) {
+            return Err(PipelineError::MissingFeature {
+                kernel: kernel.name,
+                feature: "SHADER_F16",
+            });
+        }
+        if kernel.needs.subgroups && !features.contains(wgpu::Features::SUBGROUP) {
+            return Err(PipelineError::MissingFeature {
+                kernel: kernel.name,
+                feature: "SUBGROUP",
+            });
+        }
+        let compiled = Arc::new(self.compile(kernel)?);
+        self.lock().insert(kernel.name, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Arc<Compiled>>> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+        self.compiled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn compile(&self, k: &'static KernelDesc) -> Result<Compiled, PipelineError> {
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = k
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match b {
+                    Binding::StorageRead => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: true },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Binding::StorageReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Binding::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: NonZeroU64::new(k.params.size as u64),
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let bind_group_layout =
+            self.device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(k.name),
+                    entries: &entries,
+                });
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(k.name),
+                bind_group_layouts: &[Some(&bind_group_layout)],
+                immediate_size: 0,
+            });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(k.file),
+                source: wgpu::ShaderSource::Wgsl(k.source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.name),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(k.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let errors = [
+            pollster::block_on(internal.pop()),
+            pollster::block_on(validation.pop()),
+        ];
+        if let Some(e) = errors.into_iter().flatten().next() {
+            return Err(PipelineError::Driver {
+                kernel: k.name,
+                message: e.to_string(),
+            });
+        }
+        Ok(Compiled {
+            pipeline,
+            bind_group_layout,
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! Shader validation with naga: parse, validate with the kernel's capabilities, check the entry
+//! point, its workgroup size, and that the Rust params struct matches the WGSL one field by field.
+
+use crate::desc::KernelDesc;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use thiserror::Error;
+
+/// A shader problem, with `file:line:col` where naga knows the location.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ShaderError {
+    #[error("{location}: WGSL parse error in kernel `{kernel}`:\n{message}")]
+    Parse {
+        kernel: &'static str,
+        location: String,
+        message: String,
+    },
+    #[error("{location}: validation error in kernel `{kernel}`:\n{message}")]
+    Invalid {
+        kernel: &'static str,
+        location: String,
+        message: String,
+    },
+    #[error("shaders/{file}: kernel `{kernel}`: {message}")]
+    Mismatch {
+        kernel: &'static str,
+        file: &'static str,
+        message: String,
+    },
+}
+
+fn location(file: &str, loc: Option<naga::SourceLocation>) -> String {
+    match loc {
+        Some(l) => format!("shaders/{file}:{}:{}", l.line_number, l.line_position),
+        None => format!("shaders/{file}"),
+    }
+}
+
+/// Validates one kernel. Returns the parsed module on success.
+pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
+    let path = format!("shaders/{}", k.file);
+    let module = naga::front::wgsl::parse_str(k.source).map_err(|e| ShaderError::Parse {
+        kernel: k.name,
+        location: location(k.file, e.location(k.source)),
+        message: e.emit_to_string_with_path(k.source, &path),
+    })?;
+    let mut caps = Capabilities::empty();
+    if k.needs.f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
+    if k.needs.subgroups {
+        caps |= Capabilities::SUBGROUP;
+    }
+    Validator::new(ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| ShaderError::Invalid {
+            kernel: k.name,
+            location: location(k.file, e.location(k.source)),
+            message: e.emit_to_string_with_path(k.source, &path),
+        })?;
+    let mismatch = |message: String| ShaderError::Mismatch {
+        kernel: k.name,
+        file: k.file,
+        message,
+    };
+    let entry = module
+        .entry_points
+        .iter()
+        .find(|e| e.name == k.entry)
+        .ok_or_else(|| mismatch(format!("no entry point `{}`", k.entry)))?;
+    if entry.stage != naga::ShaderStage::Compute {
+        return Err(mismatch(format!(
+            "`{}` is not a compute entry point",
+            k.entry
+        )));
+    }
+    if entry.workgroup_size != k.workgroup_size {
+        return Err(mismatch(format!(
+            "workgroup size is {:?} in WGSL but {:?} in the descriptor",
+            entry.workgroup_size, k.workgroup_size
+        )));
+    }
+    check_params_layout(k, &module).map_err(mismatch)?;
+    Ok(module)
+}
+
+/// Compares the descriptor's Rust params layout with the WGSL struct of the same name.
+fn check_params_layout(k: &KernelDesc, module: &naga::Module) -> Result<(), String> {
+    let want = &k.params;
+    let (members, span) = module
+        .types
+        .iter()
+        .find_map(|(_, ty)| match (&ty.name, &ty.inner) {
+            (Some(n), naga::TypeInner::Struct { members, span }) if n == want.wgsl_struct => {
+                Some((members, *span))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| format!("no WGSL struct `{}`", want.wgsl_struct))?;
+    let wgsl: Vec<(String, usize)> = members
+        .iter()
+        .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+        .collect();
+    let rust: Vec<(String, usize)> = want
+        .fields
+        .iter()
+        .map(|(n, o)| (n.to_string(), *o))
+        .collect();
+    if wgsl != rust || span as usize != want.size {
+        return Err(format!(
+            "params struct `{}` differs between WGSL and Rust:\n  WGSL: size {span}, fields {wgsl:?}\n  Rust: size {}, fields {rust:?}",
+            want.wgsl_struct, want.size
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desc::{Binding, Needs};
+    use crate::kernel_params;
+    use crate::params::KernelParams;
+
+    kernel_params! {
+        pub struct TwoFields as "P" {
+            pub a: u32,
+            pub b: u32,
+        }
+    }
+
+    fn desc(source: &'static str) -> KernelDesc {
+        KernelDesc {
+            name: "test",
+            file: "test.wgsl",
+            source,
+            entry: "main",
+            workgroup_size: [64, 1, 1],
+            bindings: &[Binding::Uniform],
+            params: TwoFields::LAYOUT,
+            needs: Needs::default(),
+        }
+    }
+
+    const GOOD: &str = "struct P { a: u32, b: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@compute @workgroup_size(64) fn main() { _ = p.a; }";
+
+    #[test]
+    fn accepts_a_matching_kernel() {
+        validate_kernel(&desc(GOOD)).unwrap();
+    }
+
+    #[test]
+    fn a_field_added_only_in_wgsl_fails() {
+        const SRC: &str = "struct P { a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@compute @workgroup_size(64) fn main() { _ = p.a; }";
+        let err = validate_kernel(&desc(SRC)).unwrap_err();
+        assert!(matches!(err, ShaderError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains("differs between WGSL and Rust"));
+    }
+
+    #[test]
+    fn parse_errors_carry_file_line_col() {
+        const SRC: &str =
+            "struct P { a: u32, b: u32 }\n@compute @workgroup_size(64) fn main() { let x = ; }";
+        let err = validate_kernel(&desc(SRC)).unwrap_err();
+        assert!(err.to_string().starts_with("shaders/test.wgsl:2:"), "{err}");
+    }
+
+    #[test]
+    fn wrong_workgroup_size_fails() {
+        const SRC: &str = "struct P { a: u32, b: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@compute @workgroup_size(32) fn main() { _ = p.a; }";
+        assert!(validate_kernel(&desc(SRC)).is_err());
+    }
+}

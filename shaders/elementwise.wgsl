@@ -1,0 +1,147 @@
+// Elementwise kernels over an f32 arena window.
+//
+// Every operand is addressed by an element offset into the bound window. Broadcasting is done by
+// strides (a broadcast axis has stride 0), never by materialised copies. Grids larger than 65535
+// workgroups are folded into y; `grid_width` is the number of invocations in one row of the grid.
+
+struct BinaryParams {
+    numel: u32,
+    op: u32,
+    rank: u32,
+    a_offset: u32,
+    b_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+    _pad: u32,
+    // Up to 8 dims each, packed four to a vec4 (uniform arrays need 16-byte strides).
+    out_shape: array<vec4<u32>, 2>,
+    a_strides: array<vec4<u32>, 2>,
+    b_strides: array<vec4<u32>, 2>,
+}
+
+struct UnaryParams {
+    numel: u32,
+    op: u32,
+    in_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
+@group(0) @binding(1) var<uniform> bp: BinaryParams;
+@group(0) @binding(1) var<uniform> up: UnaryParams;
+
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+// pow with the real-valued cases WGSL leaves undefined: a negative base with an integer
+// exponent, and 0^0 = 1.
+fn pow_real(a: f32, b: f32) -> f32 {
+    if (b == 0.0) {
+        return 1.0;
+    }
+    if (a >= 0.0) {
+        return pow(a, b);
+    }
+    if (b != floor(b)) {
+        return nan();
+    }
+    let r = pow(-a, b);
+    if (fract(b * 0.5) != 0.0) {
+        return -r;
+    }
+    return r;
+}
+
+// Op ids 0..6: add sub mul div max min pow; 16..21: eq ne lt le gt ge (results 1.0 / 0.0).
+fn apply_binary(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        case 0u: { return a + b; }
+        case 1u: { return a - b; }
+        case 2u: { return a * b; }
+        case 3u: { return a / b; }
+        case 4u: { return max(a, b); }
+        case 5u: { return min(a, b); }
+        case 6u: { return pow_real(a, b); }
+        case 16u: { return select(0.0, 1.0, a == b); }
+        case 17u: { return select(0.0, 1.0, a != b); }
+        case 18u: { return select(0.0, 1.0, a < b); }
+        case 19u: { return select(0.0, 1.0, a <= b); }
+        case 20u: { return select(0.0, 1.0, a > b); }
+        case 21u: { return select(0.0, 1.0, a >= b); }
+        default: { return nan(); }
+    }
+}
+
+@compute @workgroup_size(64)
+fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * bp.grid_width;
+    if (i >= bp.numel) {
+        return;
+    }
+    var rem = i;
+    var ao = 0u;
+    var bo = 0u;
+    for (var d = i32(bp.rank) - 1; d >= 0; d--) {
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let size = bp.out_shape[q][r];
+        let c = rem % size;
+        rem = rem / size;
+        ao += c * bp.a_strides[q][r];
+        bo += c * bp.b_strides[q][r];
+    }
+    arena[bp.out_offset + i] = apply_binary(bp.op, arena[bp.a_offset + ao], arena[bp.b_offset + bo]);
+}
+
+// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under f32 resolution near 1).
+fn erf_approx(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
+    return select(-y, y, x >= 0.0);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// Op ids follow kiln_ir::Activation's declaration order.
+fn apply_unary(op: u32, x: f32) -> f32 {
+    switch op {
+        case 0u: { return max(x, 0.0); }
+        case 1u: { return sigmoid(x); }
+        // tanh saturates long before |x| = 15; clamping avoids inf/inf in naive tanh lowerings.
+        case 2u: { return tanh(clamp(x, -15.0, 15.0)); }
+        case 3u: { return exp(x); }
+        case 4u: { return log(x); }
+        case 5u: { return sqrt(x); }
+        case 6u: { return inverseSqrt(x); }
+        case 7u: { return -x; }
+        case 8u: { return abs(x); }
+        case 9u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); }
+        case 10u: {
+            let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+            return 0.5 * x * (1.0 + tanh(clamp(inner, -15.0, 15.0)));
+        }
+        case 11u: { return x * sigmoid(x); }
+        case 12u: { return round(x); }
+        case 13u: { return sin(x); }
+        case 14u: { return cos(x); }
+        case 15u: { return tan(x); }
+        case 16u: { return atan(x); }
+        default: { return nan(); }
+    }
+}
+
+@compute @workgroup_size(64)
+fn unary(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * up.grid_width;
+    if (i >= up.numel) {
+        return;
+    }
+    arena[up.out_offset + i] = apply_unary(up.op, arena[up.in_offset + i]);
+}
