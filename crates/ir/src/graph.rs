@@ -319,8 +319,12 @@ impl Graph {
     }
 
     /// Loads and validates a graph from JSON.
+    ///
+    /// Malformed JSON is [`IrError::Json`]; a well-formed graph that fails validation gives the
+    /// typed error of [`Graph::validate`] (not flattened into a JSON error message).
     pub fn from_json(json: &str) -> Result<Graph, IrError> {
-        serde_json::from_str(json).map_err(|e| IrError::Json(e.to_string()))
+        let raw: RawGraph = serde_json::from_str(json).map_err(|e| IrError::Json(e.to_string()))?;
+        Graph::try_from(raw)
     }
 
     /// The names of every symbol used by the graph, in order of first appearance.
@@ -473,8 +477,11 @@ fn check_source(
                 "a constant needs a static shape, got {shape}"
             ))));
         };
-        let numel: usize = dims.iter().product();
-        let expected = dtype.storage_bytes(numel, dims.last().copied().unwrap_or(1));
+        // A checked product: a shape too large to count is an error, not an overflow.
+        let expected = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .and_then(|numel| dtype.storage_bytes(numel, dims.last().copied().unwrap_or(1)));
         if expected != Some(data.len()) {
             return Err(err(InferError::Shape(format!(
                 "{} bytes of data for a {dtype}{shape} constant (expected {expected:?})",

@@ -237,11 +237,11 @@ fn one_integer(inputs: &[Operand<'_>], i: usize) -> Result<(), InferError> {
     if !inputs[i].dtype.is_integer() {
         return Err(dtype_err(inputs, i, "an integer type"));
     }
-    if inputs[i]
+    // One element iff every dim is 1 (a product could overflow on huge dims).
+    if !inputs[i]
         .shape
         .as_static()
-        .map(|d| d.iter().product::<usize>())
-        != Some(1)
+        .is_some_and(|d| d.iter().all(|&n| n == 1))
     {
         return Err(InferError::Shape(format!(
             "input {i} must hold exactly one element, got shape {}",
@@ -372,7 +372,9 @@ fn concat(inputs: &[Operand<'_>], axis: usize) -> Inferred {
                 inp.shape.0[axis]
             )));
         };
-        total += n;
+        total = total
+            .checked_add(n)
+            .ok_or_else(|| InferError::Shape(format!("the sizes along axis {axis} overflow")))?;
     }
     let mut dims = first.0.clone();
     dims[axis] = Dim::Static(total);

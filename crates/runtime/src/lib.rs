@@ -1,1 +1,11 @@
-//! placeholder
+//! kiln's runtime: the wgpu device, and execution of graphs on it.
+
+pub mod device;
+pub mod eager;
+mod error;
+pub mod readback;
+
+pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions};
+pub use eager::run_eager;
+pub use error::RunError;
+pub use wgpu;

@@ -1,0 +1,160 @@
+//! The wgpu device: adapter choice, real limits, the features kernels use.
+
+use kiln_kernels::PipelineCache;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Clone, Error)]
+pub enum DeviceError {
+    #[error("no GPU adapter found for backends {backends}{hint}")]
+    NoAdapter {
+        backends: String,
+        hint: &'static str,
+    },
+    #[error("no adapter name contains `{wanted}`; available: {available}")]
+    NoMatchingAdapter { wanted: String, available: String },
+    #[error("the adapter refused the device: {0}")]
+    RequestDevice(String),
+}
+
+/// How to choose and configure the device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceOptions {
+    /// Backends to consider; `None` reads `WGPU_BACKEND` (e.g. `vulkan`), else all.
+    pub backends: Option<wgpu::Backends>,
+    /// A case-insensitive substring of the adapter name; `None` reads `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
+    /// Caps `max_storage_buffer_binding_size` below the adapter's (tests use this to force bind
+    /// windows and staging on small arenas).
+    pub max_storage_binding: Option<u64>,
+}
+
+/// What kiln knows about the chosen device.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub adapter: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+/// A wgpu device and queue with kiln's pipeline cache. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Device {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: DeviceInfo,
+    pipelines: PipelineCache,
+}
+
+/// Features kiln uses where the adapter has them.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+}
+
+fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if let Some(b) = backends {
+        desc.backends = b;
+    }
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter visible with `options`' backends.
+pub fn list_adapters(options: &DeviceOptions) -> Vec<wgpu::AdapterInfo> {
+    let inst = instance(options.backends);
+    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
+}
+
+impl Device {
+    /// Chooses an adapter and opens a device with its real limits (not wgpu's low defaults).
+    pub fn new(options: &DeviceOptions) -> Result<Device, DeviceError> {
+        let inst = instance(options.backends);
+        let wanted = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|s| !s.is_empty());
+        let adapter = match wanted {
+            Some(name) => {
+                let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+                let lower = name.to_lowercase();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+                    .ok_or_else(|| DeviceError::NoMatchingAdapter {
+                        wanted: name,
+                        available: if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        },
+                    })?
+            }
+            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            }))
+            .map_err(|_| DeviceError::NoAdapter {
+                backends: format!("{:?}", options.backends.unwrap_or(wgpu::Backends::all())),
+                hint: " (on Debian/Ubuntu install mesa-vulkan-drivers and libvulkan1)",
+            })?,
+        };
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_storage_binding {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
+        let features = adapter.features() & wanted_features();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kiln"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| DeviceError::RequestDevice(e.to_string()))?;
+        let info = DeviceInfo {
+            adapter: adapter.get_info(),
+            limits,
+            features,
+        };
+        tracing::info!(adapter = %info.adapter.name, backend = ?info.adapter.backend, "device opened");
+        Ok(Device {
+            inner: Arc::new(Inner {
+                pipelines: PipelineCache::new(device.clone()),
+                device,
+                queue,
+                info,
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.inner.info
+    }
+
+    pub fn wgpu_device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    pub fn pipelines(&self) -> &PipelineCache {
+        &self.inner.pipelines
+    }
+}

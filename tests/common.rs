@@ -1,0 +1,36 @@
+//! Helpers shared by the GPU test files.
+#![allow(dead_code)]
+
+use kiln::runtime::{Device, DeviceOptions};
+use std::sync::OnceLock;
+
+/// The test device, opened once per test binary. Tests insist on Vulkan: wgpu would otherwise
+/// fall back silently to GL, which lacks the features kiln uses.
+pub fn device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let dev = Device::new(&DeviceOptions {
+                backends: Some(kiln::runtime::wgpu::Backends::VULKAN),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| {
+                panic!("{e}: the GPU tests need a Vulkan driver (apt-get install mesa-vulkan-drivers libvulkan1)")
+            });
+            assert_eq!(dev.info().adapter.backend, kiln::runtime::wgpu::Backend::Vulkan);
+            dev
+        })
+        .clone()
+}
+
+/// Asserts `got` is within `abs + rel * |want|` of `want`, element by element.
+pub fn assert_close(got: &[f32], want: &[f32], abs: f32, rel: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= abs + rel * w.abs();
+        assert!(
+            ok,
+            "{what}: element {i}: got {g}, want {w} (abs {abs}, rel {rel})"
+        );
+    }
+}
