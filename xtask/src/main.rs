@@ -1,1 +1,140 @@
-fn main() {}
+//! Project tasks: `cargo xtask ci | validate-shaders`.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci                 install the software Vulkan driver if missing (as root), then run
+                     cargo fmt --check, clippy -D warnings, shader validation and every test
+  validate-shaders   parse and validate every WGSL kernel with naga and check that each Rust
+                     params struct matches its WGSL struct field by field";
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1);
+    let result = match task.as_deref() {
+        Some("ci") => ci(),
+        Some("validate-shaders") => validate_shaders(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate_shaders() -> Result<(), String> {
+    let mut failures = 0;
+    for k in kiln_kernels::all_kernels() {
+        match kiln_kernels::validate_kernel(k) {
+            Ok(_) => println!(
+                "ok    shaders/{:<20} {:<16} workgroup {:?}, params {} ({} bytes)",
+                k.file, k.name, k.workgroup_size, k.params.wgsl_struct, k.params.size
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  {e}");
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(format!("{failures} kernel(s) failed validation"));
+    }
+    Ok(())
+}
+
+/// The Debian/Ubuntu packages of Mesa's software Vulkan driver (lavapipe) and the loader.
+const VULKAN_PACKAGES: &str = "mesa-vulkan-drivers libvulkan1";
+
+fn vulkan_present() -> bool {
+    let loader = [
+        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/libvulkan.so.1",
+        "/usr/lib64/libvulkan.so.1",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|d| {
+            std::fs::read_dir(d)
+                .map(|mut entries| entries.next().is_some())
+                .unwrap_or(false)
+        });
+    loader && icd
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ensure_vulkan() -> Result<(), String> {
+    if vulkan_present() {
+        return Ok(());
+    }
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    if !(apt && is_root()) {
+        return Err(format!(
+            "no Vulkan driver found. Install one, e.g. on Debian/Ubuntu as root:\n  apt-get install -y --no-install-recommends {VULKAN_PACKAGES}"
+        ));
+    }
+    println!("xtask: installing the software Vulkan driver ({VULKAN_PACKAGES})");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(VULKAN_PACKAGES.split(' '));
+    run(&mut install)?;
+    if !vulkan_present() {
+        return Err("the Vulkan driver is still missing after installing it".into());
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    println!("xtask: $ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{shown} failed ({status})"));
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ci() -> Result<(), String> {
+    ensure_vulkan()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    validate_shaders()?;
+    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    Ok(())
+}
