@@ -110,7 +110,7 @@ impl DType {
                 block_elems,
                 block_bytes,
             } => {
-                if last_dim % block_elems != 0 {
+                if !last_dim.is_multiple_of(block_elems) {
                     return None;
                 }
                 (numel / block_elems).checked_mul(block_bytes)

@@ -590,7 +590,7 @@ fn attention(
         inputs,
         3 + usize::from(has_mask) + usize::from(has_past_len),
     )?;
-    if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 || head_dim == 0 {
+    if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) || head_dim == 0 {
         return Err(InferError::Attr(format!(
             "num_heads = {num_heads} must be a positive multiple of num_kv_heads = {num_kv_heads}, head_dim = {head_dim} positive"
         )));
@@ -676,7 +676,7 @@ fn rope(
             "x {x} must have head_dim {head_dim} in layout {layout:?}"
         )));
     }
-    if rotary_dims == 0 || rotary_dims % 2 != 0 || rotary_dims > head_dim {
+    if rotary_dims == 0 || !rotary_dims.is_multiple_of(2) || rotary_dims > head_dim {
         return Err(InferError::Attr(format!(
             "rotary_dims = {rotary_dims} must be even and in 2..={head_dim}"
         )));

@@ -49,7 +49,7 @@ pub fn dequantize(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
     let crate::dtype::StorageLayout::Block { block_bytes, .. } = dtype.layout() else {
         return None;
     };
-    if bytes.len() % block_bytes != 0 {
+    if !bytes.len().is_multiple_of(block_bytes) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / block_bytes * 32);
