@@ -590,7 +590,11 @@ fn attention(
         inputs,
         3 + usize::from(has_mask) + usize::from(has_past_len),
     )?;
-    if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) || head_dim == 0 {
+    if num_heads == 0
+        || num_kv_heads == 0
+        || !num_heads.is_multiple_of(num_kv_heads)
+        || head_dim == 0
+    {
         return Err(InferError::Attr(format!(
             "num_heads = {num_heads} must be a positive multiple of num_kv_heads = {num_kv_heads}, head_dim = {head_dim} positive"
         )));

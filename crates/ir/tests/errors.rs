@@ -13,8 +13,16 @@ fn node_err(r: R, id: &str, op: &str) -> InferError {
         Err(e @ IrError::Node { .. }) => {
             let msg = e.to_string();
             let prefix = format!("node {id} ({op}): ");
-            assert!(msg.starts_with(&prefix), "{msg:?} should start with {prefix:?}");
-            let IrError::Node { node, op: o, source } = e else {
+            assert!(
+                msg.starts_with(&prefix),
+                "{msg:?} should start with {prefix:?}"
+            );
+            let IrError::Node {
+                node,
+                op: o,
+                source,
+            } = e
+            else {
                 unreachable!()
             };
             assert_eq!((node.as_str(), o), (id, op));
@@ -85,7 +93,11 @@ fn matmul_errors() {
     // ... or right operand.
     assert!(matches!(
         node_err(g.matmul(a, v), "%3", "matmul"),
-        InferError::Rank { input: 1, got: 1, .. }
+        InferError::Rank {
+            input: 1,
+            got: 1,
+            ..
+        }
     ));
     // [2, 4] × [3, 5]: K = 4 vs 3.
     assert!(matches!(
@@ -101,13 +113,21 @@ fn matmul_errors() {
     let i = g.input("i", DType::I32, [2, 4]).unwrap(); // %3
     assert!(matches!(
         node_err(g.matmul(i, i), "%4", "matmul"),
-        InferError::DType { input: 0, got: DType::I32, .. }
+        InferError::DType {
+            input: 0,
+            got: DType::I32,
+            ..
+        }
     ));
     // Mixed float dtypes.
     let h = g.input("h", DType::F16, [4, 2]).unwrap(); // %4
     assert!(matches!(
         node_err(g.matmul(a, h), "%5", "matmul"),
-        InferError::DType { input: 1, got: DType::F16, .. }
+        InferError::DType {
+            input: 1,
+            got: DType::F16,
+            ..
+        }
     ));
     // Batch dims that do not broadcast: [2, 2, 4] × [3, 4, 2].
     let x = f32_input(&mut g, "x", [2, 2, 4]); // %5
@@ -172,12 +192,20 @@ fn elementwise_errors() {
     // Binary operands must share a dtype; the second one is blamed.
     assert!(matches!(
         node_err(g.add_op(x, i), "%3", "binary"),
-        InferError::DType { input: 1, got: DType::I32, .. }
+        InferError::DType {
+            input: 1,
+            got: DType::I32,
+            ..
+        }
     ));
     // Bool is not arithmetic, nor comparable.
     assert!(matches!(
         node_err(g.mul(c, c), "%3", "binary"),
-        InferError::DType { input: 0, got: DType::Bool, .. }
+        InferError::DType {
+            input: 0,
+            got: DType::Bool,
+            ..
+        }
     ));
     assert!(matches!(
         node_err(g.compare(CompareOp::Eq, c, c), "%3", "compare"),
@@ -199,7 +227,12 @@ fn elementwise_errors() {
     // Binary with three inputs.
     assert!(matches!(
         node_err(
-            g.add(Op::Binary { kind: BinaryOp::Add }, &[x, x, x]),
+            g.add(
+                Op::Binary {
+                    kind: BinaryOp::Add
+                },
+                &[x, x, x]
+            ),
             "%3",
             "binary"
         ),
@@ -209,7 +242,10 @@ fn elementwise_errors() {
     let q = g.param("q", DType::Q8_0, [1, 32]).unwrap(); // %3
     assert!(matches!(
         node_err(g.cast(q, DType::F32), "%4", "cast"),
-        InferError::DType { got: DType::Q8_0, .. }
+        InferError::DType {
+            got: DType::Q8_0,
+            ..
+        }
     ));
     assert!(matches!(
         node_err(g.cast(x, DType::Q4_1), "%4", "cast"),
@@ -367,7 +403,7 @@ fn reduction_and_norm_errors() {
         InferError::DType { .. }
     ));
     g.reduce(ReduceOp::Sum, i, &[0], true).unwrap(); // %2: integer sums are fine
-    // Cumsum axis out of range; cumsum of bools.
+                                                     // Cumsum axis out of range; cumsum of bools.
     assert_eq!(
         node_err(g.cumsum(x, 3, false), "%3", "cumsum"),
         InferError::Axis { axis: 3, rank: 2 }
@@ -438,11 +474,19 @@ fn attention_errors() {
     ));
     // q does not have the stated number of heads or head_dim.
     assert!(matches!(
-        node_err(g.add(attention_op(2, 2, 2, AttentionMask::None), &[q, k, v]), "%4", "attention"),
+        node_err(
+            g.add(attention_op(2, 2, 2, AttentionMask::None), &[q, k, v]),
+            "%4",
+            "attention"
+        ),
         InferError::Shape(_)
     ));
     assert!(matches!(
-        node_err(g.add(attention_op(4, 2, 4, AttentionMask::None), &[q, k, v]), "%4", "attention"),
+        node_err(
+            g.add(attention_op(4, 2, 4, AttentionMask::None), &[q, k, v]),
+            "%4",
+            "attention"
+        ),
         InferError::Shape(_)
     ));
     // A key-padding mask must be [batch, seq_k] = [1, 5].
@@ -457,7 +501,11 @@ fn attention_errors() {
     ));
     // A mask kind that needs a mask, without one.
     assert!(matches!(
-        node_err(g.add(attention_op(4, 2, 2, AttentionMask::Bias), &[q, k, v]), "%5", "attention"),
+        node_err(
+            g.add(attention_op(4, 2, 2, AttentionMask::Bias), &[q, k, v]),
+            "%5",
+            "attention"
+        ),
         InferError::Arity { got: 3, .. }
     ));
     // A bias that does not broadcast to the scores [1, 4, 3, 5].
@@ -473,13 +521,21 @@ fn attention_errors() {
     // k and v of different lengths.
     let v4 = f32_input(&mut g, "v4", [1, 4, 2, 2]); // %6
     assert!(matches!(
-        node_err(g.add(attention_op(4, 2, 2, AttentionMask::None), &[q, k, v4]), "%7", "attention"),
+        node_err(
+            g.add(attention_op(4, 2, 2, AttentionMask::None), &[q, k, v4]),
+            "%7",
+            "attention"
+        ),
         InferError::Shape(_)
     ));
     // A rank-3 q.
     let q3 = f32_input(&mut g, "q3", [3, 4, 2]); // %7
     assert!(matches!(
-        node_err(g.add(attention_op(4, 2, 2, AttentionMask::None), &[q3, k, v]), "%8", "attention"),
+        node_err(
+            g.add(attention_op(4, 2, 2, AttentionMask::None), &[q3, k, v]),
+            "%8",
+            "attention"
+        ),
         InferError::Rank { input: 0, .. }
     ));
     // The past length must be one integer.
@@ -495,7 +551,11 @@ fn attention_errors() {
         has_past_len: true,
     };
     assert!(matches!(
-        node_err(g.add(with_past.clone(), &[q, k, v, past]), "%10", "attention"),
+        node_err(
+            g.add(with_past.clone(), &[q, k, v, past]),
+            "%10",
+            "attention"
+        ),
         InferError::DType { input: 3, .. }
     ));
     assert!(matches!(
@@ -632,22 +692,38 @@ fn source_errors() {
         InferError::Shape(_)
     ));
     // A constant f32[2, 2] with 12 bytes instead of 16.
-    let e = node_err(g.constant(DType::F32, [2, 2], vec![0; 12]), "%0", "constant");
+    let e = node_err(
+        g.constant(DType::F32, [2, 2], vec![0; 12]),
+        "%0",
+        "constant",
+    );
     assert!(matches!(e, InferError::Shape(m) if m.contains("12 bytes")));
     // A constant with a symbolic shape.
     assert!(matches!(
-        node_err(g.constant(DType::F32, Shape(vec![seq(4)]), vec![]), "%0", "constant"),
+        node_err(
+            g.constant(DType::F32, Shape(vec![seq(4)]), vec![]),
+            "%0",
+            "constant"
+        ),
         InferError::Shape(_)
     ));
     // A constant too large to count is an error, not an overflow.
     assert!(matches!(
-        node_err(g.constant(DType::F32, [1 << 40, 1 << 40], vec![]), "%0", "constant"),
+        node_err(
+            g.constant(DType::F32, [1 << 40, 1 << 40], vec![]),
+            "%0",
+            "constant"
+        ),
         InferError::Shape(_)
     ));
     // Quantized constants need whole blocks: one Q8_0 block is 34 bytes.
     g.constant(DType::Q8_0, [1, 32], vec![0; 34]).unwrap(); // %0
     assert!(matches!(
-        node_err(g.constant(DType::Q8_0, [1, 32], vec![0; 32]), "%1", "constant"),
+        node_err(
+            g.constant(DType::Q8_0, [1, 32], vec![0; 32]),
+            "%1",
+            "constant"
+        ),
         InferError::Shape(_)
     ));
     // An empty name.
@@ -680,7 +756,7 @@ fn source_errors() {
 fn graph_structure_errors() {
     let mut g = Graph::new();
     let x = f32_input(&mut g, "x", [2]); // %0
-    // An input that does not exist yet.
+                                         // An input that does not exist yet.
     assert_eq!(
         g.add(
             Op::Activation {
@@ -698,7 +774,10 @@ fn graph_structure_errors() {
         g.set_label(NodeId(1), "nope"),
         Err(IrError::UnknownNode { id: 1, len: 1 })
     );
-    assert_eq!(g.node(NodeId(1)).unwrap_err().to_string(), "node id %1 does not exist (the graph has 1 nodes)");
+    assert_eq!(
+        g.node(NodeId(1)).unwrap_err().to_string(),
+        "node id %1 does not exist (the graph has 1 nodes)"
+    );
     // No outputs yet.
     assert_eq!(g.validate(), Err(IrError::NoOutputs));
     g.output(x).unwrap();
@@ -709,7 +788,7 @@ fn graph_structure_errors() {
 fn huge_dims_are_errors_not_overflows() {
     let mut g = Graph::new();
     let x = f32_input(&mut g, "x", [1, 1, 1, 2]); // %0
-    // A "one-element" past length whose dims multiply past usize::MAX.
+                                                  // A "one-element" past length whose dims multiply past usize::MAX.
     let past = g.input("past", DType::I32, [1 << 40, 1 << 40]).unwrap(); // %1
     let op = Op::Attention {
         num_heads: 1,
@@ -770,7 +849,10 @@ fn bound_graph() -> Graph {
         .unwrap();
     g.param("p", DType::F32, [4]).unwrap();
     let r = g
-        .reshape(NodeId(0), Shape(vec![seq(8), Dim::Static(2), Dim::Static(2)]))
+        .reshape(
+            NodeId(0),
+            Shape(vec![seq(8), Dim::Static(2), Dim::Static(2)]),
+        )
         .unwrap();
     g.output(r).unwrap();
     g.output(y).unwrap();
@@ -783,9 +865,7 @@ fn infer_binding_checks_shapes() {
     assert_eq!(g.symbols(), ["seq", "batch"]);
 
     // Consistent values from two inputs: seq = 3 (from both), batch = 2.
-    let b = g
-        .infer_binding(&[("x", &[3, 4]), ("y", &[2, 3])])
-        .unwrap();
+    let b = g.infer_binding(&[("x", &[3, 4]), ("y", &[2, 3])]).unwrap();
     assert_eq!(b, DimBinding::new().with("seq", 3).with("batch", 2));
     assert_eq!(b.to_string(), "{seq=3, batch=2}");
     // At the bound exactly.

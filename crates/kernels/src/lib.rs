@@ -4,11 +4,13 @@
 pub mod desc;
 pub mod dispatch;
 pub mod families;
+pub mod lower;
 pub mod params;
 pub mod pipelines;
 pub mod validate;
 
 pub use desc::{Binding, KernelDesc, Needs};
+pub use lower::{lower, Dispatch, LowerError, Operand, Repr};
 pub use params::{KernelParams, ParamsLayout};
 pub use pipelines::{PipelineCache, PipelineError};
 pub use validate::{validate_kernel, ShaderError};

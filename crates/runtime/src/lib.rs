@@ -4,6 +4,7 @@ pub mod device;
 pub mod eager;
 mod error;
 pub mod readback;
+pub mod transfer;
 
 pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions};
 pub use eager::run_eager;

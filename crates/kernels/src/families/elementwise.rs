@@ -2,8 +2,9 @@
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
+use crate::lower::{broadcast_strides, grid, require_f32, u32_of, Dispatch, LowerError, Operand};
 use crate::params::KernelParams;
-use kiln_ir::{Activation, BinaryOp, CompareOp};
+use kiln_ir::{Activation, BinaryOp, CompareOp, DType, Op};
 
 /// The most dims a broadcasting kernel handles (two vec4s per stride list).
 pub const MAX_RANK: usize = 8;
@@ -105,15 +106,67 @@ pub fn activation_id(act: Activation) -> u32 {
         .expect("ALL_ACTIVATIONS lists every variant") as u32
 }
 
-/// Packs up to [`MAX_RANK`] dims into the shader's vec4 pairs; `None` when the rank is larger
-/// or a value does not fit in u32.
-pub fn pack_dims(dims: &[usize]) -> Option<[[u32; 4]; 2]> {
+/// Packs up to [`MAX_RANK`] dims into the shader's vec4 pairs.
+pub fn pack_dims(op: &Op, dims: &[usize]) -> Result<[[u32; 4]; 2], LowerError> {
     if dims.len() > MAX_RANK {
-        return None;
+        return Err(LowerError::TooLarge {
+            op: op.name(),
+            what: "rank",
+            value: dims.len() as u64,
+            limit: MAX_RANK as u64,
+        });
     }
     let mut out = [[0u32; 4]; 2];
     for (i, &d) in dims.iter().enumerate() {
-        out[i / 4][i % 4] = u32::try_from(d).ok()?;
+        out[i / 4][i % 4] = u32_of(op, "dim", d)?;
     }
-    Some(out)
+    Ok(out)
+}
+
+/// Lowers binary, compare and activation ops.
+pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    require_f32(op, inputs)?;
+    if !(out.dtype == DType::F32 || (out.dtype == DType::Bool && matches!(op, Op::Compare { .. })))
+    {
+        require_f32(op, [out])?;
+    }
+    let numel = out.numel();
+    let g = grid(op, numel, 64)?;
+    let n = u32_of(op, "elements", numel)?;
+    let dispatch = match op {
+        Op::Binary { .. } | Op::Compare { .. } => {
+            let code = match op {
+                Op::Binary { kind } => binary_op_id(*kind),
+                Op::Compare { kind } => compare_op_id(*kind),
+                _ => unreachable!("matched by the outer arm"),
+            };
+            let p = BinaryParams {
+                numel: n,
+                op: code,
+                rank: out.dims.len() as u32,
+                a_offset: inputs[0].offset,
+                b_offset: inputs[1].offset,
+                out_offset: out.offset,
+                grid_width: g.grid_width,
+                _pad: 0,
+                out_shape: pack_dims(op, &out.dims)?,
+                a_strides: pack_dims(op, &broadcast_strides(&inputs[0].dims, &out.dims))?,
+                b_strides: pack_dims(op, &broadcast_strides(&inputs[1].dims, &out.dims))?,
+            };
+            Dispatch::new(&BINARY, &p, g.groups)
+        }
+        Op::Activation { kind } => {
+            let p = UnaryParams {
+                numel: n,
+                op: activation_id(*kind),
+                in_offset: inputs[0].offset,
+                out_offset: out.offset,
+                grid_width: g.grid_width,
+                ..Default::default()
+            };
+            Dispatch::new(&UNARY, &p, g.groups)
+        }
+        _ => return Err(LowerError::unsupported(op, "not an elementwise op")),
+    };
+    Ok(vec![dispatch])
 }
