@@ -124,6 +124,9 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         Op::Binary { .. } | Op::Compare { .. } | Op::Activation { .. } => {
             families::elementwise::lower(op, inputs, out)
         }
+        Op::MatMul { .. } | Op::FusedMatMulBiasAct { .. } => {
+            families::matmul::lower(op, inputs, out)
+        }
         _ => Err(LowerError::unsupported(op, "no GPU kernel for this op yet")),
     }
 }

@@ -28,11 +28,30 @@ pub enum ShaderError {
     },
 }
 
-fn location(file: &str, loc: Option<naga::SourceLocation>) -> String {
-    match loc {
-        Some(l) => format!("shaders/{file}:{}:{}", l.line_number, l.line_position),
-        None => format!("shaders/{file}"),
+/// `shaders/FILE:LINE:COL` of a location in a kernel's source. Sources may be several shader
+/// files concatenated; each file's first line is a `// @file NAME` marker, which maps the line
+/// back to the file it came from.
+fn location(file: &str, source: &str, loc: Option<naga::SourceLocation>) -> String {
+    let Some(l) = loc else {
+        return format!("shaders/{file}");
+    };
+    let mut name = file;
+    let mut first_line = 1u32;
+    for (i, text) in source.lines().enumerate() {
+        let line = i as u32 + 1;
+        if line > l.line_number {
+            break;
+        }
+        if let Some(marked) = text.strip_prefix("// @file ") {
+            name = marked.trim();
+            first_line = line;
+        }
     }
+    format!(
+        "shaders/{name}:{}:{}",
+        l.line_number - first_line + 1,
+        l.line_position
+    )
 }
 
 /// Validates one kernel. Returns the parsed module on success.
@@ -40,7 +59,7 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
     let path = format!("shaders/{}", k.file);
     let module = naga::front::wgsl::parse_str(k.source).map_err(|e| ShaderError::Parse {
         kernel: k.name,
-        location: location(k.file, e.location(k.source)),
+        location: location(k.file, k.source, e.location(k.source)),
         message: e.emit_to_string_with_path(k.source, &path),
     })?;
     let mut caps = Capabilities::empty();
@@ -54,7 +73,7 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
         .validate(&module)
         .map_err(|e| ShaderError::Invalid {
             kernel: k.name,
-            location: location(k.file, e.location(k.source)),
+            location: location(k.file, k.source, e.location(k.source)),
             message: e.emit_to_string_with_path(k.source, &path),
         })?;
     let mismatch = |message: String| ShaderError::Mismatch {
@@ -166,6 +185,13 @@ mod tests {
             "struct P { a: u32, b: u32 }\n@compute @workgroup_size(64) fn main() { let x = ; }";
         let err = validate_kernel(&desc(SRC)).unwrap_err();
         assert!(err.to_string().starts_with("shaders/test.wgsl:2:"), "{err}");
+    }
+
+    #[test]
+    fn locations_map_back_through_concatenated_files() {
+        const SRC: &str = "// @file a.wgsl\nfn f() {}\n// @file b.wgsl\nstruct P { a: u32, b: u32 }\n@compute @workgroup_size(64) fn main() { let x = ; }";
+        let err = validate_kernel(&desc(SRC)).unwrap_err();
+        assert!(err.to_string().starts_with("shaders/b.wgsl:3:"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,10 @@ use kiln_ir::{Activation, BinaryOp, CompareOp, DType, Op};
 /// The most dims a broadcasting kernel handles (two vec4s per stride list).
 pub const MAX_RANK: usize = 8;
 
-const SOURCE: &str = include_str!("../../../../shaders/elementwise.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../../../shaders/activations.wgsl"),
+    include_str!("../../../../shaders/elementwise.wgsl")
+);
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
 
 kernel_params! {

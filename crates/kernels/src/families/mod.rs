@@ -1,3 +1,4 @@
 //! One module per kernel family (one WGSL file each).
 
 pub mod elementwise;
+pub mod matmul;

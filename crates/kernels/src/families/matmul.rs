@@ -1,0 +1,235 @@
+//! Register-tiled f32 matmul with bias/activation epilogue, batching by strides, transposed B,
+//! and a split-write variant that writes Q, K and V from one dispatch.
+
+use crate::desc::{Binding, KernelDesc, Needs};
+use crate::families::elementwise::activation_id;
+use crate::kernel_params;
+use crate::lower::{broadcast_strides, require_f32, u32_of, Dispatch, LowerError, Operand};
+use crate::params::KernelParams;
+use kiln_ir::{Activation, Op};
+
+/// Output tile edge of one workgroup.
+pub const TILE: usize = 64;
+/// Batch dims the kernel unravels (more are folded where contiguous, else rejected).
+pub const MAX_BATCH_RANK: usize = 4;
+
+kernel_params! {
+    /// Params of the `matmul` entry point.
+    pub struct MatmulParams as "MatmulParams" {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub batch_rank: u32,
+        pub a_offset: u32,
+        pub b_offset: u32,
+        pub bias_offset: u32,
+        pub has_bias: u32,
+        pub a_stride_m: u32,
+        pub b_stride_k: u32,
+        pub b_stride_n: u32,
+        /// Activation id, or `NO_ACTIVATION`.
+        pub act: u32,
+        /// Columns per output; equal to `n` unless split-writing.
+        pub split_width: u32,
+        pub out_stride_m: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub out_offsets: [u32; 4],
+        pub batch_dims: [u32; 4],
+        pub a_batch_strides: [u32; 4],
+        pub b_batch_strides: [u32; 4],
+    }
+}
+
+/// The `act` value meaning "no activation".
+pub const NO_ACTIVATION: u32 = u32::MAX;
+
+pub const MATMUL: KernelDesc = KernelDesc {
+    name: "matmul",
+    file: "matmul.wgsl",
+    source: concat!(
+        include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul.wgsl")
+    ),
+    entry: "matmul",
+    workgroup_size: [16, 16, 1],
+    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    params: MatmulParams::LAYOUT,
+    needs: Needs {
+        f16: false,
+        subgroups: false,
+    },
+};
+
+/// What the epilogue adds after the product.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a Operand>,
+    pub act: Option<Activation>,
+}
+
+/// Lowers `MatMul` and `FusedMatMulBiasAct` writing one output.
+pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    let (transpose_b, epilogue) = match op {
+        Op::MatMul { transpose_b } => (*transpose_b, Epilogue::default()),
+        Op::FusedMatMulBiasAct {
+            transpose_b,
+            has_bias,
+            act,
+        } => (
+            *transpose_b,
+            Epilogue {
+                bias: has_bias.then(|| &inputs[2]),
+                act: *act,
+            },
+        ),
+        _ => return Err(LowerError::unsupported(op, "not a matmul")),
+    };
+    lower_split(op, &inputs[0], &inputs[1], transpose_b, epilogue, &[out])
+}
+
+/// Lowers a matmul whose output columns are split evenly over `outs` (one output normally,
+/// three for the QKV split-write). Every output is contiguous with the split width as its last
+/// dim.
+pub fn lower_split(
+    op: &Op,
+    a: &Operand,
+    b: &Operand,
+    transpose_b: bool,
+    epilogue: Epilogue<'_>,
+    outs: &[&Operand],
+) -> Result<Vec<Dispatch>, LowerError> {
+    require_f32(
+        op,
+        [a, b]
+            .into_iter()
+            .chain(epilogue.bias)
+            .chain(outs.iter().copied()),
+    )?;
+    if outs.is_empty() || outs.len() > 3 {
+        return Err(LowerError::unsupported(
+            op,
+            "a matmul writes one to three outputs",
+        ));
+    }
+    let (ar, br) = (a.dims.len(), b.dims.len());
+    let (m, k) = (a.dims[ar - 2], a.dims[ar - 1]);
+    let n = if transpose_b {
+        b.dims[br - 2]
+    } else {
+        b.dims[br - 1]
+    };
+    let split = n / outs.len();
+    if split * outs.len() != n {
+        return Err(LowerError::unsupported(
+            op,
+            format!("{n} columns do not split into {} outputs", outs.len()),
+        ));
+    }
+    // A 2-D B folds every leading dim of A into the rows; otherwise the output's leading dims
+    // are batches with broadcast strides.
+    let (rows, batch_dims, a_batch, b_batch) = if br == 2 {
+        (
+            a.dims[..ar - 1].iter().product::<usize>(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )
+    } else {
+        let batch: Vec<usize> = outs[0].dims[..outs[0].dims.len() - 2].to_vec();
+        let scale = |s: Vec<usize>, mat: usize| s.into_iter().map(|x| x * mat).collect::<Vec<_>>();
+        let a_b = scale(broadcast_strides(&a.dims[..ar - 2], &batch), m * k);
+        let b_b = scale(broadcast_strides(&b.dims[..br - 2], &batch), k * n);
+        (m, batch, a_b, b_b)
+    };
+    let (batch_dims, a_batch, b_batch) = fold_batch(batch_dims, a_batch, b_batch);
+    if batch_dims.len() > MAX_BATCH_RANK {
+        return Err(LowerError::TooLarge {
+            op: op.name(),
+            what: "batch rank",
+            value: batch_dims.len() as u64,
+            limit: MAX_BATCH_RANK as u64,
+        });
+    }
+    let batch: usize = batch_dims.iter().product();
+    let pack = |v: &[usize]| -> Result<[u32; 4], LowerError> {
+        let mut o = [0u32; 4];
+        for (i, &x) in v.iter().enumerate() {
+            o[i] = u32_of(op, "batch stride", x)?;
+        }
+        Ok(o)
+    };
+    let mut out_offsets = [0u32; 4];
+    for (i, o) in outs.iter().enumerate() {
+        out_offsets[i] = o.offset;
+    }
+    let (b_stride_k, b_stride_n) = if transpose_b { (1, k) } else { (n, 1) };
+    let p = MatmulParams {
+        m: u32_of(op, "rows", rows)?,
+        n: u32_of(op, "columns", n)?,
+        k: u32_of(op, "inner dim", k)?,
+        batch_rank: batch_dims.len() as u32,
+        a_offset: a.offset,
+        b_offset: b.offset,
+        bias_offset: epilogue.bias.map_or(0, |b| b.offset),
+        has_bias: u32::from(epilogue.bias.is_some()),
+        a_stride_m: u32_of(op, "row stride", k)?,
+        b_stride_k: u32_of(op, "stride", b_stride_k)?,
+        b_stride_n: u32_of(op, "stride", b_stride_n)?,
+        act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
+        split_width: u32_of(op, "columns", split)?,
+        out_stride_m: u32_of(op, "columns", split)?,
+        _pad0: 0,
+        _pad1: 0,
+        out_offsets,
+        batch_dims: pack(&batch_dims)?,
+        a_batch_strides: pack(&a_batch)?,
+        b_batch_strides: pack(&b_batch)?,
+    };
+    let groups = [
+        u32_of(op, "column tiles", n.div_ceil(TILE))?,
+        u32_of(op, "row tiles", rows.div_ceil(TILE))?,
+        u32_of(op, "batches", batch.max(1))?,
+    ];
+    if groups
+        .iter()
+        .any(|&g| g > crate::dispatch::MAX_GROUPS_PER_DIM)
+    {
+        return Err(LowerError::TooLarge {
+            op: op.name(),
+            what: "workgroups per dimension",
+            value: groups.iter().copied().max().unwrap_or(0) as u64,
+            limit: crate::dispatch::MAX_GROUPS_PER_DIM as u64,
+        });
+    }
+    Ok(vec![Dispatch::new(&MATMUL, &p, groups)])
+}
+
+/// Merges adjacent batch dims that both operands traverse contiguously, so deep batch shapes
+/// fit the kernel's four dims.
+fn fold_batch(
+    dims: Vec<usize>,
+    a: Vec<usize>,
+    b: Vec<usize>,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let mut out: (Vec<usize>, Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..dims.len() {
+        if dims[i] == 1 {
+            continue;
+        }
+        if let (Some(&d), Some(&sa), Some(&sb)) = (out.0.last(), out.1.last(), out.2.last()) {
+            // The previous dim steps over exactly this one in both operands.
+            if sa == a[i] * dims[i] && sb == b[i] * dims[i] {
+                let last = out.0.len() - 1;
+                out.0[last] = d * dims[i];
+                out.1[last] = a[i];
+                out.2[last] = b[i];
+                continue;
+            }
+        }
+        out.0.push(dims[i]);
+        out.1.push(a[i]);
+        out.2.push(b[i]);
+    }
+    out
+}

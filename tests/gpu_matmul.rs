@@ -1,0 +1,121 @@
+//! The tiled matmul on the Vulkan device against kiln-reference.
+//!
+//! Tolerance: inputs are uniform in [-1, 1]; each output is a K-term dot product accumulated with
+//! f32 fma, the reference in f64. Rounding errors of a K-term f32 sum grow like sqrt(K) * 2^-24
+//! times the partial sums' size (about sqrt(K)), so an absolute 1e-5 * sqrt(K) bounds them with
+//! a wide margin while still catching any indexing error (which is O(1)).
+
+mod common;
+
+use kiln::ir::{Activation, DType, Graph, HostTensor};
+use kiln::reference::evaluate;
+use kiln::runtime::run_eager;
+use proptest::prelude::*;
+
+fn tensor(shape: &[usize], seed: u64) -> HostTensor {
+    let mut s = seed | 1;
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    HostTensor::from_f32(shape, &v).unwrap()
+}
+
+fn check(
+    g: &Graph,
+    params: &[(&str, HostTensor)],
+    inputs: &[(&str, HostTensor)],
+    k: usize,
+    what: &str,
+) {
+    let gpu =
+        run_eager(&common::device(), g, params, inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let cpu = evaluate(g, params, inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let tol = 1e-5 * (k as f32).sqrt();
+    common::assert_close(&gpu[0].to_f32(), &cpu[0].to_f32(), tol, 0.0, what);
+}
+
+fn dim() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![1usize, 3, 16, 17, 64, 65, 130])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+
+    #[test]
+    fn plain_and_transposed(m in dim(), k in dim(), n in dim(), transpose in any::<bool>(), seed in any::<u64>()) {
+        let mut g = Graph::new();
+        let a = g.input("a", DType::F32, [m, k]).unwrap();
+        let bshape = if transpose { [n, k] } else { [k, n] };
+        let b = g.param("b", DType::F32, bshape).unwrap();
+        let y = if transpose { g.matmul_t(a, b).unwrap() } else { g.matmul(a, b).unwrap() };
+        g.output(y).unwrap();
+        check(&g, &[("b", tensor(&bshape, seed ^ 3))], &[("a", tensor(&[m, k], seed))], k, &format!("{m}x{k}x{n} t={transpose}"));
+    }
+
+    #[test]
+    fn fused_bias_and_activation(m in dim(), k in dim(), n in dim(), act in prop::sample::select(vec![None, Some(Activation::Gelu), Some(Activation::Relu), Some(Activation::Silu)]), seed in any::<u64>()) {
+        let mut g = Graph::new();
+        let a = g.input("a", DType::F32, [2, m, k]).unwrap();
+        let w = g.param("w", DType::F32, [n, k]).unwrap();
+        let bias = g.param("bias", DType::F32, [n]).unwrap();
+        let y = g.fused_matmul_bias_act(a, w, Some(bias), act, true).unwrap();
+        g.output(y).unwrap();
+        let params = [("w", tensor(&[n, k], seed ^ 5)), ("bias", tensor(&[n], seed ^ 9))];
+        check(&g, &params, &[("a", tensor(&[2, m, k], seed))], k, &format!("{m}x{k}x{n} {act:?}"));
+    }
+
+    #[test]
+    fn batched_with_broadcast(b1 in 1usize..4, m in dim(), k in dim(), n in dim(), broadcast_a in any::<bool>(), seed in any::<u64>()) {
+        // a: [b1, 2, m, k] (or [1, 2, m, k] broadcast over b1); b: [b1, 1, k, n].
+        let ashape = [if broadcast_a { 1 } else { b1 }, 2, m, k];
+        let bshape = [b1, 1, k, n];
+        let mut g = Graph::new();
+        let a = g.input("a", DType::F32, ashape).unwrap();
+        let b = g.input("b", DType::F32, bshape).unwrap();
+        let y = g.matmul(a, b).unwrap();
+        g.output(y).unwrap();
+        check(&g, &[], &[("a", tensor(&ashape, seed)), ("b", tensor(&bshape, seed ^ 1))], k, &format!("{ashape:?} x {bshape:?}"));
+    }
+}
+
+#[test]
+fn many_batches_fold_into_four_dims() {
+    // Six batch dims, all contiguous: folded into one before dispatch.
+    let shape_a = [2, 1, 3, 2, 1, 2, 5, 7];
+    let shape_b = [2, 1, 3, 2, 1, 2, 7, 4];
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, shape_a).unwrap();
+    let b = g.input("b", DType::F32, shape_b).unwrap();
+    let y = g.matmul(a, b).unwrap();
+    g.output(y).unwrap();
+    check(
+        &g,
+        &[],
+        &[("a", tensor(&shape_a, 1)), ("b", tensor(&shape_b, 2))],
+        7,
+        "rank 8",
+    );
+}
+
+#[test]
+fn more_row_tiles_than_one_grid_row() {
+    // 300 x 40 x 70: five row tiles and two column tiles with ragged edges.
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [300, 40]).unwrap();
+    let b = g.input("b", DType::F32, [40, 70]).unwrap();
+    let y = g.matmul(a, b).unwrap();
+    g.output(y).unwrap();
+    check(
+        &g,
+        &[],
+        &[("a", tensor(&[300, 40], 4)), ("b", tensor(&[40, 70], 5))],
+        40,
+        "300x40x70",
+    );
+}
