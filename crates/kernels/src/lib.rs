@@ -18,7 +18,12 @@ pub use validate::{validate_kernel, ShaderError};
 /// Every kernel kiln ships, for validation and tools.
 pub fn all_kernels() -> Vec<&'static KernelDesc> {
     use families::*;
-    vec![&elementwise::BINARY, &elementwise::UNARY, &matmul::MATMUL]
+    vec![
+        &elementwise::BINARY,
+        &elementwise::UNARY,
+        &matmul::MATMUL,
+        &norm::NORM,
+    ]
 }
 
 #[cfg(test)]

@@ -127,6 +127,7 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         Op::MatMul { .. } | Op::FusedMatMulBiasAct { .. } => {
             families::matmul::lower(op, inputs, out)
         }
+        Op::Norm { .. } | Op::FusedResidualNorm { .. } => families::norm::lower(op, inputs, out),
         _ => Err(LowerError::unsupported(op, "no GPU kernel for this op yet")),
     }
 }

@@ -2,3 +2,4 @@
 
 pub mod elementwise;
 pub mod matmul;
+pub mod norm;

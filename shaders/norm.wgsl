@@ -1,0 +1,105 @@
+// @file norm.wgsl
+// LayerNorm / RMSNorm over the last axis, optionally fused with a residual add and a bias:
+//   s = x (+ residual) (+ bias);  out = norm(s) (* gamma) (+ beta)
+// and, for the "tee", the sum s is also written out for its other consumers.
+//
+// One workgroup of 256 invocations per row: invocations stride over the row, partial sums meet
+// in workgroup memory. The mean is found first and the variance from centred values (two
+// passes), which avoids the cancellation of E[x^2] - E[x]^2. Rows beyond 65535 fold into y.
+
+struct NormParams {
+    rows: u32,
+    width: u32,
+    // 0 = LayerNorm, 1 = RMSNorm.
+    kind: u32,
+    eps: f32,
+    x_offset: u32,
+    residual_offset: u32,
+    bias_offset: u32,
+    gamma_offset: u32,
+    beta_offset: u32,
+    out_offset: u32,
+    sum_offset: u32,
+    // Bit flags: 1 residual, 2 bias, 4 gamma, 8 beta, 16 write the sum (tee).
+    flags: u32,
+    groups_x: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
+@group(0) @binding(1) var<uniform> p: NormParams;
+
+const WG: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+
+fn has(flag: u32) -> bool {
+    return (p.flags & flag) != 0u;
+}
+
+// The pre-norm value s[i] of a row.
+fn summed(row: u32, i: u32) -> f32 {
+    var v = arena[p.x_offset + row * p.width + i];
+    if (has(1u)) {
+        v += arena[p.residual_offset + row * p.width + i];
+    }
+    if (has(2u)) {
+        v += arena[p.bias_offset + i];
+    }
+    return v;
+}
+
+// Sums `v` over the workgroup; every invocation gets the total.
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256)
+fn norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lid = lid3.x;
+    let row = wid.x + wid.y * p.groups_x;
+    // Uniform per workgroup, so every invocation leaves together (barriers stay uniform).
+    if (row >= p.rows) {
+        return;
+    }
+    let n = f32(p.width);
+    var mean = 0.0;
+    if (p.kind == 0u) {
+        var s = 0.0;
+        for (var i = lid; i < p.width; i += WG) {
+            s += summed(row, i);
+        }
+        mean = workgroup_sum(lid, s) / n;
+    }
+    var sq = 0.0;
+    for (var i = lid; i < p.width; i += WG) {
+        let d = summed(row, i) - mean;
+        sq += d * d;
+    }
+    let inv = inverseSqrt(workgroup_sum(lid, sq) / n + p.eps);
+    for (var i = lid; i < p.width; i += WG) {
+        let s = summed(row, i);
+        var y = (s - mean) * inv;
+        if (has(4u)) {
+            y *= arena[p.gamma_offset + i];
+        }
+        if (has(8u)) {
+            y += arena[p.beta_offset + i];
+        }
+        if (has(16u)) {
+            arena[p.sum_offset + row * p.width + i] = s;
+        }
+        arena[p.out_offset + row * p.width + i] = y;
+    }
+}

@@ -1,0 +1,77 @@
+//! LayerNorm / RMSNorm kernels (plain and fused with residual and bias) against kiln-reference.
+//!
+//! Tolerance: the kernel sums a row in f32 with a tree reduction (error ~ log2(W) * 2^-24
+//! relative), the reference in f64; the normalised values are O(1) with gamma/beta in [-1, 1], so
+//! an absolute 2e-5 leaves a wide margin while any indexing error (O(1)) still fails.
+
+mod common;
+
+use kiln::ir::{DType, Graph, HostTensor, NormKind};
+use kiln::reference::evaluate;
+use kiln::runtime::run_eager;
+use proptest::prelude::*;
+
+fn tensor(shape: &[usize], seed: u64, offset: f32) -> HostTensor {
+    let mut s = seed | 1;
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            offset + (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    HostTensor::from_f32(shape, &v).unwrap()
+}
+
+fn width() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![1usize, 3, 17, 64, 255, 256, 257, 700])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+
+    #[test]
+    fn norms_match_reference(rows in 1usize..6, w in width(), rms in any::<bool>(), gamma in any::<bool>(), beta in any::<bool>(), seed in any::<u64>()) {
+        let kind = if rms { NormKind::Rms } else { NormKind::Layer };
+        let mut g = Graph::new();
+        // An offset of 3 makes the mean large relative to the spread, which punishes a
+        // one-pass variance.
+        let x = g.input("x", DType::F32, [rows, w]).unwrap();
+        let gm = gamma.then(|| g.param("g", DType::F32, [w]).unwrap());
+        let bt = (gamma && beta && kind == NormKind::Layer).then(|| g.param("b", DType::F32, [w]).unwrap());
+        let y = match kind {
+            NormKind::Layer => g.layer_norm(x, gm, bt, 1e-5).unwrap(),
+            NormKind::Rms => g.rms_norm(x, gm, 1e-6).unwrap(),
+        };
+        g.output(y).unwrap();
+        let mut params = Vec::new();
+        if gamma { params.push(("g", tensor(&[w], seed ^ 2, 0.0))); }
+        if gamma && beta && kind == NormKind::Layer { params.push(("b", tensor(&[w], seed ^ 4, 0.0))); }
+        let inputs = [("x", tensor(&[rows, w], seed, 3.0))];
+        let gpu = run_eager(&common::device(), &g, &params, &inputs).unwrap();
+        let cpu = evaluate(&g, &params, &inputs).unwrap();
+        common::assert_close(&gpu[0].to_f32(), &cpu[0].to_f32(), 2e-5, 0.0, &format!("{kind:?} {rows}x{w}"));
+    }
+
+    #[test]
+    fn fused_residual_matches_reference(rows in 1usize..5, w in width(), rms in any::<bool>(), bias in any::<bool>(), seed in any::<u64>()) {
+        let kind = if rms { NormKind::Rms } else { NormKind::Layer };
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, [rows, w]).unwrap();
+        let r = g.input("r", DType::F32, [rows, w]).unwrap();
+        let b = bias.then(|| g.param("bias", DType::F32, [w]).unwrap());
+        let gm = g.param("g", DType::F32, [w]).unwrap();
+        let bt = (kind == NormKind::Layer).then(|| g.param("beta", DType::F32, [w]).unwrap());
+        let y = g.fused_residual_norm(kind, x, r, b, Some(gm), bt, 1e-5).unwrap();
+        g.output(y).unwrap();
+        let mut params = vec![("g", tensor(&[w], seed ^ 2, 0.0))];
+        if bias { params.push(("bias", tensor(&[w], seed ^ 3, 0.0))); }
+        if kind == NormKind::Layer { params.push(("beta", tensor(&[w], seed ^ 4, 0.0))); }
+        let inputs = [("x", tensor(&[rows, w], seed, 0.0)), ("r", tensor(&[rows, w], seed ^ 1, 1.0))];
+        let gpu = run_eager(&common::device(), &g, &params, &inputs).unwrap();
+        let cpu = evaluate(&g, &params, &inputs).unwrap();
+        common::assert_close(&gpu[0].to_f32(), &cpu[0].to_f32(), 2e-5, 0.0, &format!("fused {kind:?} {rows}x{w}"));
+    }
+}
