@@ -31,9 +31,25 @@ struct UnaryParams {
     _pad2: u32,
 }
 
+struct WhereParams {
+    numel: u32,
+    rank: u32,
+    cond_offset: u32,
+    a_offset: u32,
+    b_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+    _pad: u32,
+    out_shape: array<vec4<u32>, 2>,
+    cond_strides: array<vec4<u32>, 2>,
+    a_strides: array<vec4<u32>, 2>,
+    b_strides: array<vec4<u32>, 2>,
+}
+
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
 @group(0) @binding(1) var<uniform> bp: BinaryParams;
 @group(0) @binding(1) var<uniform> up: UnaryParams;
+@group(0) @binding(1) var<uniform> wp: WhereParams;
 
 // pow with the real-valued cases WGSL leaves undefined: a negative base with an integer
 // exponent, and 0^0 = 1.
@@ -102,4 +118,29 @@ fn unary(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     arena[up.out_offset + i] = apply_unary(up.op, arena[up.in_offset + i]);
+}
+
+// cond is read as a float word (bool tensors hold 0.0 / 1.0).
+@compute @workgroup_size(64)
+fn where_select(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * wp.grid_width;
+    if (i >= wp.numel) {
+        return;
+    }
+    var rem = i;
+    var co = 0u;
+    var ao = 0u;
+    var bo = 0u;
+    for (var d = i32(wp.rank) - 1; d >= 0; d--) {
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let size = wp.out_shape[q][r];
+        let c = rem % size;
+        rem = rem / size;
+        co += c * wp.cond_strides[q][r];
+        ao += c * wp.a_strides[q][r];
+        bo += c * wp.b_strides[q][r];
+    }
+    let take_a = arena[wp.cond_offset + co] != 0.0;
+    arena[wp.out_offset + i] = select(arena[wp.b_offset + bo], arena[wp.a_offset + ao], take_a);
 }

@@ -21,8 +21,11 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
     vec![
         &elementwise::BINARY,
         &elementwise::UNARY,
+        &elementwise::WHERE,
         &matmul::MATMUL,
         &norm::NORM,
+        &movement::STRIDED_COPY,
+        &movement::GATHER,
     ]
 }
 

@@ -121,13 +121,19 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         return Ok(Vec::new());
     }
     match op {
-        Op::Binary { .. } | Op::Compare { .. } | Op::Activation { .. } => {
+        Op::Binary { .. } | Op::Compare { .. } | Op::Where | Op::Activation { .. } => {
             families::elementwise::lower(op, inputs, out)
         }
         Op::MatMul { .. } | Op::FusedMatMulBiasAct { .. } => {
             families::matmul::lower(op, inputs, out)
         }
         Op::Norm { .. } | Op::FusedResidualNorm { .. } => families::norm::lower(op, inputs, out),
+        Op::Transpose { .. }
+        | Op::Narrow { .. }
+        | Op::Concat { .. }
+        | Op::Expand { .. }
+        | Op::Cast { .. }
+        | Op::Gather { .. } => families::movement::lower(op, inputs, out),
         _ => Err(LowerError::unsupported(op, "no GPU kernel for this op yet")),
     }
 }

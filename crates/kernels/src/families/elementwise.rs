@@ -48,6 +48,38 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// Params of the `where_select` entry point.
+    pub struct WhereParams as "WhereParams" {
+        pub numel: u32,
+        pub rank: u32,
+        pub cond_offset: u32,
+        pub a_offset: u32,
+        pub b_offset: u32,
+        pub out_offset: u32,
+        pub grid_width: u32,
+        pub _pad: u32,
+        pub out_shape: [[u32; 4]; 2],
+        pub cond_strides: [[u32; 4]; 2],
+        pub a_strides: [[u32; 4]; 2],
+        pub b_strides: [[u32; 4]; 2],
+    }
+}
+
+pub const WHERE: KernelDesc = KernelDesc {
+    name: "where_select",
+    file: "elementwise.wgsl",
+    source: SOURCE,
+    entry: "where_select",
+    workgroup_size: [64, 1, 1],
+    bindings: BINDINGS,
+    params: WhereParams::LAYOUT,
+    needs: Needs {
+        f16: false,
+        subgroups: false,
+    },
+};
+
 pub const BINARY: KernelDesc = KernelDesc {
     name: "binary",
     file: "elementwise.wgsl",
@@ -126,8 +158,40 @@ pub fn pack_dims(op: &Op, dims: &[usize]) -> Result<[[u32; 4]; 2], LowerError> {
     Ok(out)
 }
 
-/// Lowers binary, compare and activation ops.
+/// Lowers `Where`: the condition is any float-word tensor (bool or f32), a and b are f32.
+fn lower_where(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    if crate::lower::repr(inputs[0].dtype) != crate::lower::Repr::F32 {
+        return Err(LowerError::unsupported(
+            op,
+            format!("condition dtype {}", inputs[0].dtype),
+        ));
+    }
+    require_f32(op, [&inputs[1], &inputs[2], out])?;
+    let numel = out.numel();
+    let g = grid(op, numel, 64)?;
+    let s = |i: usize| pack_dims(op, &broadcast_strides(&inputs[i].dims, &out.dims));
+    let p = WhereParams {
+        numel: u32_of(op, "elements", numel)?,
+        rank: out.dims.len() as u32,
+        cond_offset: inputs[0].offset,
+        a_offset: inputs[1].offset,
+        b_offset: inputs[2].offset,
+        out_offset: out.offset,
+        grid_width: g.grid_width,
+        _pad: 0,
+        out_shape: pack_dims(op, &out.dims)?,
+        cond_strides: s(0)?,
+        a_strides: s(1)?,
+        b_strides: s(2)?,
+    };
+    Ok(vec![Dispatch::new(&WHERE, &p, g.groups)])
+}
+
+/// Lowers binary, compare, where and activation ops.
 pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    if matches!(op, Op::Where) {
+        return lower_where(op, inputs, out);
+    }
     require_f32(op, inputs)?;
     if !(out.dtype == DType::F32 || (out.dtype == DType::Bool && matches!(op, Op::Compare { .. })))
     {

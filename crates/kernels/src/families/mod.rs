@@ -2,4 +2,5 @@
 
 pub mod elementwise;
 pub mod matmul;
+pub mod movement;
 pub mod norm;

@@ -1,0 +1,304 @@
+//! Data movement: transpose, narrow, concat, expand, cast and staging copies through one
+//! strided-copy kernel, and gather (numpy take).
+
+use crate::desc::{Binding, KernelDesc, Needs};
+use crate::families::elementwise::pack_dims;
+use crate::kernel_params;
+use crate::lower::{
+    broadcast_strides, grid, repr, strides, u32_of, Dispatch, LowerError, Operand, Repr,
+};
+use crate::params::KernelParams;
+use kiln_ir::{DType, Op};
+
+const SOURCE: &str = include_str!("../../../../shaders/movement.wgsl");
+const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
+const NEEDS: Needs = Needs {
+    f16: false,
+    subgroups: false,
+};
+
+kernel_params! {
+    /// Params of the `strided_copy` entry point.
+    pub struct CopyParams as "CopyParams" {
+        pub numel: u32,
+        pub rank: u32,
+        pub in_offset: u32,
+        pub out_offset: u32,
+        pub grid_width: u32,
+        /// A [`Convert`] code.
+        pub convert: u32,
+        pub lo: i32,
+        pub hi: i32,
+        pub shape: [[u32; 4]; 2],
+        pub in_strides: [[u32; 4]; 2],
+        pub out_strides: [[u32; 4]; 2],
+    }
+}
+
+kernel_params! {
+    /// Params of the `gather` entry point.
+    pub struct GatherParams as "GatherParams" {
+        pub outer: u32,
+        pub axis_size: u32,
+        pub num_indices: u32,
+        pub inner: u32,
+        pub table_offset: u32,
+        pub index_offset: u32,
+        pub out_offset: u32,
+        pub grid_width: u32,
+    }
+}
+
+pub const STRIDED_COPY: KernelDesc = KernelDesc {
+    name: "strided_copy",
+    file: "movement.wgsl",
+    source: SOURCE,
+    entry: "strided_copy",
+    workgroup_size: [64, 1, 1],
+    bindings: BINDINGS,
+    params: CopyParams::LAYOUT,
+    needs: NEEDS,
+};
+
+pub const GATHER: KernelDesc = KernelDesc {
+    name: "gather",
+    file: "movement.wgsl",
+    source: SOURCE,
+    entry: "gather",
+    workgroup_size: [64, 1, 1],
+    bindings: BINDINGS,
+    params: GatherParams::LAYOUT,
+    needs: NEEDS,
+};
+
+/// How `strided_copy` converts each word (the shader's `convert` codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convert {
+    Copy,
+    FloatToInt { lo: i32, hi: i32 },
+    IntToFloat,
+    UintToFloat,
+    FloatToBool,
+    IntToBool,
+    IntToInt { lo: i32, hi: i32 },
+}
+
+impl Convert {
+    fn code(self) -> (u32, i32, i32) {
+        match self {
+            Convert::Copy => (0, 0, 0),
+            Convert::FloatToInt { lo, hi } => (1, lo, hi),
+            Convert::IntToFloat => (2, 0, 0),
+            Convert::UintToFloat => (3, 0, 0),
+            Convert::FloatToBool => (4, 0, 0),
+            Convert::IntToBool => (5, 0, 0),
+            Convert::IntToInt { lo, hi } => (6, lo, hi),
+        }
+    }
+}
+
+/// One strided copy: `shape` elements from `src` (with `src_strides`) to `dst` (with
+/// `dst_strides`), offsets in words.
+#[derive(Debug, Clone)]
+pub struct StridedCopy<'a> {
+    pub shape: &'a [usize],
+    pub src_offset: u32,
+    pub src_strides: &'a [usize],
+    pub dst_offset: u32,
+    pub dst_strides: &'a [usize],
+    pub convert: Convert,
+}
+
+/// Lowers one strided copy.
+pub fn strided_copy(op: &Op, c: &StridedCopy<'_>) -> Result<Dispatch, LowerError> {
+    let numel: usize = c.shape.iter().product();
+    let g = grid(op, numel, 64)?;
+    let (convert, lo, hi) = c.convert.code();
+    let p = CopyParams {
+        numel: u32_of(op, "elements", numel)?,
+        rank: c.shape.len() as u32,
+        in_offset: c.src_offset,
+        out_offset: c.dst_offset,
+        grid_width: g.grid_width,
+        convert,
+        lo,
+        hi,
+        shape: pack_dims(op, c.shape)?,
+        in_strides: pack_dims(op, c.src_strides)?,
+        out_strides: pack_dims(op, c.dst_strides)?,
+    };
+    Ok(Dispatch::new(&STRIDED_COPY, &p, g.groups))
+}
+
+/// A contiguous copy of `words` words (staging between arena regions).
+pub fn copy_words(op: &Op, src: u32, dst: u32, words: usize) -> Result<Dispatch, LowerError> {
+    strided_copy(
+        op,
+        &StridedCopy {
+            shape: &[words],
+            src_offset: src,
+            src_strides: &[1],
+            dst_offset: dst,
+            dst_strides: &[1],
+            convert: Convert::Copy,
+        },
+    )
+}
+
+fn packed(op: &Op, o: &Operand) -> Result<(), LowerError> {
+    if repr(o.dtype) == Repr::Packed {
+        return Err(LowerError::unsupported(
+            op,
+            format!("{} tensors are moved only by views", o.dtype),
+        ));
+    }
+    Ok(())
+}
+
+/// Lowers transpose, narrow, concat, expand, cast and gather.
+pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    packed(op, &inputs[0])?;
+    let out_strides = strides(&out.dims);
+    let copy =
+        |shape: &[usize], src: u32, src_strides: &[usize], dst: u32, dst_strides: &[usize]| {
+            strided_copy(
+                op,
+                &StridedCopy {
+                    shape,
+                    src_offset: src,
+                    src_strides,
+                    dst_offset: dst,
+                    dst_strides,
+                    convert: Convert::Copy,
+                },
+            )
+        };
+    let x = &inputs[0];
+    let d = match op {
+        Op::Transpose { perm } => {
+            let own = strides(&x.dims);
+            let permuted: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
+            vec![copy(
+                &out.dims,
+                x.offset,
+                &permuted,
+                out.offset,
+                &out_strides,
+            )?]
+        }
+        Op::Narrow { axis, start, .. } => {
+            let own = strides(&x.dims);
+            let src = u32_of(op, "offset", x.offset as usize + start * own[*axis])?;
+            vec![copy(&out.dims, src, &own, out.offset, &out_strides)?]
+        }
+        Op::Expand { .. } => {
+            let s = broadcast_strides(&x.dims, &out.dims);
+            vec![copy(&out.dims, x.offset, &s, out.offset, &out_strides)?]
+        }
+        Op::Concat { axis } => {
+            let mut at = 0usize;
+            let mut ds = Vec::with_capacity(inputs.len());
+            for i in inputs {
+                let dst = u32_of(op, "offset", out.offset as usize + at * out_strides[*axis])?;
+                ds.push(copy(
+                    &i.dims,
+                    i.offset,
+                    &strides(&i.dims),
+                    dst,
+                    &out_strides,
+                )?);
+                at += i.dims[*axis];
+            }
+            ds
+        }
+        Op::Cast { to } => {
+            let convert = cast_conversion(op, x.dtype, *to)?;
+            vec![strided_copy(
+                op,
+                &StridedCopy {
+                    shape: &[out.numel()],
+                    src_offset: x.offset,
+                    src_strides: &[1],
+                    dst_offset: out.offset,
+                    dst_strides: &[1],
+                    convert,
+                },
+            )?]
+        }
+        Op::Gather { axis } => vec![gather(op, x, &inputs[1], *axis, out)?],
+        _ => return Err(LowerError::unsupported(op, "not a data-movement op")),
+    };
+    Ok(d)
+}
+
+/// The word conversion of a cast, following the IR's cast rules.
+pub fn cast_conversion(op: &Op, from: DType, to: DType) -> Result<Convert, LowerError> {
+    let int_range = |t: DType| -> Option<(i32, i32)> {
+        match t {
+            DType::I32 | DType::I64 => Some((i32::MIN, i32::MAX)),
+            DType::U8 => Some((0, 255)),
+            DType::I8 => Some((-128, 127)),
+            _ => None,
+        }
+    };
+    let unsupported = || {
+        LowerError::unsupported(
+            op,
+            format!("cast from {from} to {to} has no GPU lowering yet"),
+        )
+    };
+    if from == to {
+        return Ok(Convert::Copy);
+    }
+    Ok(match (repr(from), repr(to)) {
+        (Repr::F32, Repr::F32) => match (from, to) {
+            (_, DType::Bool) => Convert::FloatToBool,
+            (DType::Bool, DType::F32) => Convert::Copy,
+            _ => return Err(unsupported()),
+        },
+        (Repr::F32, Repr::I32) => {
+            let (lo, hi) = int_range(to).ok_or_else(unsupported)?;
+            Convert::FloatToInt { lo, hi }
+        }
+        (Repr::I32, Repr::F32) => match (from, to) {
+            (_, DType::Bool) => Convert::IntToBool,
+            (DType::U32, DType::F32) => Convert::UintToFloat,
+            (_, DType::F32) => Convert::IntToFloat,
+            _ => return Err(unsupported()),
+        },
+        (Repr::I32, Repr::I32) if from != DType::U32 => {
+            let (lo, hi) = match to {
+                DType::U32 => (0, i32::MAX),
+                t => int_range(t).ok_or_else(unsupported)?,
+            };
+            Convert::IntToInt { lo, hi }
+        }
+        _ => return Err(unsupported()),
+    })
+}
+
+fn gather(
+    op: &Op,
+    table: &Operand,
+    indices: &Operand,
+    axis: usize,
+    out: &Operand,
+) -> Result<Dispatch, LowerError> {
+    if repr(indices.dtype) != Repr::I32 {
+        return Err(LowerError::unsupported(op, "indices must be integers"));
+    }
+    let outer: usize = table.dims[..axis].iter().product();
+    let inner: usize = table.dims[axis + 1..].iter().product();
+    let g = grid(op, out.numel(), 64)?;
+    let p = GatherParams {
+        outer: u32_of(op, "outer", outer)?,
+        axis_size: u32_of(op, "axis", table.dims[axis])?,
+        num_indices: u32_of(op, "indices", indices.numel())?,
+        inner: u32_of(op, "inner", inner)?,
+        table_offset: table.offset,
+        index_offset: indices.offset,
+        out_offset: out.offset,
+        grid_width: g.grid_width,
+    };
+    Ok(Dispatch::new(&GATHER, &p, g.groups))
+}

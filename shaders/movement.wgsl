@@ -1,0 +1,99 @@
+// @file movement.wgsl
+// Data movement over the f32 arena window.
+//
+// `strided_copy` walks a copy shape of up to 8 dims and moves element (c0..cr) from
+// in_offset + sum(c_d * in_strides[d]) to out_offset + sum(c_d * out_strides[d]), converting the
+// word on the way. With the right strides it is a transpose (permuted input strides), a narrow
+// (shifted input offset), an expand (zero input strides), one input of a concat (a window of
+// the output), a cast, or a plain copy for staging between arena regions.
+// `gather` is numpy take: out[o, j, i] = table[o, idx[j], i].
+
+struct CopyParams {
+    numel: u32,
+    rank: u32,
+    in_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+    // 0 copy the word, 1 float -> int (truncate, clamp to [lo, hi], NaN -> 0), 2 int -> float,
+    // 3 uint -> float, 4 float -> bool, 5 int -> bool, 6 int -> int (clamp to [lo, hi]).
+    convert: u32,
+    lo: i32,
+    hi: i32,
+    shape: array<vec4<u32>, 2>,
+    in_strides: array<vec4<u32>, 2>,
+    out_strides: array<vec4<u32>, 2>,
+}
+
+struct GatherParams {
+    outer: u32,
+    axis_size: u32,
+    num_indices: u32,
+    inner: u32,
+    table_offset: u32,
+    index_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> arena: array<f32>;
+@group(0) @binding(1) var<uniform> cp: CopyParams;
+@group(0) @binding(1) var<uniform> gp: GatherParams;
+
+fn convert_word(w: f32) -> f32 {
+    switch cp.convert {
+        case 1u: {
+            if (w != w) {
+                return bitcast<f32>(0i);
+            }
+            let t = trunc(clamp(w, f32(cp.lo), f32(cp.hi)));
+            // f32(hi) may round above hi (e.g. i32::MAX); clamp again in the integer domain.
+            return bitcast<f32>(clamp(i32(t), cp.lo, cp.hi));
+        }
+        case 2u: { return f32(bitcast<i32>(w)); }
+        case 3u: { return f32(bitcast<u32>(w)); }
+        case 4u: { return select(0.0, 1.0, w != 0.0); }
+        case 5u: { return select(0.0, 1.0, bitcast<i32>(w) != 0i); }
+        case 6u: { return bitcast<f32>(clamp(bitcast<i32>(w), cp.lo, cp.hi)); }
+        default: { return w; }
+    }
+}
+
+@compute @workgroup_size(64)
+fn strided_copy(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * cp.grid_width;
+    if (i >= cp.numel) {
+        return;
+    }
+    var rem = i;
+    var src = cp.in_offset;
+    var dst = cp.out_offset;
+    for (var d = i32(cp.rank) - 1; d >= 0; d--) {
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let size = cp.shape[q][r];
+        let c = rem % size;
+        rem = rem / size;
+        src += c * cp.in_strides[q][r];
+        dst += c * cp.out_strides[q][r];
+    }
+    arena[dst] = convert_word(arena[src]);
+}
+
+@compute @workgroup_size(64)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * gp.grid_width;
+    let total = gp.outer * gp.num_indices * gp.inner;
+    if (i >= total) {
+        return;
+    }
+    let inner_i = i % gp.inner;
+    let j = (i / gp.inner) % gp.num_indices;
+    let o = i / (gp.inner * gp.num_indices);
+    let index = bitcast<i32>(arena[gp.index_offset + j]);
+    // A kernel cannot raise: an index outside the table reads as zeros.
+    var v = 0.0;
+    if (index >= 0i && u32(index) < gp.axis_size) {
+        v = arena[gp.table_offset + (o * gp.axis_size + u32(index)) * gp.inner + inner_i];
+    }
+    arena[gp.out_offset + i] = v;
+}

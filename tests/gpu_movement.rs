@@ -1,0 +1,128 @@
+//! Data movement, casts, gather and where on the Vulkan device against kiln-reference.
+//! These kernels move or convert words without arithmetic, so results must be identical.
+
+mod common;
+
+use kiln::ir::{CompareOp, DType, Graph, HostTensor};
+use kiln::reference::evaluate;
+use kiln::runtime::run_eager;
+use proptest::prelude::*;
+
+fn iota(shape: &[usize], scale: f32) -> HostTensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| (i as f32 - n as f32 / 2.0) * scale)
+        .collect();
+    HostTensor::from_f32(shape, &v).unwrap()
+}
+
+fn same(g: &Graph, inputs: &[(&str, HostTensor)]) {
+    let gpu = run_eager(&common::device(), g, &[], inputs).unwrap_or_else(|e| panic!("{e}"));
+    let cpu = evaluate(g, &[], inputs).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(gpu, cpu, "{g}");
+}
+
+fn shape() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(prop::sample::select(vec![1usize, 2, 3, 5, 17]), 1..5)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn transpose_any_permutation(s in shape(), seed in any::<u64>()) {
+        let mut perm: Vec<usize> = (0..s.len()).collect();
+        // A seeded Fisher-Yates shuffle.
+        let mut r = seed | 1;
+        for i in (1..perm.len()).rev() {
+            r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+            perm.swap(i, (r % (i as u64 + 1)) as usize);
+        }
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, s.as_slice()).unwrap();
+        let y = g.transpose(x, &perm).unwrap();
+        g.output(y).unwrap();
+        same(&g, &[("x", iota(&s, 0.5))]);
+    }
+
+    #[test]
+    fn narrow_concat_expand(s in shape(), axis_pick in any::<prop::sample::Index>()) {
+        let axis = axis_pick.index(s.len());
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, s.as_slice()).unwrap();
+        let len = s[axis].div_ceil(2);
+        let n = g.narrow(x, axis, s[axis] - len, len).unwrap();
+        let c = g.concat(&[n, x, n], axis).unwrap();
+        // Expand a leading size-1 dim to 3.
+        let mut with_one = vec![1];
+        with_one.extend(&s);
+        let r = g.reshape(x, with_one.as_slice()).unwrap();
+        let mut big = with_one.clone();
+        big[0] = 3;
+        let e = g.expand(r, big.as_slice()).unwrap();
+        g.output(c).unwrap();
+        g.output(e).unwrap();
+        same(&g, &[("x", iota(&s, 1.0))]);
+    }
+}
+
+#[test]
+fn casts_follow_the_ir_rules() {
+    let vals = [-300.7f32, -2.5, -0.0, 0.4, 1.0, 2.9, 127.5, 300.2];
+    for to in [DType::I32, DType::I64, DType::U8, DType::I8, DType::Bool] {
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, [8]).unwrap();
+        let y = g.cast(x, to).unwrap();
+        let back = g.cast(y, DType::F32).unwrap();
+        g.output(y).unwrap();
+        g.output(back).unwrap();
+        same(&g, &[("x", HostTensor::from_f32(&[8], &vals).unwrap())]);
+    }
+    // Integer to integer, and integer to bool.
+    let mut g = Graph::new();
+    let x = g.input("x", DType::I32, [5]).unwrap();
+    let a = g.cast(x, DType::U8).unwrap();
+    let b = g.cast(x, DType::Bool).unwrap();
+    let c = g.cast(x, DType::I8).unwrap();
+    for o in [a, b, c] {
+        g.output(o).unwrap();
+    }
+    same(
+        &g,
+        &[(
+            "x",
+            HostTensor::from_i32(&[5], &[-200, -1, 0, 7, 300]).unwrap(),
+        )],
+    );
+}
+
+#[test]
+fn gather_rows_and_inner_axes() {
+    for (table, idx_shape, axis) in [
+        (vec![7, 3], vec![5], 0),
+        (vec![2, 6, 4], vec![2, 3], 1),
+        (vec![4, 5], vec![3], 1),
+    ] {
+        let mut g = Graph::new();
+        let t = g.input("t", DType::F32, table.as_slice()).unwrap();
+        let i = g.input("i", DType::I64, idx_shape.as_slice()).unwrap();
+        let y = g.gather(t, i, axis).unwrap();
+        g.output(y).unwrap();
+        let n: usize = idx_shape.iter().product();
+        let idx: Vec<f32> = (0..n).map(|k| ((k * 5 + 1) % table[axis]) as f32).collect();
+        let it = HostTensor::from_values(DType::I64, &idx_shape, &idx).unwrap();
+        same(&g, &[("t", iota(&table, 1.0)), ("i", it)]);
+    }
+}
+
+#[test]
+fn where_broadcasts_a_bool_condition() {
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [3, 4]).unwrap();
+    let b = g.input("b", DType::F32, [4]).unwrap();
+    let zero = g.constant_f32([1], &[0.0]).unwrap();
+    let cond = g.compare(CompareOp::Gt, a, zero).unwrap();
+    let y = g.where_(cond, a, b).unwrap();
+    g.output(y).unwrap();
+    same(&g, &[("a", iota(&[3, 4], 1.0)), ("b", iota(&[4], 10.0))]);
+}
