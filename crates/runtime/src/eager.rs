@@ -6,11 +6,11 @@
 
 use crate::device::Device;
 use crate::error::RunError;
+use crate::exec::run_dispatches;
 use crate::transfer::{from_arena, to_arena, words};
 use kiln_ir::{HostTensor, Op};
 use kiln_kernels::lower::{is_view, lower, Dispatch, Operand};
 use std::collections::HashMap;
-use wgpu::util::DeviceExt;
 
 /// Runs `graph` on `device` with the given params and inputs; returns the outputs in order.
 pub fn run_eager(
@@ -67,26 +67,9 @@ pub fn run_eager(
         dispatches.extend(lowered);
         operands.push(out);
     }
-    let arena_bytes = (next_word.max(4) * 4) as u64;
-    let limit = device.info().limits.max_storage_buffer_binding_size;
-    if arena_bytes > limit {
-        return Err(RunError::TooLarge {
-            bytes: arena_bytes,
-            limit,
-        });
-    }
-
-    let wdev = device.wgpu_device();
-    let arena = wdev.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("kiln eager arena"),
-        size: arena_bytes,
-        usage: wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
+    let mut arena = vec![0u8; next_word.max(4) * 4];
     for (id, node) in bound.nodes().iter().enumerate() {
-        let at = operands[id].offset as u64 * 4;
+        let at = operands[id].offset as usize * 4;
         let bytes = match &node.op {
             Op::Input { name } | Op::Param { name } => {
                 let t = sources.get(name.as_str()).ok_or_else(|| match node.op {
@@ -109,101 +92,25 @@ pub fn run_eager(
             }),
             _ => continue,
         };
-        if !bytes.is_empty() {
-            device.queue().write_buffer(&arena, at, &bytes);
-        }
+        arena[at..at + bytes.len()].copy_from_slice(&bytes);
     }
-
-    // All params in one uniform buffer, each at an aligned offset.
-    let align = device.info().limits.min_uniform_buffer_offset_alignment as usize;
-    let mut uniform = Vec::new();
-    let mut uniform_at = Vec::with_capacity(dispatches.len());
-    for d in &dispatches {
-        uniform.resize(uniform.len().next_multiple_of(align), 0);
-        uniform_at.push(uniform.len() as u64);
-        uniform.extend_from_slice(&d.params);
-    }
-    uniform.resize(uniform.len().max(16), 0);
-    let uniform_buf = wdev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("kiln eager params"),
-        contents: &uniform,
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-
-    let mut encoder = wdev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("kiln eager"),
-    });
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("kiln eager"),
-            timestamp_writes: None,
-        });
-        for (d, &u) in dispatches.iter().zip(&uniform_at) {
-            let compiled = device.pipelines().get(d.kernel)?;
-            let bind = wdev.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(d.kernel.name),
-                layout: &compiled.bind_group_layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: arena.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniform_buf,
-                            offset: u,
-                            size: wgpu::BufferSize::new(d.params.len() as u64),
-                        }),
-                    },
-                ],
-            });
-            pass.set_pipeline(&compiled.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-        }
-    }
-
-    // Outputs are copied into one staging buffer in the same submit.
-    let mut out_at = Vec::new();
-    let mut staging_bytes = 0u64;
-    for o in bound.outputs() {
-        let op = &operands[o.0];
-        let n = words(op.dtype, op.numel(), op.dims.last().copied().unwrap_or(1)).unwrap_or(0);
-        let bytes = n as u64 * 4;
-        out_at.push((staging_bytes, bytes));
-        staging_bytes += bytes;
-    }
-    let staging = wdev.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("kiln eager readback"),
-        size: staging_bytes.max(4),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    for (o, &(at, bytes)) in bound.outputs().iter().zip(&out_at) {
-        if bytes > 0 {
-            encoder.copy_buffer_to_buffer(
-                &arena,
-                operands[o.0].offset as u64 * 4,
-                &staging,
-                at,
-                bytes,
-            );
-        }
-    }
-    device.queue().submit([encoder.finish()]);
-    let data = crate::readback::map_read(device, &staging)?;
+    let reads: Vec<(u64, u64)> = bound
+        .outputs()
+        .iter()
+        .map(|o| {
+            let op = &operands[o.0];
+            let n = words(op.dtype, op.numel(), op.dims.last().copied().unwrap_or(1)).unwrap_or(0);
+            (op.offset as u64, n as u64)
+        })
+        .collect();
+    let data = run_dispatches(device, &arena, &dispatches, &reads)?;
     Ok(bound
         .outputs()
         .iter()
-        .zip(&out_at)
-        .map(|(o, &(at, bytes))| {
+        .zip(&data)
+        .map(|(o, bytes)| {
             let op = &operands[o.0];
-            from_arena(
-                op.dtype,
-                &op.dims,
-                &data[at as usize..(at + bytes) as usize],
-            )
+            from_arena(op.dtype, &op.dims, bytes)
         })
         .collect())
 }

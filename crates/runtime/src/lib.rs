@@ -3,10 +3,12 @@
 pub mod device;
 pub mod eager;
 mod error;
+pub mod exec;
 pub mod readback;
 pub mod transfer;
 
 pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions};
 pub use eager::run_eager;
 pub use error::RunError;
+pub use exec::run_dispatches;
 pub use wgpu;

@@ -1,0 +1,184 @@
+//! Kernel variants that have no IR op of their own (the planner's fusions emit them): the QKV
+//! split-write matmul and the residual-norm "tee". Each is dispatched directly and compared
+//! with kiln-reference evaluating the unfused graph. Tolerances as in gpu_matmul / gpu_norm.
+
+mod common;
+
+use kiln::ir::{Activation, DType, Graph, HostTensor, NormKind, Op};
+use kiln::kernels::families::{matmul, norm};
+use kiln::kernels::Operand;
+use kiln::reference::evaluate;
+use kiln::runtime::run_dispatches;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn operand(offset: u32, dims: &[usize]) -> Operand {
+    Operand {
+        offset,
+        dims: dims.to_vec(),
+        dtype: DType::F32,
+    }
+}
+
+/// Packs f32 tensors one after another into arena bytes; returns their word offsets.
+fn pack(tensors: &[&[f32]], extra_words: usize) -> (Vec<u8>, Vec<u32>) {
+    let mut bytes = Vec::new();
+    let mut offsets = Vec::new();
+    for t in tensors {
+        offsets.push((bytes.len() / 4) as u32);
+        bytes.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    offsets.push((bytes.len() / 4) as u32);
+    bytes.resize(bytes.len() + extra_words * 4, 0);
+    (bytes, offsets)
+}
+
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn qkv_split_write_matches_matmul_and_narrows() {
+    let (m, k, w) = (17, 24, 20);
+    let (x, wt, bias) = (values(m * k, 1), values(3 * w * k, 2), values(3 * w, 3));
+    // Reference: one fused matmul [m, 3w] then three narrows.
+    let mut g = Graph::new();
+    let xi = g.input("x", DType::F32, [m, k]).unwrap();
+    let wi = g.input("w", DType::F32, [3 * w, k]).unwrap();
+    let bi = g.input("b", DType::F32, [3 * w]).unwrap();
+    let y = g
+        .fused_matmul_bias_act(xi, wi, Some(bi), Some(Activation::Gelu), true)
+        .unwrap();
+    for i in 0..3 {
+        let part = g.narrow(y, 1, i * w, w).unwrap();
+        g.output(part).unwrap();
+    }
+    let inputs = [
+        ("x", HostTensor::from_f32(&[m, k], &x).unwrap()),
+        ("w", HostTensor::from_f32(&[3 * w, k], &wt).unwrap()),
+        ("b", HostTensor::from_f32(&[3 * w], &bias).unwrap()),
+    ];
+    let want = evaluate(&g, &[], &inputs).unwrap();
+
+    let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w);
+    let outs: Vec<Operand> = (0..3)
+        .map(|i| operand(off[3] + (i * m * w) as u32, &[m, w]))
+        .collect();
+    let op = Op::FusedMatMulBiasAct {
+        transpose_b: true,
+        has_bias: true,
+        act: Some(Activation::Gelu),
+    };
+    let ops = matmul::lower_split(
+        &op,
+        &operand(off[0], &[m, k]),
+        &operand(off[1], &[3 * w, k]),
+        true,
+        matmul::Epilogue {
+            bias: Some(&operand(off[2], &[3 * w])),
+            act: Some(Activation::Gelu),
+        },
+        &[&outs[0], &outs[1], &outs[2]],
+    )
+    .unwrap();
+    assert_eq!(ops.len(), 1, "one dispatch writes all three");
+    let reads: Vec<(u64, u64)> = outs
+        .iter()
+        .map(|o| (o.offset as u64, (m * w) as u64))
+        .collect();
+    let got = run_dispatches(&common::device(), &arena, &ops, &reads).unwrap();
+    for i in 0..3 {
+        common::assert_close(
+            &floats(&got[i]),
+            &want[i].to_f32(),
+            1e-5 * (k as f32).sqrt(),
+            0.0,
+            &format!("part {i}"),
+        );
+    }
+}
+
+#[test]
+fn residual_tee_writes_norm_and_sum() {
+    let (rows, w) = (5, 300);
+    let (x, r, bias, gamma, beta) = (
+        values(rows * w, 4),
+        values(rows * w, 5),
+        values(w, 6),
+        values(w, 7),
+        values(w, 8),
+    );
+    let mut g = Graph::new();
+    let xi = g.input("x", DType::F32, [rows, w]).unwrap();
+    let ri = g.input("r", DType::F32, [rows, w]).unwrap();
+    let bi = g.input("bias", DType::F32, [w]).unwrap();
+    let gi = g.input("g", DType::F32, [w]).unwrap();
+    let ei = g.input("e", DType::F32, [w]).unwrap();
+    let s = g.add_op(xi, ri).unwrap();
+    let s = g.add_op(s, bi).unwrap();
+    let y = g.layer_norm(s, Some(gi), Some(ei), 1e-5).unwrap();
+    g.output(y).unwrap();
+    g.output(s).unwrap();
+    let t = |shape: &[usize], v: &[f32]| HostTensor::from_f32(shape, v).unwrap();
+    let inputs = [
+        ("x", t(&[rows, w], &x)),
+        ("r", t(&[rows, w], &r)),
+        ("bias", t(&[w], &bias)),
+        ("g", t(&[w], &gamma)),
+        ("e", t(&[w], &beta)),
+    ];
+    let want = evaluate(&g, &[], &inputs).unwrap();
+
+    let (arena, off) = pack(&[&x, &r, &bias, &gamma, &beta], 2 * rows * w);
+    let out = operand(off[5], &[rows, w]);
+    let sum = operand(off[5] + (rows * w) as u32, &[rows, w]);
+    let (xo, ro, bo, go, eo) = (
+        operand(off[0], &[rows, w]),
+        operand(off[1], &[rows, w]),
+        operand(off[2], &[w]),
+        operand(off[3], &[w]),
+        operand(off[4], &[w]),
+    );
+    let op = Op::FusedResidualNorm {
+        kind: NormKind::Layer,
+        eps: 1e-5,
+        affine: kiln::ir::Affine::ScaleShift,
+        has_bias: true,
+    };
+    let args = norm::NormArgs {
+        kind: NormKind::Layer,
+        eps: 1e-5,
+        x: &xo,
+        residual: Some(&ro),
+        bias: Some(&bo),
+        gamma: Some(&go),
+        beta: Some(&eo),
+        out: &out,
+        sum_out: Some(&sum),
+    };
+    let ops = norm::lower_args(&op, &args).unwrap();
+    let n = (rows * w) as u64;
+    let got = run_dispatches(
+        &common::device(),
+        &arena,
+        &ops,
+        &[(out.offset as u64, n), (sum.offset as u64, n)],
+    )
+    .unwrap();
+    common::assert_close(&floats(&got[0]), &want[0].to_f32(), 2e-5, 0.0, "normed");
+    // The sum is two f32 additions on both sides (the reference rounds each to f32 too).
+    common::assert_close(&floats(&got[1]), &want[1].to_f32(), 0.0, 0.0, "sum");
+}
