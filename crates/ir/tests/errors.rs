@@ -900,6 +900,24 @@ fn infer_binding_checks_shapes() {
         g.infer_binding(&[("p", &[4])]),
         Err(IrError::UnknownInput { name: "p".into() })
     );
+    // One symbol twice in one input: [n, n] given [3, 4] conflicts, [3, 3] binds n = 3.
+    let mut sq = Graph::new();
+    let m = sq
+        .input("m", DType::F32, Shape(vec![Dim::sym("n"), Dim::sym("n")]))
+        .unwrap();
+    sq.output(m).unwrap();
+    assert_eq!(
+        sq.infer_binding(&[("m", &[3, 4])]),
+        Err(IrError::ConflictingBinding {
+            symbol: "n".into(),
+            first: 3,
+            second: 4
+        })
+    );
+    assert_eq!(
+        sq.infer_binding(&[("m", &[3, 3])]),
+        Ok(DimBinding::new().with("n", 3))
+    );
     // A static dim that differs, and a rank that differs.
     assert!(matches!(
         g.infer_binding(&[("x", &[3, 5])]),

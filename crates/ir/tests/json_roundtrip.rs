@@ -128,7 +128,7 @@ impl Builder {
             }
             2 => {
                 let n = 1 + s.c % 5;
-                if s.b % 2 == 0 {
+                if s.b.is_multiple_of(2) {
                     let vals: Vec<f32> = (0..n).map(|i| i as f32 * s.f).collect();
                     self.g.constant_f32([n], &vals)
                 } else {
@@ -147,7 +147,7 @@ impl Builder {
                     BinaryOp::Min,
                     BinaryOp::Pow,
                 ][s.c % 7];
-                let b = if s.b % 4 == 0 {
+                let b = if s.b.is_multiple_of(4) {
                     b
                 } else {
                     self.partner(a, s.b, false)
@@ -163,7 +163,7 @@ impl Builder {
                     CompareOp::Gt,
                     CompareOp::Ge,
                 ][s.c % 6];
-                let b = if s.b % 4 == 0 {
+                let b = if s.b.is_multiple_of(4) {
                     b
                 } else {
                     self.partner(a, s.b, false)
@@ -218,7 +218,7 @@ impl Builder {
                     .get(s.c % statics.len().max(1))
                     .copied()
                     .unwrap_or(0);
-                let xs = if s.b % 3 == 0 {
+                let xs = if s.b.is_multiple_of(3) {
                     vec![a, b, a]
                 } else {
                     vec![a; 1 + s.b % 3]
@@ -235,7 +235,7 @@ impl Builder {
                     ReduceOp::Min,
                     ReduceOp::Prod,
                 ][s.c % 5];
-                self.g.reduce(kind, a, &axes, s.c % 2 == 0)
+                self.g.reduce(kind, a, &axes, s.c.is_multiple_of(2))
             }
             12 => {
                 let axis = s.c % self.shape(a).rank().max(1);
@@ -243,7 +243,7 @@ impl Builder {
             }
             13 => {
                 let eps = s.f * 1e-3;
-                let gamma = if s.c % 3 > 0 {
+                let gamma = if !s.c.is_multiple_of(3) {
                     Some(self.vector_for(a)?)
                 } else {
                     None
@@ -253,24 +253,24 @@ impl Builder {
                 } else {
                     None
                 };
-                if s.b % 2 == 0 {
+                if s.b.is_multiple_of(2) {
                     self.g.layer_norm(a, gamma, beta, eps)
                 } else {
                     self.g.rms_norm(a, gamma, eps)
                 }
             }
             14 => {
-                let kind = if s.b % 2 == 0 {
+                let kind = if s.b.is_multiple_of(2) {
                     NormKind::Layer
                 } else {
                     NormKind::Rms
                 };
-                let bias = if s.c % 2 == 0 {
+                let bias = if s.c.is_multiple_of(2) {
                     Some(self.vector_for(a)?)
                 } else {
                     None
                 };
-                let gamma = if s.c % 3 > 0 {
+                let gamma = if !s.c.is_multiple_of(3) {
                     Some(self.vector_for(a)?)
                 } else {
                     None
@@ -311,12 +311,12 @@ impl Builder {
                 );
                 let out = 1 + s.c % 5;
                 let w = self.param(dt, Shape(vec![Dim::Static(out), k]))?;
-                let bias = if s.b % 2 == 0 {
+                let bias = if s.b.is_multiple_of(2) {
                     Some(self.param(dt, [out])?)
                 } else {
                     None
                 };
-                let act = (s.b % 3 > 0).then(|| pick_act(s.c / 5));
+                let act = (!s.b.is_multiple_of(3)).then(|| pick_act(s.c / 5));
                 self.g.fused_matmul_bias_act(a, w, bias, act, true)
             }
             17 => {
@@ -324,7 +324,7 @@ impl Builder {
                 let kv_heads = 1 + s.a % 2;
                 let heads = kv_heads * (1 + s.b % 3);
                 let head_dim = [2, 4, 8][s.c % 3];
-                let layout = if s.c % 2 == 0 {
+                let layout = if s.c.is_multiple_of(2) {
                     HeadLayout::Bshd
                 } else {
                     HeadLayout::Bhsd
@@ -387,7 +387,7 @@ impl Builder {
             }
             18 => {
                 let head_dim = [4, 8][s.b % 2];
-                let layout = if s.c % 2 == 0 {
+                let layout = if s.c.is_multiple_of(2) {
                     HeadLayout::Bshd
                 } else {
                     HeadLayout::Bhsd
@@ -401,7 +401,7 @@ impl Builder {
                         Dim::Static(head_dim),
                     ]),
                 )?;
-                let has_offset_input = s.c % 3 == 0;
+                let has_offset_input = s.c.is_multiple_of(3);
                 let mut inputs = vec![x];
                 if has_offset_input {
                     inputs.push(self.input(DType::U32, Shape::scalar())?);
@@ -410,7 +410,7 @@ impl Builder {
                     head_dim,
                     rotary_dims: 2 * (1 + s.a % (head_dim / 2)),
                     theta: 1.0 + s.f * 1e5,
-                    style: if s.b % 3 == 0 {
+                    style: if s.b.is_multiple_of(3) {
                         RopeStyle::Interleaved
                     } else {
                         RopeStyle::RotateHalf
@@ -423,11 +423,11 @@ impl Builder {
             }
             19 => {
                 let axis = s.c % self.shape(a).rank().max(1);
-                self.g.cumsum(a, axis, s.b % 2 == 0)
+                self.g.cumsum(a, axis, s.b.is_multiple_of(2))
             }
             20 => self.g.argmax(a),
             21 => {
-                let out = if s.b % 2 == 0 {
+                let out = if s.b.is_multiple_of(2) {
                     TopKOutput::Values
                 } else {
                     TopKOutput::Indices
@@ -435,7 +435,7 @@ impl Builder {
                 self.g.topk(a, 1 + s.c % 4, out)
             }
             22 => {
-                let has_counter = s.b % 2 == 0;
+                let has_counter = s.b.is_multiple_of(2);
                 let mut inputs = vec![a];
                 if has_counter {
                     inputs.push(self.input(DType::U32, [1])?);
@@ -490,7 +490,7 @@ impl Builder {
                     Shape(vec![Dim::bounded("seq", 16), Dim::Static(k)]),
                 )?;
                 let w = self.param(dt, [1 + s.a % 4, k])?;
-                if s.c % 2 == 0 {
+                if s.c.is_multiple_of(2) {
                     self.g.matmul_t(x, w)
                 } else {
                     self.g
