@@ -21,6 +21,8 @@ pub enum RefError {
         got_dtype: DType,
         got_shape: Vec<usize>,
     },
+    #[error("`{name}`: {detail}")]
+    BadData { name: String, detail: String },
     #[error("node %{node} ({op}): index {index} is out of range for an axis of size {size}")]
     IndexOutOfRange {
         node: usize,

@@ -124,7 +124,13 @@ impl<'g> Interpreter<'g> {
         if t.dtype != node.dtype || t.shape != shape {
             return Err(mismatch(name, node, shape, t));
         }
-        Ok(t.to_f32())
+        // HostTensor's fields are public: re-check the byte length before decoding.
+        let checked = HostTensor::from_bytes(t.dtype, &t.shape, t.bytes.clone())
+            .map_err(|e| RefError::BadData {
+                name: name.into(),
+                detail: e.to_string(),
+            })?;
+        Ok(checked.to_f32())
     }
 
     fn eval(

@@ -1729,3 +1729,19 @@ fn a_quantized_output_is_unsupported() {
         })
     ));
 }
+
+#[test]
+fn hand_built_tensor_with_wrong_byte_count_is_an_error() {
+    let mut g = kiln_ir::Graph::new();
+    let x = g.input("x", kiln_ir::DType::F32, [2]).unwrap();
+    let y = g.activation(kiln_ir::Activation::Neg, x).unwrap();
+    g.output(y).unwrap();
+    // The fields are public, so a caller can build an inconsistent tensor by hand.
+    let bad = kiln_ir::HostTensor {
+        dtype: kiln_ir::DType::F32,
+        shape: vec![2],
+        bytes: vec![0; 5],
+    };
+    let err = kiln_reference::evaluate(&g, &[], &[("x", bad)]).unwrap_err();
+    assert!(matches!(err, kiln_reference::RefError::BadData { ref name, .. } if name == "x"), "{err}");
+}
