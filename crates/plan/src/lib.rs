@@ -1,8 +1,20 @@
-//! kiln's planner: pure functions from a kiln-ir graph, device limits and options to an
-//! execution plan (liveness arena, bind windows, fusion passes, schedule with symbolic extents).
+//! kiln's planner: pure functions from a kiln-ir graph, device limits, capabilities and options
+//! to an [`ExecutionPlan`] — legalization, fusion passes, a schedule, an arena laid out by
+//! tensor liveness, bind windows (or staging) for arenas larger than one storage binding, and
+//! the dims of each step that follow a symbolic extent.
 //!
-//! Like kiln-ir it has no GPU dependency, so other backends can use it crate by crate. The
-//! planner itself is built in the planner issue; until then this crate only re-exports the IR it
-//! plans over.
+//! Like kiln-ir it has no GPU dependency, so other backends can use it crate by crate.
 
-pub use kiln_ir as ir;
+pub mod arena;
+mod error;
+pub mod fusion;
+pub mod legalize;
+mod options;
+mod plan;
+pub mod step;
+pub mod svg;
+
+pub use error::PlanError;
+pub use options::{Capabilities, DeviceLimits, FusionOptions, PlanOptions, StoragePolicy};
+pub use plan::{plan, ExecutionPlan, Placement, TensorSlot};
+pub use step::{Binding, ExtentDep, Staged, Step, StepKind};

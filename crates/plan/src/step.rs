@@ -1,0 +1,95 @@
+//! Planned steps: what each one computes, reads and binds.
+
+use serde::Serialize;
+
+/// What a step does. Node ids index the planned graph.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// One IR op, lowered as it is.
+    Op { node: usize },
+    /// `matmul` (plain or fused with bias) followed by the bias `add` and the activation `act`
+    /// (each optional), as one matmul with an epilogue writing the last of them.
+    MatmulEpilogue {
+        matmul: usize,
+        bias_add: Option<usize>,
+        act: Option<usize>,
+    },
+    /// A matmul step (`matmul`, with its epilogue nodes) whose three last-axis narrows are
+    /// written directly, one output each.
+    QkvSplit {
+        matmul: usize,
+        bias_add: Option<usize>,
+        outputs: [usize; 3],
+    },
+    /// `norm(add)` in one step; with `tee` the sum `add` is written as well.
+    ResidualNorm { add: usize, norm: usize, tee: bool },
+    /// `attention` reading Q, K and V by strides from `packed`, whose last axis holds them at
+    /// the given column offsets.
+    PackedAttention {
+        attention: usize,
+        packed: usize,
+        columns: [usize; 3],
+    },
+}
+
+impl StepKind {
+    /// A short name for printing.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Op { .. } => "op",
+            StepKind::MatmulEpilogue { .. } => "matmul_epilogue",
+            StepKind::QkvSplit { .. } => "qkv_split",
+            StepKind::ResidualNorm { .. } => "residual_norm",
+            StepKind::PackedAttention { .. } => "packed_attention",
+        }
+    }
+}
+
+/// The buffer range a step binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "buffer", rename_all = "snake_case")]
+pub enum Binding {
+    /// A window of the arena (the whole arena when it fits one binding).
+    Arena { offset: u64, size: u64 },
+    /// The scratch buffer, into which the step's operands are staged.
+    Scratch { size: u64 },
+}
+
+/// An operand copied into scratch before its step (and, if written, back after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Staged {
+    pub node: usize,
+    pub arena_offset: u64,
+    pub scratch_offset: u64,
+    pub bytes: u64,
+    pub copy_in: bool,
+    pub copy_back: bool,
+}
+
+/// A dim of an operand that follows a symbol: at run time it takes the symbol's actual value
+/// (≤ its bound) while strides stay at the bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtentDep {
+    pub node: usize,
+    pub axis: usize,
+    pub symbol: String,
+}
+
+/// One step of the schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// Tensors read (by the root slot's node id; views are resolved to what they alias).
+    pub reads: Vec<usize>,
+    /// Tensors written.
+    pub writes: Vec<usize>,
+    pub binding: Binding,
+    /// Operands staged through scratch (empty unless the arena exceeds one binding and this
+    /// step's operands do not fit one window).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<Staged>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extent: Vec<ExtentDep>,
+}
