@@ -2,6 +2,7 @@
 
 mod demo;
 mod info;
+mod plan_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,23 @@ enum Command {
     Info,
     /// Run a small demo graph on the GPU and check it against the CPU reference.
     Demo,
+    /// Plan a graph: steps, arena size, liveness lower bound and their ratio.
+    Plan {
+        /// A graph saved as JSON (`Graph::to_json`).
+        graph: std::path::PathBuf,
+        /// Print the whole plan as JSON (keys include arena_bytes, lower_bound_bytes, steps).
+        #[arg(long)]
+        json: bool,
+        /// Also draw the memory timeline (step range x address range per tensor) to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
+        /// Plan for this storage binding limit in bytes (default 128 MiB).
+        #[arg(long, value_name = "BYTES")]
+        max_binding: Option<u64>,
+        /// Switch every fusion pass off.
+        #[arg(long)]
+        no_fusion: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -30,6 +48,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Demo => demo::run(),
+        Command::Plan {
+            graph,
+            json,
+            svg,
+            max_binding,
+            no_fusion,
+        } => plan_cmd::run(plan_cmd::Args {
+            graph,
+            json,
+            svg,
+            max_binding,
+            no_fusion,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
