@@ -350,7 +350,13 @@ fn small_bindings_use_windows_and_staging() {
     let p = plan(&g, &opts).unwrap();
     check_invariants(&p, &opts);
     assert!(!p.whole_arena, "arena {}", p.arena_bytes);
-    assert!(p.steps.iter().any(|s| matches!(s.binding, Binding::Arena { .. })));
-    assert!(p.steps.iter().any(|s| matches!(s.binding, Binding::Scratch { .. })));
+    assert!(p
+        .steps
+        .iter()
+        .any(|s| matches!(s.binding, Binding::Arena { .. })));
+    assert!(p
+        .steps
+        .iter()
+        .any(|s| matches!(s.binding, Binding::Scratch { .. })));
     assert!(p.scratch_bytes > 0 && p.scratch_bytes <= 6144);
 }

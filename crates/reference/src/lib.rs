@@ -125,11 +125,12 @@ impl<'g> Interpreter<'g> {
             return Err(mismatch(name, node, shape, t));
         }
         // HostTensor's fields are public: re-check the byte length before decoding.
-        let checked = HostTensor::from_bytes(t.dtype, &t.shape, t.bytes.clone())
-            .map_err(|e| RefError::BadData {
+        let checked = HostTensor::from_bytes(t.dtype, &t.shape, t.bytes.clone()).map_err(|e| {
+            RefError::BadData {
                 name: name.into(),
                 detail: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(checked.to_f32())
     }
 

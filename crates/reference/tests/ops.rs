@@ -1743,5 +1743,8 @@ fn hand_built_tensor_with_wrong_byte_count_is_an_error() {
         bytes: vec![0; 5],
     };
     let err = kiln_reference::evaluate(&g, &[], &[("x", bad)]).unwrap_err();
-    assert!(matches!(err, kiln_reference::RefError::BadData { ref name, .. } if name == "x"), "{err}");
+    assert!(
+        matches!(err, kiln_reference::RefError::BadData { ref name, .. } if name == "x"),
+        "{err}"
+    );
 }
