@@ -20,7 +20,10 @@ fn graph_file(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn kiln(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -31,9 +34,16 @@ fn plan_prints_text_json_and_svg() {
     let p = path.to_str().unwrap();
 
     let out = kiln(&["plan", p]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("matmul_epilogue") && text.contains("residual_norm"), "{text}");
+    assert!(
+        text.contains("matmul_epilogue") && text.contains("residual_norm"),
+        "{text}"
+    );
     assert!(text.contains("lower bound"), "{text}");
 
     let svg = dir.join("t.svg");
