@@ -144,7 +144,7 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     };
 
     // Reads: inputs of covered nodes from outside the step, resolved to their slots.
-    let mut pending: Vec<(StepKind, Vec<usize>, Vec<usize>, Vec<usize>)> = steps_unordered
+    let mut pending: Vec<Pending> = steps_unordered
         .into_iter()
         .map(|(kind, writes, covered)| {
             let mut reads = Vec::new();
@@ -156,16 +156,18 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
                     }
                 }
             }
-            (kind, writes, covered, reads)
+            Pending {
+                kind,
+                writes,
+                covered,
+                reads,
+            }
         })
         .collect();
     let order = schedule(&pending);
     let mut ordered = Vec::with_capacity(order.len());
     for i in order {
-        ordered.push(std::mem::replace(
-            &mut pending[i],
-            (StepKind::Op { node: 0 }, vec![], vec![], vec![]),
-        ));
+        ordered.push(std::mem::take(&mut pending[i]));
     }
 
     // Liveness of every slot.
@@ -179,7 +181,7 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
             live[id] = Some((0, last));
         }
     }
-    for (s, (_, writes, _, reads)) in ordered.iter().enumerate() {
+    for (s, Pending { writes, reads, .. }) in ordered.iter().enumerate() {
         for &w in writes {
             live[w] = Some((s, s));
         }
@@ -256,7 +258,16 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     let whole_arena = arena_bytes <= options.limits.max_storage_binding;
     let mut steps = Vec::with_capacity(n_steps);
     let mut scratch_bytes = 0u64;
-    for (s, (kind, writes, covered, reads)) in ordered.into_iter().enumerate() {
+    for (
+        s,
+        Pending {
+            kind,
+            writes,
+            covered,
+            reads,
+        },
+    ) in ordered.into_iter().enumerate()
+    {
         let (binding, staged) = if whole_arena {
             (
                 Binding::Arena {
@@ -303,6 +314,15 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
         scratch_bytes,
         whole_arena,
     })
+}
+
+/// A step before scheduling: what it is, writes, absorbs and reads.
+#[derive(Debug, Default)]
+struct Pending {
+    kind: StepKind,
+    writes: Vec<usize>,
+    covered: Vec<usize>,
+    reads: Vec<usize>,
 }
 
 /// Bytes of every node at the bound, rounded up to whole 4-byte words.
@@ -362,18 +382,19 @@ fn view_offset(g: &Graph, id: usize, policy: StoragePolicy) -> Option<u64> {
 
 /// A topological order of steps: a step runs after every step writing what it reads, and
 /// among ready steps the one with the smallest node id goes first (graph order).
-fn schedule(steps: &[(StepKind, Vec<usize>, Vec<usize>, Vec<usize>)]) -> Vec<usize> {
+fn schedule(steps: &[Pending]) -> Vec<usize> {
     let mut writer = std::collections::HashMap::new();
-    for (i, (_, writes, _, _)) in steps.iter().enumerate() {
-        for &w in writes {
+    for (i, step) in steps.iter().enumerate() {
+        for &w in &step.writes {
             writer.insert(w, i);
         }
     }
     let n = steps.len();
     let mut indegree = vec![0usize; n];
     let mut dependents = vec![Vec::new(); n];
-    for (i, (_, _, _, reads)) in steps.iter().enumerate() {
-        let mut deps: Vec<usize> = reads
+    for (i, step) in steps.iter().enumerate() {
+        let mut deps: Vec<usize> = step
+            .reads
             .iter()
             .filter_map(|r| writer.get(r).copied())
             .filter(|&d| d != i)
@@ -385,7 +406,7 @@ fn schedule(steps: &[(StepKind, Vec<usize>, Vec<usize>, Vec<usize>)]) -> Vec<usi
             dependents[d].push(i);
         }
     }
-    let key = |i: usize| steps[i].1.iter().copied().min().unwrap_or(usize::MAX);
+    let key = |i: usize| steps[i].writes.iter().copied().min().unwrap_or(usize::MAX);
     let mut ready: std::collections::BTreeSet<(usize, usize)> = (0..n)
         .filter(|&i| indegree[i] == 0)
         .map(|i| (key(i), i))

@@ -33,6 +33,12 @@ pub enum StepKind {
     },
 }
 
+impl Default for StepKind {
+    fn default() -> Self {
+        StepKind::Op { node: 0 }
+    }
+}
+
 impl StepKind {
     /// A short name for printing.
     pub fn name(&self) -> &'static str {

@@ -281,8 +281,10 @@ fn transformer_plan_is_within_ten_percent_of_the_lower_bound() {
 #[test]
 fn packed_attention_fires_when_the_split_is_off() {
     let g = transformer(2, 1, 16, 64, 4);
-    let mut fusion = FusionOptions::default();
-    fusion.qkv_split = false;
+    let fusion = FusionOptions {
+        qkv_split: false,
+        ..Default::default()
+    };
     let p = plan(&g, &options(1 << 30, fusion)).unwrap();
     let kinds: Vec<&str> = p.steps.iter().map(|s| s.kind.name()).collect();
     assert_eq!(
