@@ -26,6 +26,14 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &norm::NORM,
         &movement::STRIDED_COPY,
         &movement::GATHER,
+        &attention::ATTENTION,
+        &rope::ROPE,
+        &reduce::REDUCE,
+        &reduce::SOFTMAX,
+        &reduce::CUMSUM,
+        &select::ARGMAX,
+        &select::TOPK,
+        &select::SAMPLE,
     ]
 }
 

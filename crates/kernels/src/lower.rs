@@ -134,6 +134,14 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         | Op::Expand { .. }
         | Op::Cast { .. }
         | Op::Gather { .. } => families::movement::lower(op, inputs, out),
+        Op::Attention { .. } => families::attention::lower(op, inputs, out),
+        Op::Rope { .. } => families::rope::lower(op, inputs, out),
+        Op::Reduce { .. } | Op::Softmax { .. } | Op::Cumsum { .. } => {
+            families::reduce::lower(op, inputs, out)
+        }
+        Op::Argmax | Op::TopK { .. } | Op::Sample { .. } => {
+            families::select::lower(op, inputs, out)
+        }
         _ => Err(LowerError::unsupported(op, "no GPU kernel for this op yet")),
     }
 }

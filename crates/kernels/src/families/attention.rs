@@ -1,0 +1,457 @@
+//! Fused scaled-dot-product attention with an online softmax (one workgroup per query row).
+
+use crate::desc::{Binding, KernelDesc, Needs};
+use crate::kernel_params;
+use crate::lower::{
+    broadcast_strides, grid, repr, require_f32, strides, u32_of, Dispatch, LowerError, Operand,
+    Repr,
+};
+use crate::params::KernelParams;
+use kiln_ir::{AttentionMask, HeadLayout, Op};
+
+/// Invocations per workgroup, and keys per tile.
+pub const WORKGROUP: u32 = 64;
+/// The largest head_dim the kernel holds (4 accumulators per invocation).
+pub const MAX_HEAD_DIM: usize = 256;
+
+const SOURCE: &str = include_str!("../../../../shaders/attention.wgsl");
+const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
+
+kernel_params! {
+    /// Params of the `attention` entry point.
+    pub struct AttentionParams as "AttentionParams" {
+        /// batch * num_heads * seq_q: one workgroup each.
+        pub rows: u32,
+        /// Workgroups in x of the folded grid.
+        pub groups_x: u32,
+        pub seq_q: u32,
+        pub seq_k: u32,
+        pub num_heads: u32,
+        /// num_heads / num_kv_heads.
+        pub group: u32,
+        pub head_dim: u32,
+        pub scale: f32,
+        /// [`mask_kind_id`].
+        pub mask_kind: u32,
+        /// 1 when a key-padding mask is stored as integer words.
+        pub mask_is_int: u32,
+        pub mask_offset: u32,
+        pub has_past: u32,
+        pub past_offset: u32,
+        pub q_offset: u32,
+        pub k_offset: u32,
+        pub v_offset: u32,
+        pub out_offset: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
+        /// (batch, seq, head, 0) strides in elements; head_dim is contiguous.
+        pub q_strides: [u32; 4],
+        pub k_strides: [u32; 4],
+        pub v_strides: [u32; 4],
+        pub out_strides: [u32; 4],
+        /// The mask's strides over (batch, head, query, key), 0 on broadcast axes.
+        pub mask_strides: [u32; 4],
+    }
+}
+
+pub const ATTENTION: KernelDesc = KernelDesc {
+    name: "attention",
+    file: "attention.wgsl",
+    source: SOURCE,
+    entry: "attention",
+    workgroup_size: [WORKGROUP, 1, 1],
+    bindings: BINDINGS,
+    params: AttentionParams::LAYOUT,
+    needs: Needs {
+        f16: false,
+        subgroups: false,
+    },
+};
+
+/// The shader's id of a mask kind.
+pub const fn mask_kind_id(mask: AttentionMask) -> u32 {
+    match mask {
+        AttentionMask::None => 0,
+        AttentionMask::Causal => 1,
+        AttentionMask::Bias => 2,
+        AttentionMask::KeyPadding => 3,
+    }
+}
+
+/// The attributes of an attention op that lowering needs.
+struct Attrs {
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    scale: f32,
+    mask: AttentionMask,
+    layout: HeadLayout,
+    has_past_len: bool,
+}
+
+fn attrs(op: &Op) -> Result<Attrs, LowerError> {
+    match *op {
+        Op::Attention {
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            scale,
+            mask,
+            layout,
+            has_past_len,
+        } => Ok(Attrs {
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            scale,
+            mask,
+            layout,
+            has_past_len,
+        }),
+        _ => Err(LowerError::unsupported(op, "not an attention op")),
+    }
+}
+
+/// (batch, seq, head, 0) element strides of a contiguous rank-4 operand in `layout` (shared
+/// with rope, whose params use the same convention).
+pub(crate) fn head_strides(
+    op: &Op,
+    x: &Operand,
+    layout: HeadLayout,
+) -> Result<[u32; 4], LowerError> {
+    let s = strides(&x.dims);
+    let (ba, sa, ha, _) = layout.axes();
+    Ok([
+        u32_of(op, "stride", s[ba])?,
+        u32_of(op, "stride", s[sa])?,
+        u32_of(op, "stride", s[ha])?,
+        0,
+    ])
+}
+
+/// Checks that q, k, v and out are rank-4 f32 tensors with the op's heads and head_dim.
+fn check_qkvo(op: &Op, a: &Attrs, inputs: &[Operand], out: &Operand) -> Result<(), LowerError> {
+    require_f32(op, inputs[..3].iter().chain([out]))?;
+    if a.num_kv_heads == 0 || !a.num_heads.is_multiple_of(a.num_kv_heads) {
+        return Err(LowerError::unsupported(
+            op,
+            format!(
+                "num_heads = {} is not a multiple of num_kv_heads = {}",
+                a.num_heads, a.num_kv_heads
+            ),
+        ));
+    }
+    if a.head_dim > MAX_HEAD_DIM {
+        return Err(LowerError::TooLarge {
+            op: op.name(),
+            what: "head_dim",
+            value: a.head_dim as u64,
+            limit: MAX_HEAD_DIM as u64,
+        });
+    }
+    let (_, _, ha, da) = a.layout.axes();
+    for (i, x) in inputs[..3].iter().chain([out]).enumerate() {
+        let heads = if i == 1 || i == 2 {
+            a.num_kv_heads
+        } else {
+            a.num_heads
+        };
+        if x.dims.len() != 4 || x.dims[ha] != heads || x.dims[da] != a.head_dim {
+            return Err(LowerError::unsupported(
+                op,
+                format!(
+                    "operand {i} has dims {:?}, not {heads} heads of {} in {:?}",
+                    x.dims, a.head_dim, a.layout
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The mask operand's strides over (batch, head, query, key) and whether it holds integers.
+fn mask_strides(
+    op: &Op,
+    a: &Attrs,
+    mask: Option<&Operand>,
+    scores: &[usize; 4],
+) -> Result<([u32; 4], bool), LowerError> {
+    let Some(m) = mask else {
+        return Ok(([0; 4], false));
+    };
+    let s = match a.mask {
+        AttentionMask::Bias => {
+            require_f32(op, [m])?;
+            if m.dims.len() > 4 {
+                return Err(LowerError::unsupported(op, "a bias mask of rank above 4"));
+            }
+            broadcast_strides(&m.dims, scores)
+        }
+        AttentionMask::KeyPadding => {
+            if m.dims.len() != 2 || repr(m.dtype) == Repr::Packed {
+                return Err(LowerError::unsupported(
+                    op,
+                    format!("key-padding mask {} {:?}", m.dtype, m.dims),
+                ));
+            }
+            let own = strides(&m.dims);
+            vec![own[0], 0, 0, own[1]]
+        }
+        AttentionMask::None | AttentionMask::Causal => return Ok(([0; 4], false)),
+    };
+    let mut out = [0u32; 4];
+    for (o, v) in out.iter_mut().zip(s) {
+        *o = u32_of(op, "mask stride", v)?;
+    }
+    Ok((out, repr(m.dtype) == Repr::I32))
+}
+
+/// The word offset of the past-length input, checked to hold integers.
+fn past_offset(op: &Op, a: &Attrs, inputs: &[Operand]) -> Result<u32, LowerError> {
+    if !a.has_past_len {
+        return Ok(0);
+    }
+    let past = inputs
+        .last()
+        .ok_or_else(|| LowerError::unsupported(op, "missing the past-length input"))?;
+    if repr(past.dtype) != Repr::I32 {
+        return Err(LowerError::unsupported(
+            op,
+            format!("past length of dtype {}", past.dtype),
+        ));
+    }
+    Ok(past.offset)
+}
+
+/// Where the kernel reads q, k and v: word offsets and (batch, seq, head, 0) strides.
+struct Views {
+    offsets: [u32; 3],
+    strides: [[u32; 4]; 3],
+}
+
+/// Checks the input count and the q, k, v, out operands; returns the attributes.
+fn checked(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Attrs, LowerError> {
+    let a = attrs(op)?;
+    let has_mask = matches!(a.mask, AttentionMask::Bias | AttentionMask::KeyPadding);
+    let want = 3 + usize::from(has_mask) + usize::from(a.has_past_len);
+    if inputs.len() != want {
+        return Err(LowerError::unsupported(
+            op,
+            format!("{} inputs, expected {want}", inputs.len()),
+        ));
+    }
+    check_qkvo(op, &a, inputs, out)?;
+    Ok(a)
+}
+
+/// Lowers an attention op to one dispatch of one workgroup per (batch, head, query) row.
+pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    let a = checked(op, inputs, out)?;
+    let mut views = Views {
+        offsets: [inputs[0].offset, inputs[1].offset, inputs[2].offset],
+        strides: [[0; 4]; 3],
+    };
+    for (s, x) in views.strides.iter_mut().zip(inputs) {
+        *s = head_strides(op, x, a.layout)?;
+    }
+    lower_views(op, &a, inputs, &views, out)
+}
+
+/// Lowers attention whose q, k and v are last-axis column ranges of one packed BSHD projection
+/// `[B, S, C]` starting at `columns`: the kernel reads them in place by strides, so the narrows
+/// and reshapes that define them in the graph are never copied. `inputs` are the op's own
+/// inputs (their dims are used; the offsets of q, k and v are not).
+pub fn lower_packed(
+    op: &Op,
+    packed: &Operand,
+    columns: [usize; 3],
+    inputs: &[Operand],
+    out: &Operand,
+) -> Result<Vec<Dispatch>, LowerError> {
+    let a = checked(op, inputs, out)?;
+    require_f32(op, [packed])?;
+    let fits = |i: usize| {
+        let heads = if i == 0 { a.num_heads } else { a.num_kv_heads };
+        let d = &inputs[i].dims;
+        packed.dims.len() == 3
+            && packed.dims[..2] == d[..2]
+            && columns[i] + heads * a.head_dim <= packed.dims[2]
+    };
+    if a.layout != HeadLayout::Bshd || !(0..3).all(fits) {
+        return Err(LowerError::unsupported(
+            op,
+            format!(
+                "q, k, v at columns {columns:?} of a packed {:?} in {:?}",
+                packed.dims, a.layout
+            ),
+        ));
+    }
+    let (s, c) = (packed.dims[1], packed.dims[2]);
+    let strides = [
+        u32_of(op, "stride", s * c)?,
+        u32_of(op, "stride", c)?,
+        u32_of(op, "stride", a.head_dim)?,
+        0,
+    ];
+    let mut offsets = [0u32; 3];
+    for (o, col) in offsets.iter_mut().zip(columns) {
+        *o = packed
+            .offset
+            .checked_add(u32_of(op, "column", col)?)
+            .ok_or_else(|| LowerError::unsupported(op, "packed offset overflows u32"))?;
+    }
+    let views = Views {
+        offsets,
+        strides: [strides; 3],
+    };
+    lower_views(op, &a, inputs, &views, out)
+}
+
+/// The dispatch for checked operands, with q, k and v read through `views`.
+fn lower_views(
+    op: &Op,
+    a: &Attrs,
+    inputs: &[Operand],
+    views: &Views,
+    out: &Operand,
+) -> Result<Vec<Dispatch>, LowerError> {
+    let (ba, sa, _, _) = a.layout.axes();
+    let has_mask = matches!(a.mask, AttentionMask::Bias | AttentionMask::KeyPadding);
+    let (batch, seq_q, seq_k) = (inputs[0].dims[ba], inputs[0].dims[sa], inputs[1].dims[sa]);
+    let scores = [batch, a.num_heads, seq_q, seq_k];
+    let mask = inputs.get(3).filter(|_| has_mask);
+    let (mask_strides, mask_is_int) = mask_strides(op, a, mask, &scores)?;
+    let rows = batch * a.num_heads * seq_q;
+    let g = grid(op, rows * WORKGROUP as usize, WORKGROUP)?;
+    let p = AttentionParams {
+        rows: u32_of(op, "rows", rows)?,
+        groups_x: g.groups[0],
+        seq_q: u32_of(op, "seq_q", seq_q)?,
+        seq_k: u32_of(op, "seq_k", seq_k)?,
+        num_heads: u32_of(op, "num_heads", a.num_heads)?,
+        group: u32_of(op, "group", a.num_heads / a.num_kv_heads)?,
+        head_dim: u32_of(op, "head_dim", a.head_dim)?,
+        scale: a.scale,
+        mask_kind: mask_kind_id(a.mask),
+        mask_is_int: u32::from(mask_is_int),
+        mask_offset: mask.map_or(0, |m| m.offset),
+        has_past: u32::from(a.has_past_len),
+        past_offset: past_offset(op, a, inputs)?,
+        q_offset: views.offsets[0],
+        k_offset: views.offsets[1],
+        v_offset: views.offsets[2],
+        out_offset: out.offset,
+        q_strides: views.strides[0],
+        k_strides: views.strides[1],
+        v_strides: views.strides[2],
+        out_strides: head_strides(op, out, a.layout)?,
+        mask_strides,
+        ..Default::default()
+    };
+    Ok(vec![Dispatch::new(&ATTENTION, &p, g.groups)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::DType;
+
+    fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
+        Operand {
+            offset,
+            dims: dims.to_vec(),
+            dtype,
+        }
+    }
+
+    fn op(mask: AttentionMask, head_dim: usize) -> Op {
+        Op::Attention {
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim,
+            scale: 0.5,
+            mask,
+            layout: HeadLayout::Bhsd,
+            has_past_len: true,
+        }
+    }
+
+    fn params(d: &Dispatch) -> AttentionParams {
+        bytemuck::pod_read_unaligned(&d.params)
+    }
+
+    #[test]
+    fn params_follow_layout_gqa_and_broadcast_bias() {
+        let q = operand(0, &[2, 4, 3, 8], DType::F32);
+        let k = operand(192, &[2, 2, 5, 8], DType::F32);
+        let v = operand(352, &[2, 2, 5, 8], DType::F32);
+        let bias = operand(512, &[3, 5], DType::F32);
+        let past = operand(528, &[1], DType::I32);
+        let out = operand(532, &[2, 4, 3, 8], DType::F32);
+        let ins = [q, k, v, bias, past];
+        let d = lower(&op(AttentionMask::Bias, 8), &ins, &out).unwrap();
+        let p = params(&d[0]);
+        assert_eq!((p.rows, p.group, p.seq_q, p.seq_k), (24, 2, 3, 5));
+        assert_eq!(p.q_strides, [96, 8, 24, 0]);
+        assert_eq!(p.k_strides, [80, 8, 40, 0]);
+        assert_eq!(p.mask_strides, [0, 0, 5, 1]);
+        assert_eq!((p.past_offset, p.mask_offset, p.scale), (528, 512, 0.5));
+        assert_eq!(d[0].groups, [24, 1, 1]);
+    }
+
+    #[test]
+    fn head_dim_above_the_limit_is_too_large() {
+        let x = operand(0, &[1, 4, 1, 512], DType::F32);
+        let kv = operand(0, &[1, 2, 1, 512], DType::F32);
+        let past = operand(0, &[1], DType::I32);
+        let ins = [x.clone(), kv.clone(), kv, past];
+        let err = lower(&op(AttentionMask::Causal, 512), &ins, &x).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LowerError::TooLarge {
+                    what: "head_dim",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_float_past_length_is_rejected() {
+        let x = operand(0, &[1, 4, 1, 8], DType::F32);
+        let kv = operand(0, &[1, 2, 1, 8], DType::F32);
+        let past = operand(0, &[1], DType::F32);
+        let ins = [x.clone(), kv.clone(), kv, past];
+        assert!(lower(&op(AttentionMask::None, 8), &ins, &x).is_err());
+    }
+
+    #[test]
+    fn packed_qkv_is_read_in_place_by_strides() {
+        // [B=2, S=3, C=40]: q (2 heads of 8) at column 0, k and v (1 head each) at 16 and 24.
+        let op = Op::Attention {
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 8,
+            scale: 0.5,
+            mask: AttentionMask::Causal,
+            layout: HeadLayout::Bshd,
+            has_past_len: false,
+        };
+        let packed = operand(100, &[2, 3, 40], DType::F32);
+        let q = operand(0, &[2, 3, 2, 8], DType::F32);
+        let kv = operand(0, &[2, 3, 1, 8], DType::F32);
+        let out = operand(400, &[2, 3, 2, 8], DType::F32);
+        let ins = [q, kv.clone(), kv];
+        let d = lower_packed(&op, &packed, [0, 16, 24], &ins, &out).unwrap();
+        let p = params(&d[0]);
+        assert_eq!((p.q_offset, p.k_offset, p.v_offset), (100, 116, 124));
+        assert_eq!(p.q_strides, [120, 40, 8, 0]);
+        assert_eq!(p.v_strides, [120, 40, 8, 0]);
+        assert_eq!(p.out_strides, [48, 16, 8, 0]);
+        // A column range past the packed width is refused.
+        assert!(lower_packed(&op, &packed, [0, 16, 36], &ins, &out).is_err());
+    }
+}
