@@ -131,6 +131,7 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
             };
         } else {
             steps_unordered.push((StepKind::Op { node: id }, vec![id], vec![id]));
+            placement[id] = Placement::Slot { offset: 0 };
         }
     }
     for (_, writes, _) in &steps_unordered {

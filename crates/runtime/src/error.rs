@@ -10,6 +10,12 @@ pub enum RunError {
     Graph(#[from] IrError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error("no input named `{name}`")]
+    UnknownInput { name: String },
+    #[error("no param named `{name}`")]
+    UnknownParam { name: String },
+    #[error("output index {index} is out of range ({count} outputs)")]
+    InvalidOutput { index: usize, count: usize },
     #[error("input `{name}` was not given")]
     MissingInput { name: String },
     #[error("param `{name}` was not set")]

@@ -4,11 +4,14 @@ pub mod device;
 pub mod eager;
 mod error;
 pub mod exec;
+mod executable;
 pub mod readback;
+mod steps;
 pub mod transfer;
 
 pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions};
 pub use eager::run_eager;
 pub use error::RunError;
 pub use exec::run_dispatches;
+pub use executable::{CompileError, CompileOptions, Executable};
 pub use wgpu;

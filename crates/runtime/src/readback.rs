@@ -25,3 +25,15 @@ pub fn map_read(device: &Device, buffer: &wgpu::Buffer) -> Result<Vec<u8>, RunEr
     buffer.unmap();
     Ok(data)
 }
+
+/// Maps a `MAP_READ` buffer and returns the given `(offset, bytes)` ranges of it.
+pub fn map_read_range(
+    device: &Device,
+    buffer: &wgpu::Buffer,
+    ranges: impl Iterator<Item = (u64, u64)>,
+) -> Result<Vec<Vec<u8>>, RunError> {
+    let data = map_read(device, buffer)?;
+    Ok(ranges
+        .map(|(at, n)| data[at as usize..(at + n) as usize].to_vec())
+        .collect())
+}

@@ -23,6 +23,25 @@ pub fn device() -> Device {
         .clone()
 }
 
+/// A second device whose storage bindings are capped at `TINY_BINDING` bytes, so that the
+/// planner must use bind windows and staging even for small test graphs.
+pub fn tiny_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            Device::new(&DeviceOptions {
+                backends: Some(kiln::runtime::wgpu::Backends::VULKAN),
+                max_storage_binding: Some(TINY_BINDING),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .clone()
+}
+
+/// The binding cap of [`tiny_device`]: 8 KiB, 2048 f32 values.
+pub const TINY_BINDING: u64 = 8192;
+
 /// Asserts `got` is within `abs + rel * |want|` of `want`, element by element.
 pub fn assert_close(got: &[f32], want: &[f32], abs: f32, rel: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");

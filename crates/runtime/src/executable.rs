@@ -1,0 +1,614 @@
+//! A graph compiled for a device: planned once, then run many times with prebuilt bind groups,
+//! one compute pass per stretch of kernels and one submit per run.
+
+use crate::device::Device;
+use crate::error::RunError;
+use crate::transfer::{from_arena, to_arena};
+use kiln_ir::{DType, Graph, HostTensor, Op};
+use kiln_kernels::{Dispatch, LowerError, PipelineError};
+use kiln_plan::{Binding, ExecutionPlan, FusionOptions, PlanError, PlanOptions, StoragePolicy};
+use std::collections::HashMap;
+use thiserror::Error;
+use wgpu::util::DeviceExt;
+
+/// How to compile.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    pub fusion: FusionOptions,
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("step {step} ({what}): {source}")]
+    Lower {
+        step: usize,
+        what: String,
+        #[source]
+        source: LowerError,
+    },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// A named input or param: where it lives and what it holds.
+#[derive(Debug, Clone)]
+struct Source {
+    node: usize,
+    offset: u64,
+    dtype: DType,
+    dims: Vec<usize>,
+    /// A hash of the bytes last uploaded, to skip unchanged uploads.
+    uploaded: Option<u64>,
+    set: bool,
+}
+
+/// One GPU action of a run, in order.
+#[derive(Debug)]
+enum Action {
+    Dispatch {
+        pipeline: wgpu::ComputePipeline,
+        bind_group: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    /// A transfer between the arena and scratch (staging): ends the current compute pass.
+    Copy {
+        to_scratch: bool,
+        arena_offset: u64,
+        scratch_offset: u64,
+        bytes: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Output {
+    offset: u64,
+    bytes: u64,
+    dtype: DType,
+    dims: Vec<usize>,
+    /// Where it lands in the readback buffer.
+    staging_offset: u64,
+}
+
+/// A copy of an output into an input after every run (GPU-resident state, e.g. a KV cache).
+#[derive(Debug, Clone)]
+struct Feedback {
+    output: usize,
+    input: String,
+}
+
+/// A compiled graph.
+#[derive(Debug)]
+pub struct Executable {
+    device: Device,
+    plan: ExecutionPlan,
+    arena: wgpu::Buffer,
+    scratch: Option<wgpu::Buffer>,
+    readback: wgpu::Buffer,
+    actions: Vec<Action>,
+    inputs: HashMap<String, Source>,
+    params: HashMap<String, Source>,
+    outputs: Vec<Output>,
+    feedback: Vec<Feedback>,
+    /// The buffer fed-back outputs hop through (the arena cannot be copied onto itself),
+    /// created by `feed_back`, never during a run.
+    hop: Option<wgpu::Buffer>,
+    /// Number of dispatches per run.
+    dispatch_count: usize,
+}
+
+/// A hash of bytes, for upload skipping (64-bit FNV-1a over 8-byte words; collisions would
+/// need a deliberate construction).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        h ^= u64::from_le_bytes(w);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ bytes.len() as u64
+}
+
+impl Executable {
+    /// Plans `graph` for `device`, lowers every step, and creates every buffer, pipeline and
+    /// bind group a run needs.
+    pub fn compile(
+        device: &Device,
+        graph: &Graph,
+        options: &CompileOptions,
+    ) -> Result<Executable, CompileError> {
+        let _span = tracing::info_span!("compile", nodes = graph.len()).entered();
+        let limits = &device.info().limits;
+        let plan_options = PlanOptions {
+            limits: kiln_plan::DeviceLimits {
+                max_storage_binding: limits.max_storage_buffer_binding_size,
+                max_buffer: limits.max_buffer_size,
+                binding_alignment: 256,
+            },
+            capabilities: kiln_plan::Capabilities {
+                f16: device.info().features.contains(wgpu::Features::SHADER_F16),
+                subgroups: device.info().features.contains(wgpu::Features::SUBGROUP),
+                cooperative_matrix: Vec::new(),
+            },
+            fusion: options.fusion,
+            storage: StoragePolicy::Words,
+        };
+        let plan = kiln_plan::plan(graph, &plan_options)?;
+        let wdev = device.wgpu_device();
+        let arena = wdev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln arena"),
+            size: plan.arena_bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let scratch = (plan.scratch_bytes > 0).then(|| {
+            wdev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln scratch"),
+                size: plan.scratch_bytes.next_multiple_of(4),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
+
+        // Lower every step; remember each dispatch's binding range.
+        let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let d =
+                crate::steps::lower_step(&plan, step).map_err(|source| CompileError::Lower {
+                    step: i,
+                    what: step_name(&plan, step),
+                    source,
+                })?;
+            lowered.push((d, step));
+        }
+        let align = limits.min_uniform_buffer_offset_alignment as usize;
+        let mut uniform = Vec::new();
+        for (ds, _) in &lowered {
+            for d in ds {
+                uniform.resize(uniform.len().next_multiple_of(align), 0);
+                uniform.extend_from_slice(&d.params);
+            }
+        }
+        uniform.resize(uniform.len().max(16), 0);
+        let uniform_buf = wdev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("kiln params"),
+            contents: &uniform,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut actions = Vec::new();
+        let mut at = 0usize;
+        let mut dispatch_count = 0;
+        for (ds, step) in &lowered {
+            for s in step.staged.iter().filter(|s| s.copy_in) {
+                actions.push(Action::Copy {
+                    to_scratch: true,
+                    arena_offset: s.arena_offset,
+                    scratch_offset: s.scratch_offset,
+                    bytes: s.bytes,
+                });
+            }
+            let (buffer, offset, size) = match step.binding {
+                Binding::Arena { offset, size } => (&arena, offset, size),
+                Binding::Scratch { size } => match &scratch {
+                    Some(s) => (s, 0, size),
+                    None => (&arena, 0, size),
+                },
+            };
+            for d in ds {
+                at = at.next_multiple_of(align);
+                let compiled = device.pipelines().get(d.kernel)?;
+                let bind_group = wdev.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(d.kernel.name),
+                    layout: &compiled.bind_group_layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer,
+                                offset,
+                                size: wgpu::BufferSize::new(size.next_multiple_of(4)),
+                            }),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniform_buf,
+                                offset: at as u64,
+                                size: wgpu::BufferSize::new(d.params.len() as u64),
+                            }),
+                        },
+                    ],
+                });
+                at += d.params.len();
+                actions.push(Action::Dispatch {
+                    pipeline: compiled.pipeline.clone(),
+                    bind_group,
+                    groups: d.groups,
+                });
+                dispatch_count += 1;
+            }
+            for s in step.staged.iter().filter(|s| s.copy_back) {
+                actions.push(Action::Copy {
+                    to_scratch: false,
+                    arena_offset: s.arena_offset,
+                    scratch_offset: s.scratch_offset,
+                    bytes: s.bytes,
+                });
+            }
+        }
+
+        let mut inputs = HashMap::new();
+        let mut params = HashMap::new();
+        for (id, node) in plan.graph.nodes().iter().enumerate() {
+            let source = |offset| Source {
+                node: id,
+                offset,
+                dtype: node.dtype,
+                dims: node.shape.upper_bounds().unwrap_or_default(),
+                uploaded: None,
+                set: false,
+            };
+            let offset = plan.offset(id).unwrap_or(0);
+            match &node.op {
+                Op::Input { name } => {
+                    inputs.insert(name.clone(), source(offset));
+                }
+                Op::Param { name } => {
+                    params.insert(name.clone(), source(offset));
+                }
+                Op::Constant { data } => {
+                    let t = HostTensor {
+                        dtype: node.dtype,
+                        shape: node.shape.upper_bounds().unwrap_or_default(),
+                        bytes: data.clone(),
+                    };
+                    let bytes = to_arena(&t);
+                    if !bytes.is_empty() {
+                        device.queue().write_buffer(&arena, offset, &bytes);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut outputs = Vec::new();
+        let mut staging = 0u64;
+        for o in plan.graph.outputs() {
+            let t = &plan.tensors[o.0];
+            let bytes = t.bytes.next_multiple_of(4);
+            outputs.push(Output {
+                offset: plan.offset(o.0).unwrap_or(0),
+                bytes,
+                dtype: t.dtype,
+                dims: plan.graph.nodes()[o.0]
+                    .shape
+                    .upper_bounds()
+                    .unwrap_or_default(),
+                staging_offset: staging,
+            });
+            staging += bytes;
+        }
+        let readback = wdev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln readback"),
+            size: staging.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        tracing::info!(
+            steps = plan.steps.len(),
+            dispatches = dispatch_count,
+            arena = plan.arena_bytes,
+            "compiled"
+        );
+        Ok(Executable {
+            device: device.clone(),
+            plan,
+            arena,
+            scratch,
+            readback,
+            actions,
+            inputs,
+            params,
+            outputs,
+            feedback: Vec::new(),
+            hop: None,
+            dispatch_count,
+        })
+    }
+
+    /// The plan this executable runs.
+    pub fn plan(&self) -> &ExecutionPlan {
+        &self.plan
+    }
+
+    /// Kernel dispatches per run.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatch_count
+    }
+
+    /// The dtypes of the outputs, in order.
+    pub fn output_dtypes(&self) -> Vec<DType> {
+        self.outputs.iter().map(|o| o.dtype).collect()
+    }
+
+    /// Sets a param from a host tensor: its dtype and shape must be the param's.
+    pub fn set_param(&mut self, name: &str, value: &HostTensor) -> Result<(), RunError> {
+        let src = self
+            .params
+            .get_mut(name)
+            .ok_or_else(|| RunError::UnknownParam { name: name.into() })?;
+        check_tensor(name, src, value)?;
+        let bytes = to_arena(value);
+        self.device
+            .queue()
+            .write_buffer(&self.arena, src.offset, &bytes);
+        src.set = true;
+        Ok(())
+    }
+
+    /// Sets a param from raw little-endian bytes of its dtype (e.g. a slice of a weights file).
+    pub fn set_param_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<(), RunError> {
+        let src = self
+            .params
+            .get(name)
+            .ok_or_else(|| RunError::UnknownParam { name: name.into() })?;
+        let t = HostTensor::from_bytes(src.dtype, &src.dims, bytes.to_vec()).map_err(|e| {
+            RunError::Mismatch {
+                name: name.into(),
+                expected: format!("{}{:?}", src.dtype, src.dims),
+                got: e.to_string(),
+            }
+        })?;
+        self.set_param(name, &t)
+    }
+
+    /// After every run, copy output `output` into input `input` on the GPU (both must have the
+    /// same dtype and shape). The input then need not be passed to `run`; passing it uploads
+    /// the new value.
+    pub fn feed_back(&mut self, output: usize, input: &str) -> Result<(), RunError> {
+        let out = self.outputs.get(output).ok_or(RunError::InvalidOutput {
+            index: output,
+            count: self.outputs.len(),
+        })?;
+        let inp = self
+            .inputs
+            .get(input)
+            .ok_or_else(|| RunError::UnknownInput { name: input.into() })?;
+        if out.dtype != inp.dtype || out.dims != inp.dims {
+            return Err(RunError::Mismatch {
+                name: input.into(),
+                expected: format!("{}{:?}", inp.dtype, inp.dims),
+                got: format!("output {output}: {}{:?}", out.dtype, out.dims),
+            });
+        }
+        let need = out.bytes.max(4);
+        if self.hop.as_ref().is_none_or(|h| h.size() < need) {
+            self.hop = Some(
+                self.device
+                    .wgpu_device()
+                    .create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("kiln feedback"),
+                        size: need,
+                        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+            );
+        }
+        self.feedback.push(Feedback {
+            output,
+            input: input.into(),
+        });
+        Ok(())
+    }
+
+    /// Runs and returns every output.
+    pub fn run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<Vec<HostTensor>, RunError> {
+        let all: Vec<usize> = (0..self.outputs.len()).collect();
+        self.run_read_outputs(inputs, &all)
+    }
+
+    /// Runs and returns only the outputs at `indices`, in that order.
+    pub fn run_read_outputs(
+        &mut self,
+        inputs: &[(&str, &HostTensor)],
+        indices: &[usize],
+    ) -> Result<Vec<HostTensor>, RunError> {
+        let _span = tracing::debug_span!("run").entered();
+        // Validate everything before touching the GPU, so a mistake leaves no partial state.
+        for &i in indices {
+            if i >= self.outputs.len() {
+                return Err(RunError::InvalidOutput {
+                    index: i,
+                    count: self.outputs.len(),
+                });
+            }
+        }
+        for (name, t) in inputs {
+            let src = self
+                .inputs
+                .get(*name)
+                .ok_or_else(|| RunError::UnknownInput {
+                    name: name.to_string(),
+                })?;
+            check_tensor(name, src, t)?;
+        }
+        for (name, src) in &self.inputs {
+            let given = inputs.iter().any(|(n, _)| n == name);
+            let fed = self.feedback.iter().any(|f| &f.input == name);
+            if !given && !src.set && !fed {
+                return Err(RunError::MissingInput { name: name.clone() });
+            }
+        }
+        if let Some((name, _)) = self.params.iter().find(|(_, p)| !p.set) {
+            return Err(RunError::MissingParam { name: name.clone() });
+        }
+
+        let queue = self.device.queue();
+        for (name, t) in inputs {
+            let src = self.inputs.get_mut(*name).expect("checked above");
+            let bytes = to_arena(t);
+            let fp = fingerprint(&bytes);
+            if src.uploaded != Some(fp) {
+                queue.write_buffer(&self.arena, src.offset, &bytes);
+                src.uploaded = Some(fp);
+            }
+            src.set = true;
+        }
+
+        let wdev = self.device.wgpu_device();
+        let mut encoder = wdev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("kiln run"),
+        });
+        self.encode(&mut encoder);
+        for &i in indices {
+            let o = &self.outputs[i];
+            encoder.copy_buffer_to_buffer(
+                &self.arena,
+                o.offset,
+                &self.readback,
+                o.staging_offset,
+                o.bytes,
+            );
+        }
+        self.encode_feedback(&mut encoder);
+        queue.submit([encoder.finish()]);
+        for f in &self.feedback {
+            if let Some(src) = self.inputs.get_mut(&f.input) {
+                src.uploaded = None;
+            }
+        }
+        let data = crate::readback::map_read_range(
+            &self.device,
+            &self.readback,
+            indices
+                .iter()
+                .map(|&i| (self.outputs[i].staging_offset, self.outputs[i].bytes)),
+        )?;
+        Ok(indices
+            .iter()
+            .zip(data)
+            .map(|(&i, bytes)| {
+                let o = &self.outputs[i];
+                from_arena(o.dtype, &o.dims, &bytes)
+            })
+            .collect())
+    }
+
+    /// Reads the current GPU value of an input (e.g. state fed back from an output).
+    pub fn read_input(&self, name: &str) -> Result<HostTensor, RunError> {
+        let src = self
+            .inputs
+            .get(name)
+            .ok_or_else(|| RunError::UnknownInput { name: name.into() })?;
+        let t = &self.plan.tensors[src.node];
+        let bytes = t.bytes.next_multiple_of(4);
+        let wdev = self.device.wgpu_device();
+        let staging = wdev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln read_input"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = wdev.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.arena, src.offset, &staging, 0, bytes);
+        self.device.queue().submit([encoder.finish()]);
+        let data = crate::readback::map_read(&self.device, &staging)?;
+        Ok(from_arena(src.dtype, &src.dims, &data))
+    }
+
+    /// Encodes every action: dispatches in compute passes, broken only by staging copies.
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut i = 0;
+        while i < self.actions.len() {
+            if let Action::Copy {
+                to_scratch,
+                arena_offset,
+                scratch_offset,
+                bytes,
+            } = self.actions[i]
+            {
+                if let Some(scratch) = &self.scratch {
+                    let bytes = bytes.next_multiple_of(4);
+                    if to_scratch {
+                        encoder.copy_buffer_to_buffer(
+                            &self.arena,
+                            arena_offset,
+                            scratch,
+                            scratch_offset,
+                            bytes,
+                        );
+                    } else {
+                        encoder.copy_buffer_to_buffer(
+                            scratch,
+                            scratch_offset,
+                            &self.arena,
+                            arena_offset,
+                            bytes,
+                        );
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("kiln"),
+                timestamp_writes: None,
+            });
+            while let Some(Action::Dispatch {
+                pipeline,
+                bind_group,
+                groups,
+            }) = self.actions.get(i)
+            {
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, bind_group, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                i += 1;
+            }
+        }
+    }
+
+    /// Copies fed-back outputs into their inputs, through the hop buffer (the arena cannot be
+    /// copied onto itself).
+    fn encode_feedback(&self, encoder: &mut wgpu::CommandEncoder) {
+        let Some(hop) = &self.hop else {
+            return;
+        };
+        for f in &self.feedback {
+            let o = &self.outputs[f.output];
+            let i = &self.inputs[&f.input];
+            encoder.copy_buffer_to_buffer(&self.arena, o.offset, hop, 0, o.bytes);
+            encoder.copy_buffer_to_buffer(hop, 0, &self.arena, i.offset, o.bytes);
+        }
+    }
+}
+
+fn step_name(plan: &ExecutionPlan, step: &kiln_plan::Step) -> String {
+    match step.kind {
+        kiln_plan::StepKind::Op { node } => {
+            format!(
+                "{} {}",
+                plan.graph.nodes()[node].op.name(),
+                plan.tensors[node].name
+            )
+        }
+        ref k => k.name().to_string(),
+    }
+}
+
+fn check_tensor(name: &str, src: &Source, t: &HostTensor) -> Result<(), RunError> {
+    let ok_len = HostTensor::from_bytes(t.dtype, &t.shape, t.bytes.clone()).is_ok();
+    if t.dtype != src.dtype || t.shape != src.dims || !ok_len {
+        return Err(RunError::Mismatch {
+            name: name.into(),
+            expected: format!("{}{:?}", src.dtype, src.dims),
+            got: format!("{}{:?} ({} bytes)", t.dtype, t.shape, t.bytes.len()),
+        });
+    }
+    Ok(())
+}

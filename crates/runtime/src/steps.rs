@@ -1,0 +1,229 @@
+//! From planned steps to kernel dispatches: operands are resolved to word offsets inside the
+//! step's binding (an arena window, or scratch when staged).
+
+use kiln_ir::{Activation, Op};
+use kiln_kernels::families::{matmul, norm};
+use kiln_kernels::{Dispatch, LowerError, Operand};
+use kiln_plan::{Binding, ExecutionPlan, Step, StepKind};
+
+/// Word offset and bound dims of `node` as seen from `step`'s binding.
+pub fn operand(plan: &ExecutionPlan, step: &Step, node: usize) -> Result<Operand, LowerError> {
+    let n = &plan.graph.nodes()[node];
+    let dims = n.shape.upper_bounds().unwrap_or_default();
+    // The planner gave every read or written node a slot, or a view of one.
+    let abs = plan.offset(node).unwrap_or(0);
+    let outside = || {
+        LowerError::unsupported(
+            &n.op,
+            format!("node %{node} lies outside its step's binding (a planner bug)"),
+        )
+    };
+    let rel = match step.binding {
+        Binding::Arena { offset, .. } => abs.checked_sub(offset).ok_or_else(outside)?,
+        Binding::Scratch { .. } => {
+            let root = plan.root(node);
+            let root_abs = plan.offset(root).unwrap_or(0);
+            let staged = step.staged.iter().find(|s| s.node == root);
+            staged.map_or(0, |s| s.scratch_offset) + (abs - root_abs)
+        }
+    };
+    Ok(Operand {
+        offset: u32::try_from(rel / 4).map_err(|_| outside())?,
+        dims,
+        dtype: n.dtype,
+    })
+}
+
+fn inputs_of(plan: &ExecutionPlan, step: &Step, node: usize) -> Result<Vec<Operand>, LowerError> {
+    plan.graph.nodes()[node]
+        .inputs
+        .iter()
+        .map(|i| operand(plan, step, i.0))
+        .collect()
+}
+
+/// The dispatches of one step.
+pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, LowerError> {
+    let nodes = plan.graph.nodes();
+    match step.kind {
+        StepKind::Op { node } => {
+            let ins = inputs_of(plan, step, node)?;
+            let out = operand(plan, step, node)?;
+            let d = kiln_kernels::lower(&nodes[node].op, &ins, &out)?;
+            // A view op the planner gave its own slot (its input was not aliasable) is a copy.
+            match ins.first() {
+                Some(src) if d.is_empty() && src.offset != out.offset => {
+                    let words = plan.tensors[node].bytes.div_ceil(4) as usize;
+                    let op = &nodes[node].op;
+                    Ok(vec![kiln_kernels::families::movement::copy_words(
+                        op, src.offset, out.offset, words,
+                    )?])
+                }
+                _ => Ok(d),
+            }
+        }
+        StepKind::MatmulEpilogue {
+            matmul: m,
+            bias_add,
+            act,
+        } => {
+            let last = act.or(bias_add).unwrap_or(m);
+            let (a, b, transpose_b) = matmul_operands(plan, step, m)?;
+            let bias = bias_add
+                .map(|add| bias_operand(plan, step, add, m))
+                .transpose()?;
+            let act = act.and_then(|n| activation_of(&nodes[n].op));
+            let op = &nodes[m].op;
+            let out = operand(plan, step, last)?;
+            matmul::lower_split(
+                op,
+                &a,
+                &b,
+                transpose_b,
+                matmul::Epilogue {
+                    bias: bias.as_ref(),
+                    act,
+                },
+                &[&out],
+            )
+        }
+        StepKind::QkvSplit {
+            matmul: m,
+            bias_add,
+            outputs,
+        } => {
+            let (a, b, transpose_b) = matmul_operands(plan, step, m)?;
+            let bias = match bias_add {
+                Some(add) => Some(bias_operand(plan, step, add, m)?),
+                None => match nodes[m].op {
+                    Op::FusedMatMulBiasAct { has_bias: true, .. } => {
+                        Some(operand(plan, step, nodes[m].inputs[2].0)?)
+                    }
+                    _ => None,
+                },
+            };
+            let outs: Vec<Operand> = outputs
+                .iter()
+                .map(|&o| operand(plan, step, o))
+                .collect::<Result<_, _>>()?;
+            matmul::lower_split(
+                &nodes[m].op,
+                &a,
+                &b,
+                transpose_b,
+                matmul::Epilogue {
+                    bias: bias.as_ref(),
+                    act: None,
+                },
+                &[&outs[0], &outs[1], &outs[2]],
+            )
+        }
+        StepKind::ResidualNorm { add, norm: n, tee } => {
+            let Op::Norm { kind, eps, affine } = nodes[n].op else {
+                return Err(LowerError::unsupported(&nodes[n].op, "not a norm"));
+            };
+            let x = operand(plan, step, nodes[add].inputs[0].0)?;
+            let residual = operand(plan, step, nodes[add].inputs[1].0)?;
+            let params: Vec<Operand> = nodes[n].inputs[1..]
+                .iter()
+                .map(|i| operand(plan, step, i.0))
+                .collect::<Result<_, _>>()?;
+            let out = operand(plan, step, n)?;
+            let sum = tee.then(|| operand(plan, step, add)).transpose()?;
+            let op = Op::FusedResidualNorm {
+                kind,
+                eps,
+                affine,
+                has_bias: false,
+            };
+            norm::lower_args(
+                &op,
+                &norm::NormArgs {
+                    kind,
+                    eps,
+                    x: &x,
+                    residual: Some(&residual),
+                    bias: None,
+                    gamma: params.first(),
+                    beta: params.get(1),
+                    out: &out,
+                    sum_out: sum.as_ref(),
+                },
+            )
+        }
+        StepKind::PackedAttention {
+            attention,
+            packed,
+            columns,
+        } => {
+            // Q, K and V are read through the packed tensor; only their dims matter here.
+            let ins: Vec<Operand> = nodes[attention]
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, i)| {
+                    if k < 3 {
+                        let n = &nodes[i.0];
+                        Ok(Operand {
+                            offset: 0,
+                            dims: n.shape.upper_bounds().unwrap_or_default(),
+                            dtype: n.dtype,
+                        })
+                    } else {
+                        operand(plan, step, i.0)
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            let p = operand(plan, step, packed)?;
+            let out = operand(plan, step, attention)?;
+            kiln_kernels::families::attention::lower_packed(
+                &nodes[attention].op,
+                &p,
+                columns,
+                &ins,
+                &out,
+            )
+        }
+    }
+}
+
+/// A, B and whether B is transposed, for a MatMul or FusedMatMulBiasAct node.
+fn matmul_operands(
+    plan: &ExecutionPlan,
+    step: &Step,
+    m: usize,
+) -> Result<(Operand, Operand, bool), LowerError> {
+    let node = &plan.graph.nodes()[m];
+    let transpose_b = match node.op {
+        Op::MatMul { transpose_b } | Op::FusedMatMulBiasAct { transpose_b, .. } => transpose_b,
+        ref op => return Err(LowerError::unsupported(op, "not a matmul")),
+    };
+    Ok((
+        operand(plan, step, node.inputs[0].0)?,
+        operand(plan, step, node.inputs[1].0)?,
+        transpose_b,
+    ))
+}
+
+/// The bias operand of `add = matmul + bias`.
+fn bias_operand(
+    plan: &ExecutionPlan,
+    step: &Step,
+    add: usize,
+    matmul: usize,
+) -> Result<Operand, LowerError> {
+    let ins = &plan.graph.nodes()[add].inputs;
+    let bias = if ins[0].0 == matmul {
+        ins[1].0
+    } else {
+        ins[0].0
+    };
+    operand(plan, step, bias)
+}
+
+fn activation_of(op: &Op) -> Option<Activation> {
+    match op {
+        Op::Activation { kind } => Some(*kind),
+        _ => None,
+    }
+}
