@@ -16,6 +16,14 @@ pub enum RunError {
     UnknownParam { name: String },
     #[error("output index {index} is out of range ({count} outputs)")]
     InvalidOutput { index: usize, count: usize },
+    #[error("no bounded symbol named `{symbol}`")]
+    UnknownSymbol { symbol: String },
+    #[error("`{symbol}` = {value} is outside 1..={max} (its bound)")]
+    ExtentOutOfRange {
+        symbol: String,
+        value: usize,
+        max: usize,
+    },
     #[error("input `{name}` was not given")]
     MissingInput { name: String },
     #[error("param `{name}` was not set")]

@@ -3,6 +3,7 @@
 
 use crate::device::Device;
 use crate::error::RunError;
+use crate::steps::dims_at;
 use crate::transfer::{from_arena, to_arena};
 use kiln_ir::{DType, Graph, HostTensor, Op};
 use kiln_kernels::{Dispatch, LowerError, PipelineError};
@@ -35,10 +36,11 @@ pub enum CompileError {
 /// A named input or param: where it lives and what it holds.
 #[derive(Debug, Clone)]
 struct Source {
-    node: usize,
     offset: u64,
     dtype: DType,
-    dims: Vec<usize>,
+    shape: kiln_ir::Shape,
+    /// Whether the shape has a symbolic dim (its stored layout follows the extent).
+    symbolic: bool,
     /// A hash of the bytes last uploaded, to skip unchanged uploads.
     uploaded: Option<u64>,
     set: bool,
@@ -51,6 +53,9 @@ enum Action {
         pipeline: wgpu::ComputePipeline,
         bind_group: wgpu::BindGroup,
         groups: [u32; 3],
+        kernel: &'static kiln_kernels::KernelDesc,
+        /// Where its params sit in the uniform buffer.
+        uniform_at: u64,
     },
     /// A transfer between the arena and scratch (staging): ends the current compute pass.
     Copy {
@@ -64,9 +69,8 @@ enum Action {
 #[derive(Debug, Clone)]
 struct Output {
     offset: u64,
-    bytes: u64,
     dtype: DType,
-    dims: Vec<usize>,
+    shape: kiln_ir::Shape,
     /// Where it lands in the readback buffer.
     staging_offset: u64,
 }
@@ -96,6 +100,12 @@ pub struct Executable {
     hop: Option<wgpu::Buffer>,
     /// Number of dispatches per run.
     dispatch_count: usize,
+    uniform: wgpu::Buffer,
+    /// For every step, the indices of its dispatches in `actions`.
+    step_actions: Vec<Vec<usize>>,
+    /// Every bounded symbol with its bound, and the current value of each.
+    bounds: Vec<(String, usize)>,
+    extent: kiln_ir::DimBinding,
 }
 
 /// A hash of bytes, for upload skipping (64-bit FNV-1a over 8-byte words; collisions would
@@ -156,15 +166,30 @@ impl Executable {
             })
         });
 
+        // Every symbol starts at its bound.
+        let mut bounds = Vec::new();
+        let mut extent = kiln_ir::DimBinding::new();
+        for node in plan.graph.nodes() {
+            for d in node.shape.dims() {
+                if let kiln_ir::Dim::Sym { name, max: Some(m) } = d {
+                    if extent.get(name).is_none() {
+                        extent.set(name.clone(), *m);
+                        bounds.push((name.clone(), *m));
+                    }
+                }
+            }
+        }
+
         // Lower every step; remember each dispatch's binding range.
         let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
-            let d =
-                crate::steps::lower_step(&plan, step).map_err(|source| CompileError::Lower {
+            let d = crate::steps::lower_step(&plan, step, &extent).map_err(|source| {
+                CompileError::Lower {
                     step: i,
                     what: step_name(&plan, step),
                     source,
-                })?;
+                }
+            })?;
             lowered.push((d, step));
         }
         let align = limits.min_uniform_buffer_offset_alignment as usize;
@@ -179,12 +204,15 @@ impl Executable {
         let uniform_buf = wdev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("kiln params"),
             contents: &uniform,
-            usage: wgpu::BufferUsages::UNIFORM,
+            // COPY_DST: the params of extent-dependent steps are rewritten on extent changes.
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
         let mut actions = Vec::new();
+        let mut step_actions = Vec::with_capacity(lowered.len());
         let mut at = 0usize;
         let mut dispatch_count = 0;
         for (ds, step) in &lowered {
+            let mut mine = Vec::with_capacity(ds.len());
             for s in step.staged.iter().filter(|s| s.copy_in) {
                 actions.push(Action::Copy {
                     to_scratch: true,
@@ -225,14 +253,18 @@ impl Executable {
                         },
                     ],
                 });
-                at += d.params.len();
+                mine.push(actions.len());
                 actions.push(Action::Dispatch {
                     pipeline: compiled.pipeline.clone(),
                     bind_group,
                     groups: d.groups,
+                    kernel: d.kernel,
+                    uniform_at: at as u64,
                 });
+                at += d.params.len();
                 dispatch_count += 1;
             }
+            step_actions.push(mine);
             for s in step.staged.iter().filter(|s| s.copy_back) {
                 actions.push(Action::Copy {
                     to_scratch: false,
@@ -247,10 +279,10 @@ impl Executable {
         let mut params = HashMap::new();
         for (id, node) in plan.graph.nodes().iter().enumerate() {
             let source = |offset| Source {
-                node: id,
                 offset,
                 dtype: node.dtype,
-                dims: node.shape.upper_bounds().unwrap_or_default(),
+                shape: node.shape.clone(),
+                symbolic: !node.shape.is_static(),
                 uploaded: None,
                 set: false,
             };
@@ -283,12 +315,8 @@ impl Executable {
             let bytes = t.bytes.next_multiple_of(4);
             outputs.push(Output {
                 offset: plan.offset(o.0).unwrap_or(0),
-                bytes,
                 dtype: t.dtype,
-                dims: plan.graph.nodes()[o.0]
-                    .shape
-                    .upper_bounds()
-                    .unwrap_or_default(),
+                shape: plan.graph.nodes()[o.0].shape.clone(),
                 staging_offset: staging,
             });
             staging += bytes;
@@ -318,6 +346,10 @@ impl Executable {
             feedback: Vec::new(),
             hop: None,
             dispatch_count,
+            uniform: uniform_buf,
+            step_actions,
+            bounds,
+            extent,
         })
     }
 
@@ -342,7 +374,7 @@ impl Executable {
             .params
             .get_mut(name)
             .ok_or_else(|| RunError::UnknownParam { name: name.into() })?;
-        check_tensor(name, src, value)?;
+        check_tensor(name, src, &self.extent, value)?;
         let bytes = to_arena(value);
         self.device
             .queue()
@@ -357,10 +389,11 @@ impl Executable {
             .params
             .get(name)
             .ok_or_else(|| RunError::UnknownParam { name: name.into() })?;
-        let t = HostTensor::from_bytes(src.dtype, &src.dims, bytes.to_vec()).map_err(|e| {
+        let dims = dims_at(&src.shape, &self.extent);
+        let t = HostTensor::from_bytes(src.dtype, &dims, bytes.to_vec()).map_err(|e| {
             RunError::Mismatch {
                 name: name.into(),
-                expected: format!("{}{:?}", src.dtype, src.dims),
+                expected: format!("{}{:?}", src.dtype, dims),
                 got: e.to_string(),
             }
         })?;
@@ -379,14 +412,14 @@ impl Executable {
             .inputs
             .get(input)
             .ok_or_else(|| RunError::UnknownInput { name: input.into() })?;
-        if out.dtype != inp.dtype || out.dims != inp.dims {
+        if out.dtype != inp.dtype || !out.shape.same_extents(&inp.shape) {
             return Err(RunError::Mismatch {
                 name: input.into(),
-                expected: format!("{}{:?}", inp.dtype, inp.dims),
-                got: format!("output {output}: {}{:?}", out.dtype, out.dims),
+                expected: format!("{}{}", inp.dtype, inp.shape),
+                got: format!("output {output}: {}{}", out.dtype, out.shape),
             });
         }
-        let need = out.bytes.max(4);
+        let need = self.bytes_at(out.dtype, &out.shape).max(4);
         if self.hop.as_ref().is_none_or(|h| h.size() < need) {
             self.hop = Some(
                 self.device
@@ -403,6 +436,84 @@ impl Executable {
             output,
             input: input.into(),
         });
+        Ok(())
+    }
+
+    /// The current value of every bounded symbol.
+    pub fn active_extent(&self) -> &kiln_ir::DimBinding {
+        &self.extent
+    }
+
+    /// Sets the actual value of a bounded symbol (e.g. the sequence length). Every step then
+    /// computes exactly that extent: tensors are stored contiguously at the active dims inside
+    /// slots laid out for the bound, and the per-step params of the steps that depend on the
+    /// symbol are rewritten. Nothing is recompiled or reallocated.
+    pub fn set_active_extent(&mut self, symbol: &str, value: usize) -> Result<(), RunError> {
+        let max = self
+            .bounds
+            .iter()
+            .find(|(n, _)| n == symbol)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| RunError::UnknownSymbol {
+                symbol: symbol.into(),
+            })?;
+        if value == 0 || value > max {
+            return Err(RunError::ExtentOutOfRange {
+                symbol: symbol.into(),
+                value,
+                max,
+            });
+        }
+        if self.extent.get(symbol) == Some(value) {
+            return Ok(());
+        }
+        let mut extent = self.extent.clone();
+        extent.set(symbol, value);
+        // Lower every affected step first, so a failure leaves the executable unchanged.
+        let mut updates = Vec::new();
+        for (i, step) in self.plan.steps.iter().enumerate() {
+            if !step.extent.iter().any(|e| e.symbol == symbol) {
+                continue;
+            }
+            let ds = crate::steps::lower_step(&self.plan, step, &extent).map_err(|e| {
+                RunError::Unsupported {
+                    node: i,
+                    op: "step",
+                    detail: e.to_string(),
+                }
+            })?;
+            if ds.len() != self.step_actions[i].len() {
+                return Err(RunError::Unsupported {
+                    node: i,
+                    op: "step",
+                    detail: "its dispatches change with the extent".into(),
+                });
+            }
+            updates.push((i, ds));
+        }
+        for (i, ds) in updates {
+            for (d, &a) in ds.into_iter().zip(&self.step_actions[i]) {
+                if let Action::Dispatch {
+                    groups,
+                    kernel,
+                    uniform_at,
+                    ..
+                } = &mut self.actions[a]
+                {
+                    debug_assert_eq!(kernel.name, d.kernel.name);
+                    *groups = d.groups;
+                    self.device
+                        .queue()
+                        .write_buffer(&self.uniform, *uniform_at, &d.params);
+                }
+            }
+        }
+        self.extent = extent;
+        for src in self.inputs.values_mut() {
+            // Stored at other dims now: the next upload must not be skipped.
+            src.uploaded = None;
+            src.set = src.set && !src.symbolic;
+        }
         Ok(())
     }
 
@@ -428,14 +539,16 @@ impl Executable {
                 });
             }
         }
-        for (name, t) in inputs {
-            let src = self
-                .inputs
-                .get(*name)
-                .ok_or_else(|| RunError::UnknownInput {
+        for (name, _) in inputs {
+            if !self.inputs.contains_key(*name) {
+                return Err(RunError::UnknownInput {
                     name: name.to_string(),
-                })?;
-            check_tensor(name, src, t)?;
+                });
+            }
+        }
+        self.follow_input_extents(inputs)?;
+        for (name, t) in inputs {
+            check_tensor(name, &self.inputs[*name], &self.extent, t)?;
         }
         for (name, src) in &self.inputs {
             let given = inputs.iter().any(|(n, _)| n == name);
@@ -465,15 +578,21 @@ impl Executable {
             label: Some("kiln run"),
         });
         self.encode(&mut encoder);
-        for &i in indices {
+        let sizes: Vec<u64> = indices
+            .iter()
+            .map(|&i| self.bytes_at(self.outputs[i].dtype, &self.outputs[i].shape))
+            .collect();
+        for (&i, &bytes) in indices.iter().zip(&sizes) {
             let o = &self.outputs[i];
-            encoder.copy_buffer_to_buffer(
-                &self.arena,
-                o.offset,
-                &self.readback,
-                o.staging_offset,
-                o.bytes,
-            );
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(
+                    &self.arena,
+                    o.offset,
+                    &self.readback,
+                    o.staging_offset,
+                    bytes,
+                );
+            }
         }
         self.encode_feedback(&mut encoder);
         queue.submit([encoder.finish()]);
@@ -487,14 +606,15 @@ impl Executable {
             &self.readback,
             indices
                 .iter()
-                .map(|&i| (self.outputs[i].staging_offset, self.outputs[i].bytes)),
+                .zip(&sizes)
+                .map(|(&i, &bytes)| (self.outputs[i].staging_offset, bytes)),
         )?;
         Ok(indices
             .iter()
             .zip(data)
             .map(|(&i, bytes)| {
                 let o = &self.outputs[i];
-                from_arena(o.dtype, &o.dims, &bytes)
+                from_arena(o.dtype, &dims_at(&o.shape, &self.extent), &bytes)
             })
             .collect())
     }
@@ -505,8 +625,7 @@ impl Executable {
             .inputs
             .get(name)
             .ok_or_else(|| RunError::UnknownInput { name: name.into() })?;
-        let t = &self.plan.tensors[src.node];
-        let bytes = t.bytes.next_multiple_of(4);
+        let bytes = self.bytes_at(src.dtype, &src.shape);
         let wdev = self.device.wgpu_device();
         let staging = wdev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln read_input"),
@@ -518,7 +637,49 @@ impl Executable {
         encoder.copy_buffer_to_buffer(&self.arena, src.offset, &staging, 0, bytes);
         self.device.queue().submit([encoder.finish()]);
         let data = crate::readback::map_read(&self.device, &staging)?;
-        Ok(from_arena(src.dtype, &src.dims, &data))
+        Ok(from_arena(
+            src.dtype,
+            &dims_at(&src.shape, &self.extent),
+            &data,
+        ))
+    }
+
+    /// Arena bytes of a tensor at the active extent (whole words).
+    fn bytes_at(&self, dtype: DType, shape: &kiln_ir::Shape) -> u64 {
+        let dims = dims_at(shape, &self.extent);
+        let numel: usize = dims.iter().product();
+        crate::transfer::words(dtype, numel, dims.last().copied().unwrap_or(1)).unwrap_or(0) as u64
+            * 4
+    }
+
+    /// Sets the extent of every symbol that the given inputs' shapes determine.
+    fn follow_input_extents(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<(), RunError> {
+        let mut wanted: Vec<(String, usize)> = Vec::new();
+        for (name, t) in inputs {
+            let src = &self.inputs[*name];
+            if !src.symbolic || t.shape.len() != src.shape.rank() {
+                continue;
+            }
+            for (d, &v) in src.shape.dims().iter().zip(&t.shape) {
+                if let kiln_ir::Dim::Sym { name: sym, .. } = d {
+                    match wanted.iter().find(|(s, _)| s == sym) {
+                        Some((_, prev)) if *prev != v => {
+                            return Err(RunError::Mismatch {
+                                name: name.to_string(),
+                                expected: format!("{sym} = {prev} as in the other inputs"),
+                                got: format!("{sym} = {v}"),
+                            })
+                        }
+                        Some(_) => {}
+                        None => wanted.push((sym.clone(), v)),
+                    }
+                }
+            }
+        }
+        for (sym, v) in wanted {
+            self.set_active_extent(&sym, v)?;
+        }
+        Ok(())
     }
 
     /// Encodes every action: dispatches in compute passes, broken only by staging copies.
@@ -563,6 +724,7 @@ impl Executable {
                 pipeline,
                 bind_group,
                 groups,
+                ..
             }) = self.actions.get(i)
             {
                 pass.set_pipeline(pipeline);
@@ -582,8 +744,11 @@ impl Executable {
         for f in &self.feedback {
             let o = &self.outputs[f.output];
             let i = &self.inputs[&f.input];
-            encoder.copy_buffer_to_buffer(&self.arena, o.offset, hop, 0, o.bytes);
-            encoder.copy_buffer_to_buffer(hop, 0, &self.arena, i.offset, o.bytes);
+            let bytes = self.bytes_at(o.dtype, &o.shape).min(hop.size());
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(&self.arena, o.offset, hop, 0, bytes);
+                encoder.copy_buffer_to_buffer(hop, 0, &self.arena, i.offset, bytes);
+            }
         }
     }
 }
@@ -601,12 +766,18 @@ fn step_name(plan: &ExecutionPlan, step: &kiln_plan::Step) -> String {
     }
 }
 
-fn check_tensor(name: &str, src: &Source, t: &HostTensor) -> Result<(), RunError> {
+fn check_tensor(
+    name: &str,
+    src: &Source,
+    extent: &kiln_ir::DimBinding,
+    t: &HostTensor,
+) -> Result<(), RunError> {
+    let dims = dims_at(&src.shape, extent);
     let ok_len = HostTensor::from_bytes(t.dtype, &t.shape, t.bytes.clone()).is_ok();
-    if t.dtype != src.dtype || t.shape != src.dims || !ok_len {
+    if t.dtype != src.dtype || t.shape != dims || !ok_len {
         return Err(RunError::Mismatch {
             name: name.into(),
-            expected: format!("{}{:?}", src.dtype, src.dims),
+            expected: format!("{}{:?}", src.dtype, dims),
             got: format!("{}{:?} ({} bytes)", t.dtype, t.shape, t.bytes.len()),
         });
     }

@@ -1,15 +1,31 @@
 //! From planned steps to kernel dispatches: operands are resolved to word offsets inside the
 //! step's binding (an arena window, or scratch when staged).
 
-use kiln_ir::{Activation, Op};
+use kiln_ir::{Activation, DimBinding, Op, Shape};
 use kiln_kernels::families::{matmul, norm};
 use kiln_kernels::{Dispatch, LowerError, Operand};
 use kiln_plan::{Binding, ExecutionPlan, Step, StepKind};
 
-/// Word offset and bound dims of `node` as seen from `step`'s binding.
-pub fn operand(plan: &ExecutionPlan, step: &Step, node: usize) -> Result<Operand, LowerError> {
+/// The dims of `shape` at the active extent: bound symbols take their value, others their
+/// upper bound. Tensors are stored contiguously at these dims, at the start of slots sized for
+/// the bound.
+pub fn dims_at(shape: &Shape, extent: &DimBinding) -> Vec<usize> {
+    shape
+        .dims()
+        .iter()
+        .map(|d| d.resolve(extent).or(d.upper_bound()).unwrap_or(0))
+        .collect()
+}
+
+/// Word offset and active dims of `node` as seen from `step`'s binding.
+pub fn operand(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+    node: usize,
+) -> Result<Operand, LowerError> {
     let n = &plan.graph.nodes()[node];
-    let dims = n.shape.upper_bounds().unwrap_or_default();
+    let dims = dims_at(&n.shape, extent);
     // The planner gave every read or written node a slot, or a view of one.
     let abs = plan.offset(node).unwrap_or(0);
     let outside = || {
@@ -34,26 +50,40 @@ pub fn operand(plan: &ExecutionPlan, step: &Step, node: usize) -> Result<Operand
     })
 }
 
-fn inputs_of(plan: &ExecutionPlan, step: &Step, node: usize) -> Result<Vec<Operand>, LowerError> {
+fn inputs_of(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+    node: usize,
+) -> Result<Vec<Operand>, LowerError> {
     plan.graph.nodes()[node]
         .inputs
         .iter()
-        .map(|i| operand(plan, step, i.0))
+        .map(|i| operand(plan, step, extent, i.0))
         .collect()
 }
 
 /// The dispatches of one step.
-pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, LowerError> {
+pub fn lower_step(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+) -> Result<Vec<Dispatch>, LowerError> {
     let nodes = plan.graph.nodes();
     match step.kind {
         StepKind::Op { node } => {
-            let ins = inputs_of(plan, step, node)?;
-            let out = operand(plan, step, node)?;
+            let ins = inputs_of(plan, step, extent, node)?;
+            let out = operand(plan, step, extent, node)?;
             let d = kiln_kernels::lower(&nodes[node].op, &ins, &out)?;
             // A view op the planner gave its own slot (its input was not aliasable) is a copy.
             match ins.first() {
                 Some(src) if d.is_empty() && src.offset != out.offset => {
-                    let words = plan.tensors[node].bytes.div_ceil(4) as usize;
+                    let words = crate::transfer::words(
+                        out.dtype,
+                        out.numel(),
+                        out.dims.last().copied().unwrap_or(1),
+                    )
+                    .unwrap_or(0);
                     let op = &nodes[node].op;
                     Ok(vec![kiln_kernels::families::movement::copy_words(
                         op, src.offset, out.offset, words,
@@ -68,13 +98,13 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, Lo
             act,
         } => {
             let last = act.or(bias_add).unwrap_or(m);
-            let (a, b, transpose_b) = matmul_operands(plan, step, m)?;
+            let (a, b, transpose_b) = matmul_operands(plan, step, extent, m)?;
             let bias = bias_add
-                .map(|add| bias_operand(plan, step, add, m))
+                .map(|add| bias_operand(plan, step, extent, add, m))
                 .transpose()?;
             let act = act.and_then(|n| activation_of(&nodes[n].op));
             let op = &nodes[m].op;
-            let out = operand(plan, step, last)?;
+            let out = operand(plan, step, extent, last)?;
             matmul::lower_split(
                 op,
                 &a,
@@ -92,19 +122,19 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, Lo
             bias_add,
             outputs,
         } => {
-            let (a, b, transpose_b) = matmul_operands(plan, step, m)?;
+            let (a, b, transpose_b) = matmul_operands(plan, step, extent, m)?;
             let bias = match bias_add {
-                Some(add) => Some(bias_operand(plan, step, add, m)?),
+                Some(add) => Some(bias_operand(plan, step, extent, add, m)?),
                 None => match nodes[m].op {
                     Op::FusedMatMulBiasAct { has_bias: true, .. } => {
-                        Some(operand(plan, step, nodes[m].inputs[2].0)?)
+                        Some(operand(plan, step, extent, nodes[m].inputs[2].0)?)
                     }
                     _ => None,
                 },
             };
             let outs: Vec<Operand> = outputs
                 .iter()
-                .map(|&o| operand(plan, step, o))
+                .map(|&o| operand(plan, step, extent, o))
                 .collect::<Result<_, _>>()?;
             matmul::lower_split(
                 &nodes[m].op,
@@ -122,14 +152,14 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, Lo
             let Op::Norm { kind, eps, affine } = nodes[n].op else {
                 return Err(LowerError::unsupported(&nodes[n].op, "not a norm"));
             };
-            let x = operand(plan, step, nodes[add].inputs[0].0)?;
-            let residual = operand(plan, step, nodes[add].inputs[1].0)?;
+            let x = operand(plan, step, extent, nodes[add].inputs[0].0)?;
+            let residual = operand(plan, step, extent, nodes[add].inputs[1].0)?;
             let params: Vec<Operand> = nodes[n].inputs[1..]
                 .iter()
-                .map(|i| operand(plan, step, i.0))
+                .map(|i| operand(plan, step, extent, i.0))
                 .collect::<Result<_, _>>()?;
-            let out = operand(plan, step, n)?;
-            let sum = tee.then(|| operand(plan, step, add)).transpose()?;
+            let out = operand(plan, step, extent, n)?;
+            let sum = tee.then(|| operand(plan, step, extent, add)).transpose()?;
             let op = Op::FusedResidualNorm {
                 kind,
                 eps,
@@ -166,16 +196,16 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, Lo
                         let n = &nodes[i.0];
                         Ok(Operand {
                             offset: 0,
-                            dims: n.shape.upper_bounds().unwrap_or_default(),
+                            dims: dims_at(&n.shape, extent),
                             dtype: n.dtype,
                         })
                     } else {
-                        operand(plan, step, i.0)
+                        operand(plan, step, extent, i.0)
                     }
                 })
                 .collect::<Result<_, _>>()?;
-            let p = operand(plan, step, packed)?;
-            let out = operand(plan, step, attention)?;
+            let p = operand(plan, step, extent, packed)?;
+            let out = operand(plan, step, extent, attention)?;
             kiln_kernels::families::attention::lower_packed(
                 &nodes[attention].op,
                 &p,
@@ -191,6 +221,7 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step) -> Result<Vec<Dispatch>, Lo
 fn matmul_operands(
     plan: &ExecutionPlan,
     step: &Step,
+    extent: &DimBinding,
     m: usize,
 ) -> Result<(Operand, Operand, bool), LowerError> {
     let node = &plan.graph.nodes()[m];
@@ -199,8 +230,8 @@ fn matmul_operands(
         ref op => return Err(LowerError::unsupported(op, "not a matmul")),
     };
     Ok((
-        operand(plan, step, node.inputs[0].0)?,
-        operand(plan, step, node.inputs[1].0)?,
+        operand(plan, step, extent, node.inputs[0].0)?,
+        operand(plan, step, extent, node.inputs[1].0)?,
         transpose_b,
     ))
 }
@@ -209,6 +240,7 @@ fn matmul_operands(
 fn bias_operand(
     plan: &ExecutionPlan,
     step: &Step,
+    extent: &DimBinding,
     add: usize,
     matmul: usize,
 ) -> Result<Operand, LowerError> {
@@ -218,7 +250,7 @@ fn bias_operand(
     } else {
         ins[0].0
     };
-    operand(plan, step, bias)
+    operand(plan, step, extent, bias)
 }
 
 fn activation_of(op: &Op) -> Option<Activation> {

@@ -1,0 +1,212 @@
+//! Active extent: one executable compiled for `seq <= 12` runs any length exactly. Each run is
+//! compared with a graph compiled for that exact length; both execute the same kernels on the
+//! same dims, so the results must be bit-identical.
+
+mod common;
+
+use kiln::ir::{
+    Activation, AttentionMask, DType, Dim, DimBinding, Graph, HeadLayout, HostTensor, NodeId, Op,
+    ReduceOp, Shape,
+};
+use kiln::runtime::{CompileOptions, Device, Executable, RunError};
+
+const MAX: usize = 12;
+const C: usize = 16;
+const H: usize = 2;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// An encoder-like block over `[batch, seq, C]` with a key-padding (or causal) attention,
+/// LayerNorm, a softmax over the sequence axis and a mean over it.
+fn graph(batch: usize, causal: bool) -> (Graph, Vec<(String, HostTensor)>) {
+    let seq = Dim::bounded("seq", MAX);
+    let mut g = Graph::new();
+    let x = g
+        .input(
+            "x",
+            DType::F32,
+            Shape(vec![Dim::Static(batch), seq.clone(), Dim::Static(C)]),
+        )
+        .unwrap();
+    let mask = g
+        .input(
+            "mask",
+            DType::F32,
+            Shape(vec![Dim::Static(batch), seq.clone()]),
+        )
+        .unwrap();
+    let mut params = Vec::new();
+    let mut p = |g: &mut Graph, name: &str, shape: &[usize]| {
+        let n = shape.iter().product();
+        params.push((
+            name.to_string(),
+            HostTensor::from_f32(shape, &values(n, params.len() as u64 + 5)).unwrap(),
+        ));
+        g.param(name, DType::F32, shape).unwrap()
+    };
+    let w = p(&mut g, "wqkv", &[3 * C, C]);
+    let b = p(&mut g, "bqkv", &[3 * C]);
+    let qkv = g.fused_matmul_bias_act(x, w, Some(b), None, true).unwrap();
+    let head_shape = Shape(vec![
+        Dim::Static(batch),
+        seq.clone(),
+        Dim::Static(H),
+        Dim::Static(C / H),
+    ]);
+    let parts: Vec<NodeId> = (0..3)
+        .map(|i| {
+            let n = g.narrow(qkv, 2, i * C, C).unwrap();
+            g.reshape(n, head_shape.clone()).unwrap()
+        })
+        .collect();
+    let mut ins = parts.clone();
+    if !causal {
+        ins.push(mask);
+    }
+    let op = Op::Attention {
+        num_heads: H,
+        num_kv_heads: H,
+        head_dim: C / H,
+        scale: 0.4,
+        mask: if causal {
+            AttentionMask::Causal
+        } else {
+            AttentionMask::KeyPadding
+        },
+        layout: HeadLayout::Bshd,
+        has_past_len: false,
+    };
+    let a = g.add(op, &ins).unwrap();
+    let a = g
+        .reshape(
+            a,
+            Shape(vec![Dim::Static(batch), seq.clone(), Dim::Static(C)]),
+        )
+        .unwrap();
+    let gm = p(&mut g, "g", &[C]);
+    let bt = p(&mut g, "b", &[C]);
+    let s = g.add_op(a, x).unwrap();
+    let h = g.layer_norm(s, Some(gm), Some(bt), 1e-5).unwrap();
+    let w2 = p(&mut g, "w2", &[C, C]);
+    let b2 = p(&mut g, "b2", &[C]);
+    let f = g.matmul(h, w2).unwrap();
+    let f = g.add_op(f, b2).unwrap();
+    let f = g.activation(Activation::Gelu, f).unwrap();
+    let over_seq = g.softmax(f, 1).unwrap();
+    let pooled = g.reduce(ReduceOp::Mean, f, &[1], false).unwrap();
+    if causal {
+        // Keep the mask input used so both variants have the same inputs.
+        let m = g.reduce(ReduceOp::Sum, mask, &[1], false).unwrap();
+        g.output(m).unwrap();
+    }
+    g.output(h).unwrap();
+    g.output(over_seq).unwrap();
+    g.output(pooled).unwrap();
+    (g, params)
+}
+
+fn inputs(batch: usize, len: usize) -> Vec<(&'static str, HostTensor)> {
+    // Batch row b keeps its first len - b keys (at least one).
+    let mask: Vec<f32> = (0..batch * len)
+        .map(|i| f32::from((i % len) < len.saturating_sub(i / len).max(1)))
+        .collect();
+    vec![
+        (
+            "x",
+            HostTensor::from_f32(&[batch, len, C], &values(batch * len * C, len as u64)).unwrap(),
+        ),
+        ("mask", HostTensor::from_f32(&[batch, len], &mask).unwrap()),
+    ]
+}
+
+fn compile(dev: &Device, g: &Graph, params: &[(String, HostTensor)]) -> Executable {
+    let mut exe =
+        Executable::compile(dev, g, &CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    for (n, t) in params {
+        exe.set_param(n, t).unwrap();
+    }
+    exe
+}
+
+fn run(exe: &mut Executable, ins: &[(&'static str, HostTensor)]) -> Vec<HostTensor> {
+    let refs: Vec<(&str, &HostTensor)> = ins.iter().map(|(n, t)| (*n, t)).collect();
+    exe.run(&refs).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn check(dev: &Device, batch: usize, causal: bool) {
+    let (g, params) = graph(batch, causal);
+    let mut bounded = compile(dev, &g, &params);
+    let dispatches = bounded.dispatch_count();
+    let pipelines = dev.pipelines().len();
+    for len in [MAX, 5, 1, 9, 5] {
+        let exact_graph = g.bind(&DimBinding::new().with("seq", len)).unwrap();
+        let mut exact = compile(dev, &exact_graph, &params);
+        let ins = inputs(batch, len);
+        let want = run(&mut exact, &ins);
+        let got = run(&mut bounded, &ins);
+        assert_eq!(bounded.active_extent().get("seq"), Some(len));
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(a, b, "batch {batch} causal {causal} len {len} output {i}");
+        }
+    }
+    assert_eq!(bounded.dispatch_count(), dispatches);
+    assert_eq!(dev.pipelines().len(), pipelines, "no new pipelines");
+}
+
+#[test]
+fn batch_one_and_three_key_padding_and_causal() {
+    for batch in [1, 3] {
+        for causal in [false, true] {
+            check(&common::device(), batch, causal);
+        }
+    }
+    // With 8 KiB bindings the block's QKV step fits only at batch 1.
+    for causal in [false, true] {
+        check(&common::tiny_device(), 1, causal);
+    }
+}
+
+#[test]
+fn extent_errors_are_typed_and_leave_the_executable_usable() {
+    let dev = common::device();
+    let (g, params) = graph(2, false);
+    let mut exe = compile(&dev, &g, &params);
+    assert!(matches!(
+        exe.set_active_extent("seq", MAX + 1),
+        Err(RunError::ExtentOutOfRange { .. })
+    ));
+    assert!(matches!(
+        exe.set_active_extent("seq", 0),
+        Err(RunError::ExtentOutOfRange { .. })
+    ));
+    assert!(matches!(
+        exe.set_active_extent("len", 3),
+        Err(RunError::UnknownSymbol { .. })
+    ));
+    // Inputs longer than the bound are refused by the extent they imply.
+    let err = exe
+        .run(&[
+            ("x", &inputs(2, MAX + 1)[0].1),
+            ("mask", &inputs(2, MAX + 1)[1].1),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, RunError::ExtentOutOfRange { .. }), "{err}");
+    // Inputs that disagree on the extent.
+    let err = exe
+        .run(&[("x", &inputs(2, 4)[0].1), ("mask", &inputs(2, 5)[1].1)])
+        .unwrap_err();
+    assert!(matches!(err, RunError::Mismatch { .. }), "{err}");
+    // Still fine afterwards.
+    let ins = inputs(2, 7);
+    assert_eq!(run(&mut exe, &ins)[1].shape, [2, 7, C]);
+}
