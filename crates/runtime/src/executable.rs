@@ -106,6 +106,8 @@ pub struct Executable {
     /// Every bounded symbol with its bound, and the current value of each.
     bounds: Vec<(String, usize)>,
     extent: kiln_ir::DimBinding,
+    /// Input uploads performed so far (unchanged inputs are skipped).
+    uploads: u64,
 }
 
 /// A hash of bytes, for upload skipping (64-bit FNV-1a over 8-byte words; collisions would
@@ -350,12 +352,19 @@ impl Executable {
             step_actions,
             bounds,
             extent,
+            uploads: 0,
         })
     }
 
     /// The plan this executable runs.
     pub fn plan(&self) -> &ExecutionPlan {
         &self.plan
+    }
+
+    /// How many input uploads runs have performed (an input equal to the one already on the
+    /// device is not uploaded again).
+    pub fn upload_count(&self) -> u64 {
+        self.uploads
     }
 
     /// Kernel dispatches per run.
@@ -512,7 +521,6 @@ impl Executable {
         for src in self.inputs.values_mut() {
             // Stored at other dims now: the next upload must not be skipped.
             src.uploaded = None;
-            src.set = src.set && !src.symbolic;
         }
         Ok(())
     }
@@ -550,10 +558,12 @@ impl Executable {
         for (name, t) in inputs {
             check_tensor(name, &self.inputs[*name], &self.extent, t)?;
         }
-        for (name, src) in &self.inputs {
+        for name in self.inputs.keys() {
             let given = inputs.iter().any(|(n, _)| n == name);
             let fed = self.feedback.iter().any(|f| &f.input == name);
-            if !given && !src.set && !fed {
+            // Every input is given each run (unchanged ones are not re-uploaded), except those
+            // fed back on the GPU: stale data never stands in for a forgotten input.
+            if !given && !fed {
                 return Err(RunError::MissingInput { name: name.clone() });
             }
         }
@@ -569,8 +579,8 @@ impl Executable {
             if src.uploaded != Some(fp) {
                 queue.write_buffer(&self.arena, src.offset, &bytes);
                 src.uploaded = Some(fp);
+                self.uploads += 1;
             }
-            src.set = true;
         }
 
         let wdev = self.device.wgpu_device();

@@ -1,0 +1,188 @@
+//! The Executable's API: every user mistake is a typed error naming the tensor and leaves the
+//! executable usable; GPU-resident state; upload skipping; partial readback.
+
+mod common;
+
+use kiln::ir::{Activation, BinaryOp, DType, Graph, HostTensor};
+use kiln::runtime::{CompileError, CompileOptions, Executable, RunError};
+
+fn f32s(shape: &[usize], v: &[f32]) -> HostTensor {
+    HostTensor::from_f32(shape, v).unwrap()
+}
+
+/// out0 = relu(x * w), out1 = state + x (state is fed back from out1).
+fn graph() -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [4]).unwrap();
+    let state = g.input("state", DType::F32, [4]).unwrap();
+    let w = g.param("w", DType::F32, [4]).unwrap();
+    let y = g.binary(BinaryOp::Mul, x, w).unwrap();
+    let y = g.activation(Activation::Relu, y).unwrap();
+    let s = g.add_op(state, x).unwrap();
+    g.output(y).unwrap();
+    g.output(s).unwrap();
+    g
+}
+
+fn compiled() -> Executable {
+    Executable::compile(&common::device(), &graph(), &CompileOptions::default()).unwrap()
+}
+
+#[test]
+fn every_user_mistake_is_a_typed_error_and_the_next_run_works() {
+    let mut exe = compiled();
+    let x = f32s(&[4], &[1.0, -2.0, 3.0, -4.0]);
+    let st = f32s(&[4], &[0.0; 4]);
+    let good_run = |exe: &mut Executable| {
+        let out = exe.run(&[("x", &x), ("state", &st)]).unwrap();
+        assert_eq!(out[0].to_f32(), [2.0, 0.0, 6.0, 0.0]);
+    };
+
+    // Params.
+    let err = exe.run(&[("x", &x), ("state", &st)]).unwrap_err();
+    assert!(
+        matches!(err, RunError::MissingParam { ref name } if name == "w"),
+        "{err}"
+    );
+    let err = exe.set_param("nope", &f32s(&[4], &[1.0; 4])).unwrap_err();
+    assert!(
+        matches!(err, RunError::UnknownParam { ref name } if name == "nope"),
+        "{err}"
+    );
+    let err = exe.set_param("w", &f32s(&[2, 2], &[1.0; 4])).unwrap_err();
+    assert!(
+        matches!(err, RunError::Mismatch { ref name, .. } if name == "w"),
+        "{err}"
+    );
+    let err = exe.set_param_bytes("w", &[0u8; 15]).unwrap_err();
+    assert!(err.to_string().contains("`w`"), "{err}");
+    exe.set_param_bytes("w", bytemuck_f32(&[2.0; 4])).unwrap();
+    good_run(&mut exe);
+
+    // Inputs.
+    let err = exe.run(&[("x", &x)]).unwrap_err();
+    assert!(
+        matches!(err, RunError::MissingInput { ref name } if name == "state"),
+        "{err}"
+    );
+    let err = exe
+        .run(&[("x", &x), ("state", &st), ("y", &x)])
+        .unwrap_err();
+    assert!(
+        matches!(err, RunError::UnknownInput { ref name } if name == "y"),
+        "{err}"
+    );
+    let wrong_dtype = HostTensor::from_i32(&[4], &[1; 4]).unwrap();
+    let err = exe.run(&[("x", &wrong_dtype), ("state", &st)]).unwrap_err();
+    assert!(
+        matches!(err, RunError::Mismatch { ref name, .. } if name == "x"),
+        "{err}"
+    );
+    let wrong_shape = f32s(&[2, 2], &[1.0; 4]);
+    let err = exe.run(&[("x", &wrong_shape), ("state", &st)]).unwrap_err();
+    assert!(
+        matches!(err, RunError::Mismatch { ref name, .. } if name == "x"),
+        "{err}"
+    );
+    let bad_bytes = HostTensor {
+        dtype: DType::F32,
+        shape: vec![4],
+        bytes: vec![0; 3],
+    };
+    let err = exe.run(&[("x", &bad_bytes), ("state", &st)]).unwrap_err();
+    assert!(
+        matches!(err, RunError::Mismatch { ref name, .. } if name == "x"),
+        "{err}"
+    );
+    good_run(&mut exe);
+
+    // Outputs and feedback.
+    let err = exe
+        .run_read_outputs(&[("x", &x), ("state", &st)], &[2])
+        .unwrap_err();
+    assert!(
+        matches!(err, RunError::InvalidOutput { index: 2, count: 2 }),
+        "{err}"
+    );
+    let err = exe.feed_back(5, "state").unwrap_err();
+    assert!(
+        matches!(err, RunError::InvalidOutput { index: 5, .. }),
+        "{err}"
+    );
+    let err = exe.feed_back(1, "nope").unwrap_err();
+    assert!(matches!(err, RunError::UnknownInput { .. }), "{err}");
+    good_run(&mut exe);
+    let err = exe.read_input("nope").unwrap_err();
+    assert!(matches!(err, RunError::UnknownInput { .. }), "{err}");
+}
+
+#[test]
+fn a_graph_the_kernels_cannot_run_fails_to_compile_naming_the_op() {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [2, 32]).unwrap();
+    let w = g.param("w", DType::Q4_1, [8, 32]).unwrap();
+    let y = g.matmul_t(x, w).unwrap();
+    g.output(y).unwrap();
+    let err = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap_err();
+    assert!(matches!(err, CompileError::Plan(_)), "{err}");
+    assert!(err.to_string().contains("matmul"), "{err}");
+}
+
+#[test]
+fn fed_back_state_stays_on_the_gpu_and_uploads_stay_correct() {
+    let mut exe = compiled();
+    exe.set_param("w", &f32s(&[4], &[1.0; 4])).unwrap();
+    exe.feed_back(1, "state").unwrap();
+    let x = f32s(&[4], &[1.0, 1.0, 1.0, 1.0]);
+    let zero = f32s(&[4], &[0.0; 4]);
+    // First run with explicit zero state, then three runs on fed-back state.
+    let out = exe.run(&[("x", &x), ("state", &zero)]).unwrap();
+    assert_eq!(out[1].to_f32(), [1.0; 4]);
+    for k in 2..=4 {
+        let out = exe.run_read_outputs(&[("x", &x)], &[1]).unwrap();
+        assert_eq!(out[0].to_f32(), [k as f32; 4]);
+    }
+    assert_eq!(exe.read_input("state").unwrap().to_f32(), [4.0; 4]);
+    // Passing the same zero tensor again must upload it (the GPU copy changed meanwhile).
+    let out = exe.run(&[("x", &x), ("state", &zero)]).unwrap();
+    assert_eq!(out[1].to_f32(), [1.0; 4]);
+}
+
+#[test]
+fn unchanged_inputs_are_not_uploaded_again() {
+    let mut exe = compiled();
+    exe.set_param("w", &f32s(&[4], &[1.0; 4])).unwrap();
+    let x = f32s(&[4], &[1.0, 2.0, 3.0, 4.0]);
+    let st = f32s(&[4], &[0.0; 4]);
+    exe.run(&[("x", &x), ("state", &st)]).unwrap();
+    assert_eq!(exe.upload_count(), 2);
+    exe.run(&[("x", &x), ("state", &st)]).unwrap();
+    assert_eq!(exe.upload_count(), 2, "nothing changed");
+    let x2 = f32s(&[4], &[5.0, 2.0, 3.0, 4.0]);
+    let out = exe.run(&[("x", &x2), ("state", &st)]).unwrap();
+    assert_eq!(exe.upload_count(), 3);
+    assert_eq!(out[0].to_f32(), [5.0, 2.0, 3.0, 4.0]);
+    // A forgotten input is an error, never the stale value of an earlier run.
+    assert!(matches!(
+        exe.run(&[("x", &x2)]),
+        Err(RunError::MissingInput { .. })
+    ));
+}
+
+#[test]
+fn partial_readback_returns_the_requested_outputs_in_order() {
+    let mut exe = compiled();
+    exe.set_param("w", &f32s(&[4], &[-1.0; 4])).unwrap();
+    let x = f32s(&[4], &[1.0, -2.0, 3.0, -4.0]);
+    let st = f32s(&[4], &[10.0; 4]);
+    let out = exe
+        .run_read_outputs(&[("x", &x), ("state", &st)], &[1, 0])
+        .unwrap();
+    assert_eq!(out[0].to_f32(), [11.0, 8.0, 13.0, 6.0]);
+    assert_eq!(out[1].to_f32(), [0.0, 2.0, 0.0, 4.0]);
+    assert_eq!(exe.output_dtypes(), [DType::F32, DType::F32]);
+}
+
+fn bytemuck_f32(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
