@@ -3,6 +3,7 @@
 mod demo;
 mod info;
 mod plan_cmd;
+mod profile_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,11 @@ enum Command {
         #[arg(long)]
         no_fusion: bool,
     },
+    /// Run a graph once on the GPU with random inputs and print the GPU time of every step.
+    Profile {
+        /// A graph saved as JSON.
+        graph: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
             max_binding,
             no_fusion,
         }),
+        Command::Profile { graph } => profile_cmd::run(&graph),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,3 +67,16 @@ fn a_bad_graph_file_is_one_line_and_a_failure() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("kiln: cannot read"), "{err}");
 }
+
+#[test]
+fn profile_prints_a_time_per_step() {
+    let dir = std::env::temp_dir().join(format!("kiln-profile-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = graph_file(&dir);
+    let out = kiln(&["profile", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("GPU µs") && text.contains("total GPU time"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("matmul_epilogue")).count(), 1, "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

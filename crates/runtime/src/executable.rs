@@ -75,6 +75,15 @@ struct Output {
     staging_offset: u64,
 }
 
+/// The GPU time of one step, from [`Executable::profile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTime {
+    pub step: usize,
+    pub name: String,
+    pub dispatches: usize,
+    pub gpu_ns: f64,
+}
+
 /// A copy of an output into an input after every run (GPU-resident state, e.g. a KV cache).
 #[derive(Debug, Clone)]
 struct Feedback {
@@ -627,6 +636,128 @@ impl Executable {
                 from_arena(o.dtype, &dims_at(&o.shape, &self.extent), &bytes)
             })
             .collect())
+    }
+
+    /// Runs once with GPU timestamps around every dispatch (each in a pass of its own) and
+    /// returns the GPU time of each step, in plan order. Needs `TIMESTAMP_QUERY`.
+    pub fn profile(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<Vec<StepTime>, RunError> {
+        if !self
+            .device
+            .info()
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return Err(RunError::Unsupported {
+                node: 0,
+                op: "profile",
+                detail: "the device has no TIMESTAMP_QUERY".into(),
+            });
+        }
+        // Upload and validate exactly as a run does.
+        self.run_read_outputs(inputs, &[])?;
+        let count = self.dispatch_count.max(1) as u32 * 2;
+        let wdev = self.device.wgpu_device();
+        let queries = wdev.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kiln profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = wdev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = wdev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln profile read"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = wdev.create_command_encoder(&Default::default());
+        let mut q = 0u32;
+        for action in &self.actions {
+            match action {
+                Action::Dispatch {
+                    pipeline,
+                    bind_group,
+                    groups,
+                    ..
+                } => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("kiln profile"),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &queries,
+                            beginning_of_pass_write_index: Some(q),
+                            end_of_pass_write_index: Some(q + 1),
+                        }),
+                    });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    q += 2;
+                }
+                Action::Copy {
+                    to_scratch,
+                    arena_offset,
+                    scratch_offset,
+                    bytes,
+                } => {
+                    if let Some(scratch) = &self.scratch {
+                        let b = bytes.next_multiple_of(4);
+                        if *to_scratch {
+                            encoder.copy_buffer_to_buffer(
+                                &self.arena,
+                                *arena_offset,
+                                scratch,
+                                *scratch_offset,
+                                b,
+                            );
+                        } else {
+                            encoder.copy_buffer_to_buffer(
+                                scratch,
+                                *scratch_offset,
+                                &self.arena,
+                                *arena_offset,
+                                b,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        encoder.resolve_query_set(&queries, 0..q.max(2), &resolve, 0);
+        encoder.copy_buffer_to_buffer(&resolve, 0, &read, 0, count as u64 * 8);
+        self.device.queue().submit([encoder.finish()]);
+        let data = crate::readback::map_read(&self.device, &read)?;
+        let ticks: Vec<u64> = data
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")))
+            .collect();
+        let period = self.device.queue().get_timestamp_period() as f64;
+        let mut times = Vec::with_capacity(self.plan.steps.len());
+        let mut index_of = std::collections::HashMap::new();
+        let mut k = 0usize;
+        for (ai, a) in self.actions.iter().enumerate() {
+            if matches!(a, Action::Dispatch { .. }) {
+                index_of.insert(ai, k);
+                k += 1;
+            }
+        }
+        for (si, step) in self.plan.steps.iter().enumerate() {
+            let mut ns = 0.0;
+            for a in &self.step_actions[si] {
+                let d = index_of[a];
+                ns += ticks[2 * d + 1].saturating_sub(ticks[2 * d]) as f64 * period;
+            }
+            times.push(StepTime {
+                step: si,
+                name: step_name(&self.plan, step),
+                dispatches: self.step_actions[si].len(),
+                gpu_ns: ns,
+            });
+        }
+        Ok(times)
     }
 
     /// Reads the current GPU value of an input (e.g. state fed back from an output).

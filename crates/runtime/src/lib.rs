@@ -13,5 +13,5 @@ pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions};
 pub use eager::run_eager;
 pub use error::RunError;
 pub use exec::run_dispatches;
-pub use executable::{CompileError, CompileOptions, Executable};
+pub use executable::{CompileError, CompileOptions, Executable, StepTime};
 pub use wgpu;
