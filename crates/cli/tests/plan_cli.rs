@@ -74,9 +74,22 @@ fn profile_prints_a_time_per_step() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = graph_file(&dir);
     let out = kiln(&["profile", path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("GPU µs") && text.contains("total GPU time"), "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains("matmul_epilogue")).count(), 1, "{text}");
+    assert!(
+        text.contains("GPU µs") && text.contains("total GPU time"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("matmul_epilogue"))
+            .count(),
+        1,
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
