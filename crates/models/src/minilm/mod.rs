@@ -76,7 +76,9 @@ impl MiniLm {
         let config: BertConfig = json(&dir.join("config.json"))?;
         if config.hidden_act != "gelu"
             || config.num_attention_heads == 0
-            || config.hidden_size % config.num_attention_heads != 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
         {
             return Err(ModelError::Format {
                 path: dir.join("config.json").display().to_string(),
