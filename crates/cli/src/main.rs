@@ -1,6 +1,7 @@
 //! The `kiln` command-line tool.
 
 mod demo;
+mod embed_cmd;
 mod info;
 mod plan_cmd;
 mod profile_cmd;
@@ -25,6 +26,18 @@ enum Command {
     Info,
     /// Run a small demo graph on the GPU and check it against the CPU reference.
     Demo,
+    /// Sentence embeddings with all-MiniLM-L6-v2 (fetched into the cache when missing).
+    Embed {
+        /// The model folder (config.json, model.safetensors, tokenizer.json).
+        #[arg(long, value_name = "DIR")]
+        model: Option<std::path::PathBuf>,
+        /// Print exactly one JSON value: an array with one array of floats per TEXT.
+        #[arg(long)]
+        json: bool,
+        /// The texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
     /// Plan a graph: steps, arena size, liveness lower bound and their ratio.
     Plan {
         /// A graph saved as JSON (`Graph::to_json`).
@@ -54,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Demo => demo::run(),
+        Command::Embed { model, json, texts } => embed_cmd::run(model, json, &texts),
         Command::Plan {
             graph,
             json,
