@@ -53,3 +53,18 @@ pub fn assert_close(got: &[f32], want: &[f32], abs: f32, rel: f32, what: &str) {
         );
     }
 }
+
+/// A file of `shared/reference/`, which sits beside the checkout (`../shared`); the
+/// `KILN_SHARED` variable can point elsewhere.
+pub fn reference_file(name: &str) -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_SHARED") {
+        return std::path::PathBuf::from(dir).join("reference").join(name);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .map(|a| a.join("shared").join("reference").join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("shared/reference/{name} not found beside the checkout; set KILN_SHARED")
+        })
+}
