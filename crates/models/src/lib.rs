@@ -3,6 +3,7 @@
 
 mod error;
 pub mod fetch;
+pub mod llama;
 pub mod minilm;
 
 pub use error::ModelError;
