@@ -186,3 +186,30 @@ fn partial_readback_returns_the_requested_outputs_in_order() {
 fn bytemuck_f32(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
+
+#[test]
+fn a_run_submits_once_and_creates_no_buffer_bind_group_or_pipeline() {
+    // A device of its own: the shared one is used by tests running in parallel.
+    let dev = kiln::runtime::Device::new(&kiln::runtime::DeviceOptions {
+        backends: Some(kiln::runtime::wgpu::Backends::VULKAN),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut exe = Executable::compile(&dev, &graph(), &CompileOptions::default()).unwrap();
+    exe.set_param("w", &f32s(&[4], &[1.0; 4])).unwrap();
+    exe.feed_back(1, "state").unwrap();
+    let x = f32s(&[4], &[1.0; 4]);
+    let st = f32s(&[4], &[0.0; 4]);
+    exe.run(&[("x", &x), ("state", &st)]).unwrap();
+    let before = dev.counts();
+    for i in 0..5 {
+        let xi = f32s(&[4], &[i as f32; 4]);
+        exe.run(&[("x", &xi)]).unwrap();
+    }
+    let after = dev.counts();
+    assert_eq!(after.submits - before.submits, 5, "one submit per run");
+    assert_eq!(
+        (after.buffers, after.bind_groups, after.pipelines),
+        (before.buffers, before.bind_groups, before.pipelines)
+    );
+}

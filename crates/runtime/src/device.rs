@@ -1,6 +1,7 @@
 //! The wgpu device: adapter choice, real limits, the features kernels use.
 
 use kiln_kernels::PipelineCache;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -49,6 +50,26 @@ struct Inner {
     queue: wgpu::Queue,
     info: DeviceInfo,
     pipelines: PipelineCache,
+    counts: Counters,
+}
+
+/// How many resources kiln has created and how many submits it made on a device: the runtime
+/// creates buffers and bind groups and submits only through [`Device`], so tests can check that
+/// a run creates nothing and submits once.
+#[derive(Debug, Default)]
+struct Counters {
+    buffers: AtomicU64,
+    bind_groups: AtomicU64,
+    submits: AtomicU64,
+}
+
+/// A snapshot of [`Device::counts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceCounts {
+    pub buffers: u64,
+    pub bind_groups: u64,
+    pub pipelines: u64,
+    pub submits: u64,
 }
 
 /// Features kiln uses where the adapter has them.
@@ -138,6 +159,7 @@ impl Device {
                 device,
                 queue,
                 info,
+                counts: Counters::default(),
             }),
         })
     }
@@ -156,5 +178,44 @@ impl Device {
 
     pub fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
+    }
+
+    /// Resources created and submits made through this device so far.
+    pub fn counts(&self) -> ResourceCounts {
+        let c = &self.inner.counts;
+        ResourceCounts {
+            buffers: c.buffers.load(Ordering::Relaxed),
+            bind_groups: c.bind_groups.load(Ordering::Relaxed),
+            pipelines: self.inner.pipelines.len() as u64,
+            submits: c.submits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Creates a buffer (counted).
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
+        self.inner.counts.buffers.fetch_add(1, Ordering::Relaxed);
+        self.inner.device.create_buffer(desc)
+    }
+
+    /// Creates a buffer with contents (counted).
+    pub fn create_buffer_init(&self, desc: &wgpu::util::BufferInitDescriptor<'_>) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.inner.counts.buffers.fetch_add(1, Ordering::Relaxed);
+        self.inner.device.create_buffer_init(desc)
+    }
+
+    /// Creates a bind group (counted).
+    pub fn create_bind_group(&self, desc: &wgpu::BindGroupDescriptor<'_>) -> wgpu::BindGroup {
+        self.inner
+            .counts
+            .bind_groups
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.device.create_bind_group(desc)
+    }
+
+    /// Submits command buffers (counted).
+    pub fn submit(&self, commands: impl IntoIterator<Item = wgpu::CommandBuffer>) {
+        self.inner.counts.submits.fetch_add(1, Ordering::Relaxed);
+        self.inner.queue.submit(commands);
     }
 }

@@ -4,7 +4,6 @@
 use crate::device::Device;
 use crate::error::RunError;
 use kiln_kernels::Dispatch;
-use wgpu::util::DeviceExt;
 
 /// Uploads `arena` (its initial bytes, a multiple of 4), runs `dispatches` in order in one
 /// compute pass, and returns the bytes of each `(word offset, word count)` range in `reads`.
@@ -25,7 +24,7 @@ pub fn run_dispatches(
     let wdev = device.wgpu_device();
     let mut init = arena.to_vec();
     init.resize(arena_bytes as usize, 0);
-    let buffer = wdev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("kiln arena"),
         contents: &init,
         usage: wgpu::BufferUsages::STORAGE
@@ -43,7 +42,7 @@ pub fn run_dispatches(
         uniform.extend_from_slice(&d.params);
     }
     uniform.resize(uniform.len().max(16), 0);
-    let uniform_buf = wdev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    let uniform_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("kiln params"),
         contents: &uniform,
         usage: wgpu::BufferUsages::UNIFORM,
@@ -59,7 +58,7 @@ pub fn run_dispatches(
         });
         for (d, &u) in dispatches.iter().zip(&uniform_at) {
             let compiled = device.pipelines().get(d.kernel)?;
-            let bind = wdev.create_bind_group(&wgpu::BindGroupDescriptor {
+            let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(d.kernel.name),
                 layout: &compiled.bind_group_layout,
                 entries: &[
@@ -84,7 +83,7 @@ pub fn run_dispatches(
     }
 
     let total: u64 = reads.iter().map(|r| r.1 * 4).sum();
-    let staging = wdev.create_buffer(&wgpu::BufferDescriptor {
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("kiln readback"),
         size: total.max(4),
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -97,7 +96,7 @@ pub fn run_dispatches(
         }
         at += words * 4;
     }
-    device.queue().submit([encoder.finish()]);
+    device.submit([encoder.finish()]);
     let data = crate::readback::map_read(device, &staging)?;
     let mut out = Vec::with_capacity(reads.len());
     let mut at = 0usize;

@@ -10,7 +10,6 @@ use kiln_kernels::{Dispatch, LowerError, PipelineError};
 use kiln_plan::{Binding, ExecutionPlan, FusionOptions, PlanError, PlanOptions, StoragePolicy};
 use std::collections::HashMap;
 use thiserror::Error;
-use wgpu::util::DeviceExt;
 
 /// How to compile.
 #[derive(Debug, Clone, Default)]
@@ -157,8 +156,7 @@ impl Executable {
             storage: StoragePolicy::Words,
         };
         let plan = kiln_plan::plan(graph, &plan_options)?;
-        let wdev = device.wgpu_device();
-        let arena = wdev.create_buffer(&wgpu::BufferDescriptor {
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln arena"),
             size: plan.arena_bytes,
             usage: wgpu::BufferUsages::STORAGE
@@ -167,7 +165,7 @@ impl Executable {
             mapped_at_creation: false,
         });
         let scratch = (plan.scratch_bytes > 0).then(|| {
-            wdev.create_buffer(&wgpu::BufferDescriptor {
+            device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kiln scratch"),
                 size: plan.scratch_bytes.next_multiple_of(4),
                 usage: wgpu::BufferUsages::STORAGE
@@ -212,7 +210,7 @@ impl Executable {
             }
         }
         uniform.resize(uniform.len().max(16), 0);
-        let uniform_buf = wdev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let uniform_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("kiln params"),
             contents: &uniform,
             // COPY_DST: the params of extent-dependent steps are rewritten on extent changes.
@@ -242,7 +240,7 @@ impl Executable {
             for d in ds {
                 at = at.next_multiple_of(align);
                 let compiled = device.pipelines().get(d.kernel)?;
-                let bind_group = wdev.create_bind_group(&wgpu::BindGroupDescriptor {
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(d.kernel.name),
                     layout: &compiled.bind_group_layout,
                     entries: &[
@@ -332,7 +330,7 @@ impl Executable {
             });
             staging += bytes;
         }
-        let readback = wdev.create_buffer(&wgpu::BufferDescriptor {
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln readback"),
             size: staging.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -439,16 +437,12 @@ impl Executable {
         }
         let need = self.bytes_at(out.dtype, &out.shape).max(4);
         if self.hop.as_ref().is_none_or(|h| h.size() < need) {
-            self.hop = Some(
-                self.device
-                    .wgpu_device()
-                    .create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("kiln feedback"),
-                        size: need,
-                        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-            );
+            self.hop = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln feedback"),
+                size: need,
+                usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }));
         }
         self.feedback.push(Feedback {
             output,
@@ -614,7 +608,7 @@ impl Executable {
             }
         }
         self.encode_feedback(&mut encoder);
-        queue.submit([encoder.finish()]);
+        self.device.submit([encoder.finish()]);
         for f in &self.feedback {
             if let Some(src) = self.inputs.get_mut(&f.input) {
                 src.uploaded = None;
@@ -662,13 +656,13 @@ impl Executable {
             ty: wgpu::QueryType::Timestamp,
             count,
         });
-        let resolve = wdev.create_buffer(&wgpu::BufferDescriptor {
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln profile resolve"),
             size: count as u64 * 8,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let read = wdev.create_buffer(&wgpu::BufferDescriptor {
+        let read = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln profile read"),
             size: count as u64 * 8,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -728,7 +722,7 @@ impl Executable {
         }
         encoder.resolve_query_set(&queries, 0..q.max(2), &resolve, 0);
         encoder.copy_buffer_to_buffer(&resolve, 0, &read, 0, count as u64 * 8);
-        self.device.queue().submit([encoder.finish()]);
+        self.device.submit([encoder.finish()]);
         let data = crate::readback::map_read(&self.device, &read)?;
         let ticks: Vec<u64> = data
             .chunks_exact(8)
@@ -768,7 +762,7 @@ impl Executable {
             .ok_or_else(|| RunError::UnknownInput { name: name.into() })?;
         let bytes = self.bytes_at(src.dtype, &src.shape);
         let wdev = self.device.wgpu_device();
-        let staging = wdev.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln read_input"),
             size: bytes.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -776,7 +770,7 @@ impl Executable {
         });
         let mut encoder = wdev.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.arena, src.offset, &staging, 0, bytes);
-        self.device.queue().submit([encoder.finish()]);
+        self.device.submit([encoder.finish()]);
         let data = crate::readback::map_read(&self.device, &staging)?;
         Ok(from_arena(
             src.dtype,

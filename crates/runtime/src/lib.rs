@@ -9,7 +9,7 @@ pub mod readback;
 mod steps;
 pub mod transfer;
 
-pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions};
+pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions, ResourceCounts};
 pub use eager::run_eager;
 pub use error::RunError;
 pub use exec::run_dispatches;
