@@ -116,6 +116,8 @@ pub struct Executable {
     extent: kiln_ir::DimBinding,
     /// Input uploads performed so far (unchanged inputs are skipped).
     uploads: u64,
+    /// CPU time of the last run up to its submit (validation, uploads, encoding).
+    last_cpu_ns: u64,
 }
 
 /// A hash of bytes, for upload skipping (64-bit FNV-1a over 8-byte words; collisions would
@@ -360,6 +362,7 @@ impl Executable {
             bounds,
             extent,
             uploads: 0,
+            last_cpu_ns: 0,
         })
     }
 
@@ -372,6 +375,12 @@ impl Executable {
     /// device is not uploaded again).
     pub fn upload_count(&self) -> u64 {
         self.uploads
+    }
+
+    /// CPU time the last run spent before its submit: validating, uploading changed inputs and
+    /// encoding every dispatch (the GPU wait and readback are not included).
+    pub fn last_run_cpu_ns(&self) -> u64 {
+        self.last_cpu_ns
     }
 
     /// Kernel dispatches per run.
@@ -541,6 +550,7 @@ impl Executable {
         indices: &[usize],
     ) -> Result<Vec<HostTensor>, RunError> {
         let _span = tracing::debug_span!("run").entered();
+        let started = std::time::Instant::now();
         // Validate everything before touching the GPU, so a mistake leaves no partial state.
         for &i in indices {
             if i >= self.outputs.len() {
@@ -609,6 +619,7 @@ impl Executable {
         }
         self.encode_feedback(&mut encoder);
         self.device.submit([encoder.finish()]);
+        self.last_cpu_ns = started.elapsed().as_nanos() as u64;
         for f in &self.feedback {
             if let Some(src) = self.inputs.get_mut(&f.input) {
                 src.uploaded = None;
