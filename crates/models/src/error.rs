@@ -23,6 +23,8 @@ pub enum ModelError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    #[error(transparent)]
     Compile(#[from] kiln_runtime::CompileError),
     #[error(transparent)]
     Run(#[from] kiln_runtime::RunError),

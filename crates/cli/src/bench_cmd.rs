@@ -1,0 +1,234 @@
+//! `kiln bench [--json] [--quick]`: the benchmark workloads with warm-up, reporting medians of
+//! wall time per run, GPU time from timestamp queries where the adapter has them, and GFLOP/s.
+
+use kiln_ir::{Activation, DType, Graph, HostTensor};
+use kiln_models::workloads::{self, Workload};
+use kiln_runtime::{CompileOptions, Device, DeviceOptions, Executable};
+use serde_json::json;
+use std::time::Instant;
+
+/// One measured workload.
+struct Measured {
+    name: String,
+    wall_ms: f64,
+    gpu_ms: Option<f64>,
+    gflops: Option<f64>,
+    extra: serde_json::Value,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn compile(dev: &Device, w: &Workload) -> Result<(Executable, f64), String> {
+    let t = Instant::now();
+    let mut exe = Executable::compile(dev, &w.graph, &CompileOptions::default())
+        .map_err(|e| format!("{}: {e}", w.name))?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    for (n, p) in &w.params {
+        exe.set_param(n, p).map_err(|e| e.to_string())?;
+    }
+    Ok((exe, compile_ms))
+}
+
+fn refs(inputs: &[(String, HostTensor)]) -> Vec<(&str, &HostTensor)> {
+    inputs.iter().map(|(n, t)| (n.as_str(), t)).collect()
+}
+
+/// Median wall time of `runs` runs (no readback), after warm-up, and the GPU time of one run.
+fn time_runs(
+    exe: &mut Executable,
+    inputs: &[(String, HostTensor)],
+    runs: usize,
+) -> Result<(f64, Option<f64>), String> {
+    let r = refs(inputs);
+    for _ in 0..3 {
+        exe.run_read_outputs(&r, &[]).map_err(|e| e.to_string())?;
+    }
+    let mut wall = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        exe.run_read_outputs(&r, &[]).map_err(|e| e.to_string())?;
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let gpu = exe
+        .profile(&r)
+        .ok()
+        .map(|steps| steps.iter().map(|s| s.gpu_ns).sum::<f64>() / 1e6);
+    Ok((median(wall), gpu))
+}
+
+fn measure(dev: &Device, w: Workload, runs: usize) -> Result<Measured, String> {
+    let (mut exe, compile_ms) = compile(dev, &w)?;
+    let (wall_ms, gpu_ms) = time_runs(&mut exe, &w.inputs, runs)?;
+    let best = gpu_ms.unwrap_or(wall_ms);
+    Ok(Measured {
+        name: w.name,
+        wall_ms,
+        gpu_ms,
+        gflops: (w.flops > 0.0).then(|| w.flops / (best * 1e-3) / 1e9),
+        extra: json!({ "compile_ms": compile_ms, "dispatches": exe.dispatch_count() }),
+    })
+}
+
+/// SmolLM2 prefill of 128 tokens, then decode steps at extent 1 with the cache fed back.
+fn smollm2(dev: &Device, runs: usize, ctx: usize) -> Result<Vec<Measured>, String> {
+    let w = workloads::smollm2(128, 128, ctx).map_err(|e| e.to_string())?;
+    let (mut exe, compile_ms) = compile(dev, &w)?;
+    let layers = workloads::smollm2_config().layers;
+    for l in 0..layers {
+        exe.feed_back(2 + 2 * l, &format!("k_cache.{l}"))
+            .map_err(|e| e.to_string())?;
+        exe.feed_back(3 + 2 * l, &format!("v_cache.{l}"))
+            .map_err(|e| e.to_string())?;
+    }
+    // Prefill: the caches are given (zeros) on every timed run so each one starts clean.
+    let (prefill_ms, prefill_gpu) = time_runs(&mut exe, &w.inputs, runs)?;
+    let mut decode_wall = Vec::new();
+    let one = |v: i32| HostTensor::from_i32(&[1], &[v]).map_err(|e| e.to_string());
+    let steps = runs.max(8);
+    for i in 0..steps + 3 {
+        let token = HostTensor::from_i32(&[1, 1], &[(i as i32 * 101) % 49152])
+            .map_err(|e| e.to_string())?;
+        let (past, last, counter) = (one(128 + i as i32)?, one(0)?, one(i as i32)?);
+        let ins = [
+            ("tokens", &token),
+            ("past", &past),
+            ("last", &last),
+            ("counter", &counter),
+        ];
+        let t = Instant::now();
+        // Only the sampled token comes back, as in generation.
+        exe.run_read_outputs(&ins, &[0])
+            .map_err(|e| e.to_string())?;
+        if i >= 3 {
+            decode_wall.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let token = HostTensor::from_i32(&[1, 1], &[7]).map_err(|e| e.to_string())?;
+    let (past, last, counter) = (one(140)?, one(0)?, one(0)?);
+    let ins = [
+        ("tokens", &token),
+        ("past", &past),
+        ("last", &last),
+        ("counter", &counter),
+    ];
+    let decode_gpu = exe
+        .profile(&ins)
+        .ok()
+        .map(|s| s.iter().map(|t| t.gpu_ns).sum::<f64>() / 1e6);
+    let decode_ms = median(decode_wall);
+    Ok(vec![
+        Measured {
+            name: "SmolLM2-135M Q4_1 prefill 128 (synthetic weights)".into(),
+            wall_ms: prefill_ms,
+            gpu_ms: prefill_gpu,
+            gflops: Some(w.flops / (prefill_gpu.unwrap_or(prefill_ms) * 1e-3) / 1e9),
+            extra: json!({ "compile_ms": compile_ms, "tokens_per_s": 128.0 / (prefill_ms * 1e-3), "ctx": ctx }),
+        },
+        Measured {
+            name: "SmolLM2-135M Q4_1 decode step (synthetic weights)".into(),
+            wall_ms: decode_ms,
+            gpu_ms: decode_gpu,
+            gflops: None,
+            extra: json!({ "tokens_per_s": 1e3 / decode_ms, "dispatches": exe.dispatch_count() }),
+        },
+    ])
+}
+
+/// CPU cost of run() per step: a chain of `n` tiny activations, CPU time before submit / n.
+fn cpu_per_step(dev: &Device, n: usize, runs: usize) -> Result<Measured, String> {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [64]).map_err(|e| e.to_string())?;
+    let mut y = x;
+    for i in 0..n {
+        let act = if i % 2 == 0 {
+            Activation::Neg
+        } else {
+            Activation::Abs
+        };
+        y = g.activation(act, y).map_err(|e| e.to_string())?;
+    }
+    g.output(y).map_err(|e| e.to_string())?;
+    let mut exe =
+        Executable::compile(dev, &g, &CompileOptions::default()).map_err(|e| e.to_string())?;
+    let t = HostTensor::from_f32(&[64], &[1.0; 64]).map_err(|e| e.to_string())?;
+    let mut cpu = Vec::new();
+    let mut wall = Vec::new();
+    for i in 0..runs + 3 {
+        let s = Instant::now();
+        exe.run_read_outputs(&[("x", &t)], &[])
+            .map_err(|e| e.to_string())?;
+        if i >= 3 {
+            wall.push(s.elapsed().as_secs_f64() * 1e3);
+            cpu.push(exe.last_run_cpu_ns() as f64 / 1e3);
+        }
+    }
+    let per_step_us = median(cpu) / n as f64;
+    Ok(Measured {
+        name: format!("run() CPU cost, {n} steps"),
+        wall_ms: median(wall),
+        gpu_ms: None,
+        gflops: None,
+        extra: json!({ "cpu_us_per_step": per_step_us, "steps": n }),
+    })
+}
+
+pub fn run(json_out: bool, quick: bool) -> Result<(), String> {
+    let dev = Device::new(&DeviceOptions::default()).map_err(|e| e.to_string())?;
+    let runs = if quick { 3 } else { 20 };
+    let sizes: &[usize] = if quick {
+        &[256, 512]
+    } else {
+        &[256, 1024, 2048, 4096]
+    };
+    let mut results = Vec::new();
+    let w = |r: Result<Workload, kiln_models::ModelError>| r.map_err(|e| e.to_string());
+    for &n in sizes {
+        results.push(measure(&dev, w(workloads::matmul(n))?, runs)?);
+    }
+    results.push(measure(&dev, w(workloads::attention(1, 128, 12))?, runs)?);
+    if !quick {
+        results.push(measure(&dev, w(workloads::attention(32, 128, 12))?, runs)?);
+    }
+    results.push(measure(
+        &dev,
+        w(workloads::layer_norm(if quick { 256 } else { 4096 }, 384))?,
+        runs,
+    )?);
+    results.push(measure(&dev, w(workloads::minilm(1, 16))?, runs)?);
+    if !quick {
+        results.push(measure(&dev, w(workloads::minilm(32, 128))?, runs)?);
+    }
+    results.extend(smollm2(&dev, runs, if quick { 160 } else { 1024 })?);
+    results.push(cpu_per_step(&dev, 200, runs)?);
+
+    let a = &dev.info().adapter;
+    if json_out {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|m| json!({ "workload": m.name, "wall_ms": m.wall_ms, "gpu_ms": m.gpu_ms, "gflops": m.gflops, "extra": m.extra }))
+            .collect();
+        let out = json!({ "adapter": a.name, "backend": format!("{:?}", a.backend), "driver": format!("{} {}", a.driver, a.driver_info), "results": rows });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{} ({:?}, driver {} {})",
+        a.name, a.backend, a.driver, a.driver_info
+    );
+    println!(
+        "{:<52} {:>10} {:>10} {:>10}  extra",
+        "workload", "wall ms", "GPU ms", "GFLOP/s"
+    );
+    for m in &results {
+        let gpu = m.gpu_ms.map_or("-".into(), |g| format!("{g:.3}"));
+        let gf = m.gflops.map_or("-".into(), |g| format!("{g:.0}"));
+        println!(
+            "{:<52} {:>10.3} {:>10} {:>10}  {}",
+            m.name, m.wall_ms, gpu, gf, m.extra
+        );
+    }
+    Ok(())
+}
