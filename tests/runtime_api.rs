@@ -119,8 +119,9 @@ fn every_user_mistake_is_a_typed_error_and_the_next_run_works() {
 #[test]
 fn a_graph_the_kernels_cannot_run_fails_to_compile_naming_the_op() {
     let mut g = Graph::new();
-    let x = g.input("x", DType::F32, [2, 32]).unwrap();
-    let w = g.param("w", DType::Q4_1, [8, 32]).unwrap();
+    // f16 values have no kernels yet (quantized weights do now).
+    let x = g.input("x", DType::F16, [2, 32]).unwrap();
+    let w = g.param("w", DType::F16, [8, 32]).unwrap();
     let y = g.matmul_t(x, w).unwrap();
     g.output(y).unwrap();
     let err = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap_err();

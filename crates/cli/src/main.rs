@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod demo;
 mod embed_cmd;
+mod generate_cmd;
 mod info;
 mod plan_cmd;
 mod profile_cmd;
@@ -65,6 +66,40 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Generate text with SmolLM2-135M-Instruct (Q4_1 GGUF, fetched into the cache when missing).
+    Generate {
+        /// The GGUF file.
+        #[arg(long, value_name = "FILE")]
+        model: Option<std::path::PathBuf>,
+        /// The most tokens to generate.
+        #[arg(short = 'n', default_value_t = 64)]
+        max_new: usize,
+        /// Always take the most likely token (the default).
+        #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+        greedy: bool,
+        /// Sample with this temperature (0 = greedy).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sample among the K most likely tokens (0 = all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Sample among the most likely tokens whose probability reaches P.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// The sampler's seed: the same seed repeats the same tokens.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Wrap the prompt in the model's chat format.
+        #[arg(long)]
+        chat: bool,
+        /// Print prefill and decode tokens/s to stderr.
+        #[arg(long)]
+        stats: bool,
+        /// Print exactly one JSON object: prompt_ids, token_ids, text.
+        #[arg(long)]
+        json: bool,
+        prompt: String,
+    },
     /// Run a graph once on the GPU with random inputs and print the GPU time of every step.
     Profile {
         /// A graph saved as JSON.
@@ -93,6 +128,32 @@ fn main() -> ExitCode {
         }),
         Command::Profile { graph } => profile_cmd::run(&graph),
         Command::Bench { json, quick } => bench_cmd::run(json, quick),
+        Command::Generate {
+            model,
+            max_new,
+            greedy: _,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            chat,
+            stats,
+            json,
+            prompt,
+        } => generate_cmd::run(generate_cmd::Args {
+            model,
+            max_new,
+            sampling: kiln_models::llama::Sampling {
+                temperature: temperature.unwrap_or(0.0),
+                top_k,
+                top_p,
+                seed,
+            },
+            chat,
+            stats,
+            json,
+            prompt,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,8 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &select::ARGMAX,
         &select::TOPK,
         &select::SAMPLE,
+        &quant::QUANT_MATMUL,
+        &quant::QUANT_GATHER,
     ]
 }
 

@@ -62,7 +62,9 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
         location: location(k.file, k.source, e.location(k.source)),
         message: e.emit_to_string_with_path(k.source, &path),
     })?;
-    let mut caps = Capabilities::empty();
+    // `unpack2x16float` and friends are core WGSL; wgpu grants them to every compliant adapter
+    // (`DownlevelFlags::SHADER_F16_IN_F32`), naga validates them behind this capability.
+    let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if k.needs.f16 {
         caps |= Capabilities::SHADER_FLOAT16;
     }

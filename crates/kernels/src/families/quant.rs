@@ -1,0 +1,425 @@
+//! Block-quantized (GGUF Q4_0, Q4_1, Q8_0) weights dequantized on the fly: a matmul against a
+//! quantized `[N, K]` weight, with bias/activation epilogue and QKV split-write, and the embedding
+//! gather from a quantized `[rows, dim]` table. See `shaders/quant.wgsl` for the kernel designs.
+
+use crate::desc::{Binding, KernelDesc, Needs};
+use crate::dispatch::MAX_GROUPS_PER_DIM;
+use crate::families::elementwise::activation_id;
+use crate::families::matmul::{Epilogue, NO_ACTIVATION};
+use crate::kernel_params;
+use crate::lower::{grid, repr, require_f32, u32_of, Dispatch, LowerError, Operand, Repr};
+use crate::params::KernelParams;
+use kiln_ir::{DType, Op};
+
+const SOURCE: &str = concat!(
+    include_str!("../../../../shaders/activations.wgsl"),
+    include_str!("../../../../shaders/quant.wgsl")
+);
+const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
+const NEEDS: Needs = Needs {
+    f16: false,
+    subgroups: false,
+};
+
+/// Elements per quantized block (all three formats).
+pub const BLOCK: usize = 32;
+/// Up to this many rows of A (all leading dims folded) the matmul runs the GEMV variant;
+/// more run the tiled one.
+pub const GEMV_MAX_ROWS: usize = 8;
+/// GEMV: rows of A and weight rows (output columns) per workgroup.
+pub const GEMV_ROWS: usize = 4;
+pub const GEMV_COLS: usize = 4;
+/// Tiled: output tile of one workgroup, rows × columns.
+pub const TILE_M: usize = 32;
+pub const TILE_N: usize = 64;
+
+kernel_params! {
+    /// Params of the `quant_matmul` entry point.
+    pub struct QuantMatmulParams as "QuantMatmulParams" {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        /// A [`format_code`].
+        pub format: u32,
+        pub a_offset: u32,
+        pub w_offset: u32,
+        pub bias_offset: u32,
+        pub has_bias: u32,
+        /// Activation id, or `NO_ACTIVATION`.
+        pub act: u32,
+        /// Columns per output; equal to `n` unless split-writing.
+        pub split_width: u32,
+        /// A [`Variant`] code.
+        pub variant: u32,
+        /// Workgroups in x (the column group is `wid.x + wid.y * grid_x`).
+        pub grid_x: u32,
+        pub out_offsets: [u32; 4],
+    }
+}
+
+kernel_params! {
+    /// Params of the `quant_gather` entry point.
+    pub struct QuantGatherParams as "QuantGatherParams" {
+        pub num_indices: u32,
+        pub rows: u32,
+        pub dim: u32,
+        pub format: u32,
+        pub table_offset: u32,
+        pub index_offset: u32,
+        pub out_offset: u32,
+        pub grid_width: u32,
+    }
+}
+
+/// The quantized matmul: both variants are one pipeline (see [`Variant`]).
+pub const QUANT_MATMUL: KernelDesc = KernelDesc {
+    name: "quant_matmul",
+    file: "quant.wgsl",
+    source: SOURCE,
+    entry: "quant_matmul",
+    workgroup_size: [256, 1, 1],
+    bindings: BINDINGS,
+    params: QuantMatmulParams::LAYOUT,
+    needs: NEEDS,
+};
+
+pub const QUANT_GATHER: KernelDesc = KernelDesc {
+    name: "quant_gather",
+    file: "quant.wgsl",
+    source: SOURCE,
+    entry: "quant_gather",
+    workgroup_size: [64, 1, 1],
+    bindings: BINDINGS,
+    params: QuantGatherParams::LAYOUT,
+    needs: NEEDS,
+};
+
+/// Which algorithm `quant_matmul` runs. They share one entry point, so that a planned
+/// executable, which keeps each step's pipeline and rewrites only params and grid when the
+/// active extent changes, may switch between them (prefill at M = prompt, decode at M = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Few rows: 64 threads per weight row stride K, workgroup reduction.
+    Gemv,
+    /// Many rows: 32 × 64 output tiles, W dequantized once per tile into workgroup memory.
+    Tiled,
+}
+
+impl Variant {
+    /// The variant for `rows` rows of A.
+    pub fn for_rows(rows: usize) -> Variant {
+        if rows <= GEMV_MAX_ROWS {
+            Variant::Gemv
+        } else {
+            Variant::Tiled
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Variant::Gemv => 0,
+            Variant::Tiled => 1,
+        }
+    }
+}
+
+/// The shader's format code of a quantized dtype.
+pub fn format_code(dtype: DType) -> Option<u32> {
+    match dtype {
+        DType::Q4_0 => Some(0),
+        DType::Q4_1 => Some(1),
+        DType::Q8_0 => Some(2),
+        _ => None,
+    }
+}
+
+/// Bytes of a packed tensor, checked to be addressable by the kernels' u32 byte offsets.
+fn packed_bytes(op: &Op, o: &Operand) -> Result<usize, LowerError> {
+    let last = o.dims.last().copied().unwrap_or(1);
+    let bytes = o.dtype.storage_bytes(o.numel(), last).ok_or_else(|| {
+        LowerError::unsupported(
+            op,
+            format!(
+                "a {} tensor's last dim ({last}) must be a multiple of {BLOCK}",
+                o.dtype
+            ),
+        )
+    })?;
+    u32_of(op, "packed bytes", bytes)?;
+    Ok(bytes)
+}
+
+/// Folds `groups` workgroups into x and y; returns `[x, y]`.
+fn fold(op: &Op, groups: usize) -> Result<[u32; 2], LowerError> {
+    let g = crate::dispatch::grid_1d(groups as u64, 1).ok_or(LowerError::TooLarge {
+        op: op.name(),
+        what: "workgroups",
+        value: groups as u64,
+        limit: MAX_GROUPS_PER_DIM as u64 * MAX_GROUPS_PER_DIM as u64,
+    })?;
+    Ok([g.groups[0], g.groups[1]])
+}
+
+/// Lowers a matmul `act(a × bᵀ + bias)` whose `b` is a quantized `[N, K]` weight, its output
+/// columns split evenly over `outs` (see [`crate::families::matmul::lower_split`]).
+pub fn lower_matmul(
+    op: &Op,
+    a: &Operand,
+    b: &Operand,
+    transpose_b: bool,
+    epilogue: Epilogue<'_>,
+    outs: &[&Operand],
+) -> Result<Vec<Dispatch>, LowerError> {
+    let format = format_code(b.dtype)
+        .ok_or_else(|| LowerError::unsupported(op, format!("{} is not quantized", b.dtype)))?;
+    require_f32(
+        op,
+        [a].into_iter()
+            .chain(epilogue.bias)
+            .chain(outs.iter().copied()),
+    )?;
+    if !transpose_b || b.dims.len() != 2 {
+        return Err(LowerError::unsupported(
+            op,
+            "a quantized weight must be 2-D [N, K] with transpose_b",
+        ));
+    }
+    if outs.is_empty() || outs.len() > 3 {
+        return Err(LowerError::unsupported(
+            op,
+            "a matmul writes one to three outputs",
+        ));
+    }
+    let (n, k) = (b.dims[0], b.dims[1]);
+    let ar = a.dims.len();
+    if ar < 2 || a.dims[ar - 1] != k {
+        return Err(LowerError::unsupported(
+            op,
+            format!("a {:?} does not match the weight [{n}, {k}]", a.dims),
+        ));
+    }
+    if !k.is_multiple_of(BLOCK) {
+        return Err(LowerError::unsupported(
+            op,
+            format!("K = {k} is not a multiple of the block size {BLOCK}"),
+        ));
+    }
+    packed_bytes(op, b)?;
+    let split = n / outs.len();
+    if split * outs.len() != n {
+        return Err(LowerError::unsupported(
+            op,
+            format!("{n} columns do not split into {} outputs", outs.len()),
+        ));
+    }
+    let rows: usize = a.dims[..ar - 1].iter().product();
+    u32_of(op, "elements", rows.saturating_mul(k))?;
+    u32_of(op, "elements", rows.saturating_mul(n))?;
+    if rows == 0 || n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out_offsets = [0u32; 4];
+    for (i, o) in outs.iter().enumerate() {
+        out_offsets[i] = o.offset;
+    }
+    let variant = Variant::for_rows(rows);
+    let (col_groups, row_groups) = match variant {
+        Variant::Gemv => (n.div_ceil(GEMV_COLS), rows.div_ceil(GEMV_ROWS)),
+        Variant::Tiled => (n.div_ceil(TILE_N), rows.div_ceil(TILE_M)),
+    };
+    let [gx, gy] = fold(op, col_groups)?;
+    if row_groups > MAX_GROUPS_PER_DIM as usize {
+        return Err(LowerError::TooLarge {
+            op: op.name(),
+            what: "row groups",
+            value: row_groups as u64,
+            limit: MAX_GROUPS_PER_DIM as u64,
+        });
+    }
+    let p = QuantMatmulParams {
+        m: rows as u32,
+        n: n as u32,
+        k: k as u32,
+        format,
+        a_offset: a.offset,
+        w_offset: b.offset,
+        bias_offset: epilogue.bias.map_or(0, |b| b.offset),
+        has_bias: u32::from(epilogue.bias.is_some()),
+        act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
+        split_width: split as u32,
+        variant: variant.code(),
+        grid_x: gx,
+        out_offsets,
+    };
+    Ok(vec![Dispatch::new(
+        &QUANT_MATMUL,
+        &p,
+        [gx, gy, row_groups as u32],
+    )])
+}
+
+/// Lowers `Gather` along axis 0 of a quantized 2-D table: the rows come out as f32.
+pub fn lower_gather(
+    op: &Op,
+    table: &Operand,
+    indices: &Operand,
+    axis: usize,
+    out: &Operand,
+) -> Result<Dispatch, LowerError> {
+    let format = format_code(table.dtype)
+        .ok_or_else(|| LowerError::unsupported(op, format!("{} is not quantized", table.dtype)))?;
+    if axis != 0 || table.dims.len() != 2 {
+        return Err(LowerError::unsupported(
+            op,
+            "a quantized table must be 2-D and gathered along axis 0",
+        ));
+    }
+    if repr(indices.dtype) != Repr::I32 {
+        return Err(LowerError::unsupported(op, "indices must be integers"));
+    }
+    require_f32(op, [out])?;
+    packed_bytes(op, table)?;
+    let (rows, dim) = (table.dims[0], table.dims[1]);
+    let quarters = indices.numel() * (dim / 8);
+    u32_of(op, "elements", indices.numel().saturating_mul(dim))?;
+    let g = grid(op, quarters, 64)?;
+    let p = QuantGatherParams {
+        num_indices: indices.numel() as u32,
+        rows: u32_of(op, "rows", rows)?,
+        dim: dim as u32,
+        format,
+        table_offset: table.offset,
+        index_offset: indices.offset,
+        out_offset: out.offset,
+        grid_width: g.grid_width,
+    };
+    Ok(Dispatch::new(&QUANT_GATHER, &p, g.groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::families::matmul;
+
+    fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
+        Operand {
+            offset,
+            dims: dims.to_vec(),
+            dtype,
+        }
+    }
+
+    fn params(d: &Dispatch) -> QuantMatmulParams {
+        *bytemuck::from_bytes(&d.params)
+    }
+
+    #[test]
+    fn the_matmul_lowering_routes_quantized_weights_here() {
+        let op = Op::MatMul { transpose_b: true };
+        let w = operand(0, &[49_152, 576], DType::Q8_0);
+        let out = operand(0, &[1, 49_152], DType::F32);
+        let x = operand(0, &[1, 576], DType::F32);
+        let d = matmul::lower(&op, &[x, w.clone()], &out).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].kernel.name, "quant_matmul");
+        let p = params(&d[0]);
+        assert_eq!((p.variant, p.format, p.m, p.n, p.k), (0, 2, 1, 49_152, 576));
+        assert_eq!(d[0].groups, [49_152 / 4, 1, 1]);
+
+        // Prefill: 128 rows (two leading dims folded) take the tiled variant.
+        let x = operand(0, &[2, 64, 576], DType::F32);
+        let out = operand(0, &[2, 64, 49_152], DType::F32);
+        let d = matmul::lower(&op, &[x, w], &out).unwrap();
+        let p = params(&d[0]);
+        assert_eq!((p.variant, p.m), (1, 128));
+        assert_eq!(d[0].groups, [49_152 / 64, 1, 4]);
+    }
+
+    #[test]
+    fn variants_by_rows() {
+        assert_eq!(Variant::for_rows(1), Variant::Gemv);
+        assert_eq!(Variant::for_rows(GEMV_MAX_ROWS), Variant::Gemv);
+        assert_eq!(Variant::for_rows(GEMV_MAX_ROWS + 1), Variant::Tiled);
+    }
+
+    #[test]
+    fn many_columns_fold_into_y() {
+        let op = Op::MatMul { transpose_b: true };
+        let n = 4 * 70_000;
+        let w = operand(0, &[n, 32], DType::Q4_1);
+        let d = lower_matmul(
+            &op,
+            &operand(0, &[1, 32], DType::F32),
+            &w,
+            true,
+            Epilogue::default(),
+            &[&operand(0, &[1, n], DType::F32)],
+        )
+        .unwrap();
+        let [x, y, _] = d[0].groups;
+        assert_eq!(params(&d[0]).grid_x, x);
+        assert!(
+            x as usize * y as usize >= n / 4 && y == 2,
+            "{:?}",
+            d[0].groups
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_kernel_cannot_do() {
+        let op = Op::MatMul { transpose_b: true };
+        let out = operand(0, &[1, 8], DType::F32);
+        // K not a whole number of blocks.
+        let err = lower_matmul(
+            &op,
+            &operand(0, &[1, 48], DType::F32),
+            &operand(0, &[8, 48], DType::Q8_0),
+            true,
+            Epilogue::default(),
+            &[&out],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("multiple of the block size"),
+            "{err}"
+        );
+        // Untransposed.
+        assert!(lower_matmul(
+            &op,
+            &operand(0, &[1, 32], DType::F32),
+            &operand(0, &[32, 8], DType::Q8_0),
+            false,
+            Epilogue::default(),
+            &[&out],
+        )
+        .is_err());
+        // Gather along axis 1.
+        let g = Op::Gather { axis: 1 };
+        assert!(lower_gather(
+            &g,
+            &operand(0, &[4, 32], DType::Q4_0),
+            &operand(0, &[2], DType::I32),
+            1,
+            &operand(0, &[4, 2], DType::F32),
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gather_routes_through_movement() {
+        let op = Op::Gather { axis: 0 };
+        let d = crate::lower(
+            &op,
+            &[
+                operand(0, &[100, 64], DType::Q8_0),
+                operand(2000, &[3], DType::I32),
+            ],
+            &operand(2004, &[3, 64], DType::F32),
+        )
+        .unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].kernel.name, "quant_gather");
+        // 3 rows of 8 quarter blocks.
+        assert_eq!(d[0].groups, [1, 1, 1]);
+    }
+}

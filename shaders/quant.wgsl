@@ -1,0 +1,302 @@
+// @file quant.wgsl
+// GGUF block-quantized weights (Q4_0, Q4_1, Q8_0) dequantized on the fly (activations.wgsl is
+// prepended): a matmul `out = act(A × Wᵀ + bias)` with W [N, K] quantized along K, and the
+// embedding lookup from a quantized [rows, dim] table.
+//
+// Packed tensors lie byte for byte in the arena from a word boundary (`base`, in words). Blocks
+// are 18, 20 or 34 bytes, so every block, and every field in it, starts at an even byte: a u32
+// at byte b is one word when b % 4 == 0, else the high half of word b / 4 and the low half of
+// the next. Format codes: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (the values are kiln_ir::quant's:
+// Q4_0 d * (q - 8), Q4_1 d * q + m, Q8_0 d * q; in Q4 blocks byte j holds element j in its low
+// nibble and element j + 16 in its high nibble). Dequantized values are bit-identical to the
+// reference's: d * q is exact in f32, and Q4_1's d * q + m rounds once either way.
+//
+// The work unit everywhere is a quarter block, 8 values: for Q8_0 bytes 8i..8i+8 (elements
+// 8i..8i+8), for Q4 bytes 4i..4i+4 (elements 4i..4i+4 and 16+4i..16+4i+4).
+//
+// `quant_matmul` has two variants, picked by `variant` (one pipeline, so a planned executable
+// can switch between them when the active extent changes M):
+// - 0, GEMV (few rows of A, decode): a workgroup of 256 owns 4 weight rows (output columns),
+//   64 threads per row stride K by quarter blocks, so a row's bytes are read contiguously, each
+//   thread accumulates up to 4 rows of A (wid.z picks which 4), then a workgroup tree reduction.
+// - 1, tiled (prefill): a workgroup owns a 32 x 64 output tile; per block of K it stages the
+//   32 x 32 slice of A and dequantizes the 64 x 32 slice of W into workgroup memory, where every
+//   weight is reused by 32 rows; each thread computes 2 x 4 outputs.
+// Output column c goes to output c / split_width at column c % split_width (QKV split-write).
+
+struct QuantMatmulParams {
+    // Rows of A (all leading dims folded), columns (weight rows), inner dim (a multiple of 32).
+    m: u32,
+    n: u32,
+    k: u32,
+    format: u32,
+    a_offset: u32,
+    w_offset: u32,
+    bias_offset: u32,
+    has_bias: u32,
+    // activations.wgsl id, or 0xffffffff for none.
+    act: u32,
+    split_width: u32,
+    // 0 GEMV, 1 tiled.
+    variant: u32,
+    // Workgroups in x: the column group is wid.x + wid.y * grid_x; wid.z is the row group.
+    grid_x: u32,
+    out_offsets: vec4<u32>,
+}
+
+struct QuantGatherParams {
+    num_indices: u32,
+    rows: u32,
+    dim: u32,
+    format: u32,
+    table_offset: u32,
+    index_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> arena: array<u32>;
+@group(0) @binding(1) var<uniform> p: QuantMatmulParams;
+@group(0) @binding(1) var<uniform> gp: QuantGatherParams;
+
+const Q4_0: u32 = 0u;
+const Q4_1: u32 = 1u;
+const Q8_0: u32 = 2u;
+
+fn block_bytes(format: u32) -> u32 {
+    return select(select(34u, 20u, format == Q4_1), 18u, format == Q4_0);
+}
+
+// The u32 at even byte `b` of the packed tensor at word `base`.
+// Both words are read on either path so that a warp whose blocks alternate in alignment does not
+// diverge; the extra word may lie past the tensor (even past the binding, where WGSL's bounds
+// checks make the read harmless) and is then discarded.
+fn load_u32(base: u32, b: u32) -> u32 {
+    let w = base + (b >> 2u);
+    let lo = arena[w];
+    let hi = arena[w + 1u];
+    return select(lo, (lo >> 16u) | (hi << 16u), (b & 2u) != 0u);
+}
+
+// The two u32 at even byte `b`.
+fn load_u32x2(base: u32, b: u32) -> vec2<u32> {
+    let w = base + (b >> 2u);
+    let v = vec3<u32>(arena[w], arena[w + 1u], arena[w + 2u]);
+    return select(v.xy, (v.xy >> vec2<u32>(16u)) | (v.yz << vec2<u32>(16u)), (b & 2u) != 0u);
+}
+
+// Quarter `i` (0..4) of the block at byte `bb`: its 8 values as two vec4s.
+fn dequant_quarter(format: u32, base: u32, bb: u32, i: u32) -> array<vec4<f32>, 2> {
+    // d, and for Q4_1 m, are the block's first f16s.
+    let s = unpack2x16float(load_u32(base, bb));
+    if (format == Q8_0) {
+        let q = load_u32x2(base, bb + 2u + 8u * i);
+        return array<vec4<f32>, 2>(
+            s.x * vec4<f32>(unpack4xI8(q.x)),
+            s.x * vec4<f32>(unpack4xI8(q.y)),
+        );
+    }
+    var q: u32;
+    var m: f32;
+    if (format == Q4_1) {
+        q = load_u32(base, bb + 4u + 4u * i);
+        m = s.y;
+    } else {
+        q = load_u32(base, bb + 2u + 4u * i);
+        m = -8.0 * s.x;
+    }
+    let lo = vec4<f32>(unpack4xU8(q & 0x0f0f0f0fu));
+    let hi = vec4<f32>(unpack4xU8((q >> 4u) & 0x0f0f0f0fu));
+    return array<vec4<f32>, 2>(fma(vec4<f32>(s.x), lo, vec4<f32>(m)), fma(vec4<f32>(s.x), hi, vec4<f32>(m)));
+}
+
+// Where the two vec4s of quarter `i` sit within the block (element index of their first value).
+fn quarter_offsets(format: u32, i: u32) -> vec2<u32> {
+    if (format == Q8_0) {
+        return vec2<u32>(8u * i, 8u * i + 4u);
+    }
+    return vec2<u32>(4u * i, 16u + 4u * i);
+}
+
+fn load_f32x4(at: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(arena[at], arena[at + 1u], arena[at + 2u], arena[at + 3u]));
+}
+
+// Bias, activation and the (split) store of output element (row, col).
+fn store_out(row: u32, col: u32, sum: f32) {
+    var v = sum;
+    if (p.has_bias != 0u) {
+        v += bitcast<f32>(arena[p.bias_offset + col]);
+    }
+    if (p.act != 0xffffffffu) {
+        v = apply_unary(p.act, v);
+    }
+    let which = col / p.split_width;
+    arena[p.out_offsets[which] + row * p.split_width + col % p.split_width] = bitcast<u32>(v);
+}
+
+const WG: u32 = 256u;
+// GEMV: threads per weight row, weight rows per workgroup, rows of A per workgroup.
+const GEMV_LANES: u32 = 64u;
+const GEMV_COLS: u32 = 4u;
+const GEMV_ROWS: u32 = 4u;
+// Tiled: the output tile is TM rows x TN columns; K advances one block (32) at a time.
+const TM: u32 = 32u;
+const TN: u32 = 64u;
+// Padded row pitches of the workgroup tiles (no bank conflicts on their transposing stores).
+const A_PITCH: u32 = 33u; // a_tile[r * A_PITCH + kk]
+const W_PITCH: u32 = 65u; // w_tile[kk * W_PITCH + c]
+
+var<workgroup> a_tile: array<f32, 1056>; // TM * A_PITCH
+// The tiled variant's W slice (32 * W_PITCH); the GEMV's partial sums (GEMV_ROWS * WG) reuse it.
+var<workgroup> w_tile: array<f32, 2080>;
+
+fn dot8(w: array<vec4<f32>, 2>, a: u32, o: vec2<u32>) -> f32 {
+    return dot(w[0], load_f32x4(a + o.x)) + dot(w[1], load_f32x4(a + o.y));
+}
+
+fn gemv(tid: u32, group: u32, row0: u32) {
+    let lane = tid % GEMV_LANES;
+    let col = group * GEMV_COLS + tid / GEMV_LANES;
+    let nr = min(GEMV_ROWS, p.m - row0);
+    let blocks = p.k / 32u;
+    let bytes = block_bytes(p.format);
+    let a0 = p.a_offset + row0 * p.k;
+    var acc = vec4<f32>(0.0);
+    if (col < p.n) {
+        let row_bytes = col * blocks * bytes;
+        for (var u = lane; u < 4u * blocks; u += GEMV_LANES) {
+            let blk = u / 4u;
+            let i = u % 4u;
+            let w = dequant_quarter(p.format, p.w_offset, row_bytes + blk * bytes, i);
+            let o = quarter_offsets(p.format, i);
+            let a = a0 + blk * 32u;
+            acc.x += dot8(w, a, o);
+            if (nr > 1u) {
+                acc.y += dot8(w, a + p.k, o);
+            }
+            if (nr > 2u) {
+                acc.z += dot8(w, a + 2u * p.k, o);
+            }
+            if (nr > 3u) {
+                acc.w += dot8(w, a + 3u * p.k, o);
+            }
+        }
+    }
+    // Tree reduction over each row's 64 lanes (only the nr rows in use; nr is uniform).
+    for (var r = 0u; r < GEMV_ROWS; r++) {
+        if (r < nr) {
+            w_tile[r * WG + tid] = acc[r];
+        }
+    }
+    workgroupBarrier();
+    for (var s = GEMV_LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            for (var r = 0u; r < GEMV_ROWS; r++) {
+                if (r < nr) {
+                    w_tile[r * WG + tid] += w_tile[r * WG + tid + s];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lane < nr && col < p.n) {
+        store_out(row0 + lane, col, w_tile[lane * WG + tid - lane]);
+    }
+}
+
+fn tiled(tid: u32, group: u32, rgroup: u32) {
+    let tx = tid % 16u;
+    let ty = tid / 16u;
+    let row0 = rgroup * TM;
+    let col0 = group * TN;
+    let blocks = p.k / 32u;
+    let bytes = block_bytes(p.format);
+    // The quarter of W this thread dequantizes each step: tile column cw, quarter qi.
+    let cw = tid / 4u;
+    let qi = tid % 4u;
+    let wcol = col0 + cw;
+    let ko = quarter_offsets(p.format, qi);
+    var acc0 = vec4<f32>(0.0); // row ty, columns tx + 16j
+    var acc1 = vec4<f32>(0.0); // row ty + 16
+    for (var blk = 0u; blk < blocks; blk++) {
+        for (var i = 0u; i < 4u; i++) {
+            let e = tid + i * WG;
+            let r = e / 32u;
+            let kk = e % 32u;
+            var v = 0.0;
+            if (row0 + r < p.m) {
+                v = bitcast<f32>(arena[p.a_offset + (row0 + r) * p.k + blk * 32u + kk]);
+            }
+            a_tile[r * A_PITCH + kk] = v;
+        }
+        var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+        if (wcol < p.n) {
+            w = dequant_quarter(p.format, p.w_offset, (wcol * blocks + blk) * bytes, qi);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            w_tile[(ko.x + j) * W_PITCH + cw] = w[0][j];
+            w_tile[(ko.y + j) * W_PITCH + cw] = w[1][j];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 32u; kk++) {
+            let b = vec4<f32>(
+                w_tile[kk * W_PITCH + tx],
+                w_tile[kk * W_PITCH + tx + 16u],
+                w_tile[kk * W_PITCH + tx + 32u],
+                w_tile[kk * W_PITCH + tx + 48u],
+            );
+            acc0 = fma(vec4<f32>(a_tile[ty * A_PITCH + kk]), b, acc0);
+            acc1 = fma(vec4<f32>(a_tile[(ty + 16u) * A_PITCH + kk]), b, acc1);
+        }
+        workgroupBarrier();
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let c = col0 + tx + 16u * j;
+        if (c >= p.n) {
+            continue;
+        }
+        if (row0 + ty < p.m) {
+            store_out(row0 + ty, c, acc0[j]);
+        }
+        if (row0 + ty + 16u < p.m) {
+            store_out(row0 + ty + 16u, c, acc1[j]);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn quant_matmul(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let group = wid.x + wid.y * p.grid_x;
+    if (p.variant == 0u) {
+        gemv(tid, group, wid.z * GEMV_ROWS);
+    } else {
+        tiled(tid, group, wid.z);
+    }
+}
+
+// Embedding lookup: out[j, :] = dequantized table[idx[j], :], one quarter block per invocation.
+// An index outside the table reads as zeros (a kernel cannot raise).
+@compute @workgroup_size(64)
+fn quant_gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x + gid.y * gp.grid_width;
+    let quarters = gp.dim / 8u;
+    if (t >= gp.num_indices * quarters) {
+        return;
+    }
+    let j = t / quarters;
+    let blk = (t % quarters) / 4u;
+    let qi = t % 4u;
+    let index = bitcast<i32>(arena[gp.index_offset + j]);
+    var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (index >= 0i && u32(index) < gp.rows) {
+        let bb = (u32(index) * (gp.dim / 32u) + blk) * block_bytes(gp.format);
+        w = dequant_quarter(gp.format, gp.table_offset, bb, qi);
+    }
+    let o = quarter_offsets(gp.format, qi);
+    let out = gp.out_offset + j * gp.dim + blk * 32u;
+    for (var c = 0u; c < 4u; c++) {
+        arena[out + o.x + c] = bitcast<u32>(w[0][c]);
+        arena[out + o.y + c] = bitcast<u32>(w[1][c]);
+    }
+}
