@@ -83,7 +83,7 @@ const LOADER_DEBS: &str = "libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx
 const DEVICE_COMMAND: &str = "for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; \
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; \
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u; \
-./.bin/kiln info; ./.bin/kiln bench --json > $OUT/kiln_bench.json; ./.bin/kiln bench; \
+./.bin/kiln info; ./.bin/kiln demo; ./.bin/kiln bench --json | tee $OUT/kiln_bench.json; \
 PYTHONUNBUFFERED=1 python3 .bin/torch_peers.py";
 
 fn bench_gpu() -> Result<(), String> {
