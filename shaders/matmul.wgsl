@@ -40,8 +40,33 @@ struct MatmulParams {
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
 
-var<workgroup> a_tile: array<f32, 1024>; // [kk * TILE + row]
-var<workgroup> b_tile: array<f32, 1024>; // [kk * TILE + col]
+// Tiles hold four consecutive rows (of A) or columns (of B) per vec4, so the inner product
+// reads one vec4 of each and does 16 fmas with no indexing into local arrays (which drivers
+// may place in slow local memory).
+var<workgroup> a_tile: array<vec4<f32>, 256>; // [kk * 16 + row / 4][row % 4]
+var<workgroup> b_tile: array<vec4<f32>, 256>; // [kk * 16 + col / 4][col % 4]
+
+fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
+    if (r >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let c = col0 + j;
+        if (c >= p.n) {
+            return;
+        }
+        var x = v[j];
+        if (p.has_bias != 0u) {
+            x += arena[p.bias_offset + c];
+        }
+        if (p.act != 0xffffffffu) {
+            x = apply_unary(p.act, x);
+        }
+        let which = c / p.split_width;
+        let col = c % p.split_width;
+        arena[p.out_offsets[which] + out_base + r * p.out_stride_m + col] = x;
+    }
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -63,7 +88,10 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     // B stored [N, K] is read along k by consecutive invocations, [K, N] along n.
     let b_k_fastest = p.b_stride_k == 1u;
 
-    var acc: array<array<f32, 4>, 4>;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var t = 0u; t < p.k; t += TK) {
         for (var i = 0u; i < 4u; i++) {
             let e = tid + i * 256u;
@@ -73,7 +101,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             if (row0 + r < p.m && t + kk < p.k) {
                 av = arena[a_base + (row0 + r) * p.a_stride_m + t + kk];
             }
-            a_tile[kk * TILE + r] = av;
+            a_tile[kk * 16u + r / 4u][r % 4u] = av;
 
             var kb = e / TILE;
             var c = e % TILE;
@@ -85,46 +113,25 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             if (t + kb < p.k && col0 + c < p.n) {
                 bv = arena[b_base + (t + kb) * p.b_stride_k + (col0 + c) * p.b_stride_n];
             }
-            b_tile[kb * TILE + c] = bv;
+            b_tile[kb * 16u + c / 4u][c % 4u] = bv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = a_tile[kk * TILE + lid.y * 4u + i];
-                bv[i] = b_tile[kk * TILE + lid.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
-                }
-            }
+            let a = a_tile[kk * 16u + lid.y];
+            let b = b_tile[kk * 16u + lid.x];
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
 
-    let out_batch = wid.z * p.m * p.out_stride_m;
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + lid.y * 4u + i;
-        if (r >= p.m) {
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let c = col0 + lid.x * 4u + j;
-            if (c >= p.n) {
-                continue;
-            }
-            var v = acc[i][j];
-            if (p.has_bias != 0u) {
-                v += arena[p.bias_offset + c];
-            }
-            if (p.act != 0xffffffffu) {
-                v = apply_unary(p.act, v);
-            }
-            let which = c / p.split_width;
-            let col = c % p.split_width;
-            arena[p.out_offsets[which] + out_batch + r * p.out_stride_m + col] = v;
-        }
-    }
+    let out_base = wid.z * p.m * p.out_stride_m;
+    let r0 = row0 + lid.y * 4u;
+    let c0 = col0 + lid.x * 4u;
+    store_row(out_base, r0, c0, acc0);
+    store_row(out_base, r0 + 1u, c0, acc1);
+    store_row(out_base, r0 + 2u, c0, acc2);
+    store_row(out_base, r0 + 3u, c0, acc3);
 }

@@ -41,7 +41,7 @@ fn time_runs(
     exe: &mut Executable,
     inputs: &[(String, HostTensor)],
     runs: usize,
-) -> Result<(f64, Option<f64>), String> {
+) -> Result<(f64, Option<f64>, serde_json::Value), String> {
     let r = refs(inputs);
     for _ in 0..3 {
         exe.run_read_outputs(&r, &[]).map_err(|e| e.to_string())?;
@@ -52,23 +52,40 @@ fn time_runs(
         exe.run_read_outputs(&r, &[]).map_err(|e| e.to_string())?;
         wall.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let gpu = exe
-        .profile(&r)
-        .ok()
-        .map(|steps| steps.iter().map(|s| s.gpu_ns).sum::<f64>() / 1e6);
-    Ok((median(wall), gpu))
+    let (gpu, top) = gpu_profile(exe, &r);
+    Ok((median(wall), gpu, top))
+}
+
+/// The GPU time of one profiled run and its five slowest steps.
+fn gpu_profile(
+    exe: &mut Executable,
+    inputs: &[(&str, &HostTensor)],
+) -> (Option<f64>, serde_json::Value) {
+    match exe.profile(inputs) {
+        Ok(mut steps) => {
+            let total = steps.iter().map(|s| s.gpu_ns).sum::<f64>() / 1e6;
+            steps.sort_by(|a, b| b.gpu_ns.total_cmp(&a.gpu_ns));
+            let top: Vec<serde_json::Value> = steps
+                .iter()
+                .take(5)
+                .map(|s| json!([s.name, (s.gpu_ns / 1e3).round()]))
+                .collect();
+            (Some(total), json!(top))
+        }
+        Err(_) => (None, json!([])),
+    }
 }
 
 fn measure(dev: &Device, w: Workload, runs: usize) -> Result<Measured, String> {
     let (mut exe, compile_ms) = compile(dev, &w)?;
-    let (wall_ms, gpu_ms) = time_runs(&mut exe, &w.inputs, runs)?;
+    let (wall_ms, gpu_ms, top) = time_runs(&mut exe, &w.inputs, runs)?;
     let best = gpu_ms.unwrap_or(wall_ms);
     Ok(Measured {
         name: w.name,
         wall_ms,
         gpu_ms,
         gflops: (w.flops > 0.0).then(|| w.flops / (best * 1e-3) / 1e9),
-        extra: json!({ "compile_ms": compile_ms, "dispatches": exe.dispatch_count() }),
+        extra: json!({ "compile_ms": compile_ms, "dispatches": exe.dispatch_count(), "slowest_steps_us": top }),
     })
 }
 
@@ -84,7 +101,7 @@ fn smollm2(dev: &Device, runs: usize, ctx: usize) -> Result<Vec<Measured>, Strin
             .map_err(|e| e.to_string())?;
     }
     // Prefill: the caches are given (zeros) on every timed run so each one starts clean.
-    let (prefill_ms, prefill_gpu) = time_runs(&mut exe, &w.inputs, runs)?;
+    let (prefill_ms, prefill_gpu, prefill_top) = time_runs(&mut exe, &w.inputs, runs)?;
     let mut decode_wall = Vec::new();
     let one = |v: i32| HostTensor::from_i32(&[1], &[v]).map_err(|e| e.to_string());
     let steps = runs.max(8);
@@ -114,10 +131,7 @@ fn smollm2(dev: &Device, runs: usize, ctx: usize) -> Result<Vec<Measured>, Strin
         ("last", &last),
         ("counter", &counter),
     ];
-    let decode_gpu = exe
-        .profile(&ins)
-        .ok()
-        .map(|s| s.iter().map(|t| t.gpu_ns).sum::<f64>() / 1e6);
+    let (decode_gpu, decode_top) = gpu_profile(&mut exe, &ins);
     let decode_ms = median(decode_wall);
     Ok(vec![
         Measured {
@@ -125,14 +139,14 @@ fn smollm2(dev: &Device, runs: usize, ctx: usize) -> Result<Vec<Measured>, Strin
             wall_ms: prefill_ms,
             gpu_ms: prefill_gpu,
             gflops: Some(w.flops / (prefill_gpu.unwrap_or(prefill_ms) * 1e-3) / 1e9),
-            extra: json!({ "compile_ms": compile_ms, "tokens_per_s": 128.0 / (prefill_ms * 1e-3), "ctx": ctx }),
+            extra: json!({ "compile_ms": compile_ms, "tokens_per_s": 128.0 / (prefill_ms * 1e-3), "ctx": ctx, "slowest_steps_us": prefill_top }),
         },
         Measured {
             name: "SmolLM2-135M Q4_1 decode step (synthetic weights)".into(),
             wall_ms: decode_ms,
             gpu_ms: decode_gpu,
             gflops: None,
-            extra: json!({ "tokens_per_s": 1e3 / decode_ms, "dispatches": exe.dispatch_count() }),
+            extra: json!({ "tokens_per_s": 1e3 / decode_ms, "dispatches": exe.dispatch_count(), "slowest_steps_us": decode_top }),
         },
     ])
 }

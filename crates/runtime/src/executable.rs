@@ -40,8 +40,9 @@ struct Source {
     shape: kiln_ir::Shape,
     /// Whether the shape has a symbolic dim (its stored layout follows the extent).
     symbolic: bool,
-    /// A hash of the bytes last uploaded, to skip unchanged uploads.
-    uploaded: Option<u64>,
+    /// The host bytes last uploaded (as given, before conversion to arena words), to skip
+    /// unchanged uploads with one comparison; `None` once the GPU copy may differ.
+    uploaded: Option<Vec<u8>>,
     set: bool,
 }
 
@@ -118,19 +119,6 @@ pub struct Executable {
     uploads: u64,
     /// CPU time of the last run up to its submit (validation, uploads, encoding).
     last_cpu_ns: u64,
-}
-
-/// A hash of bytes, for upload skipping (64-bit FNV-1a over 8-byte words; collisions would
-/// need a deliberate construction).
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in bytes.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        h ^= u64::from_le_bytes(w);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^ bytes.len() as u64
 }
 
 impl Executable {
@@ -587,11 +575,11 @@ impl Executable {
         let queue = self.device.queue();
         for (name, t) in inputs {
             let src = self.inputs.get_mut(*name).expect("checked above");
-            let bytes = to_arena(t);
-            let fp = fingerprint(&bytes);
-            if src.uploaded != Some(fp) {
-                queue.write_buffer(&self.arena, src.offset, &bytes);
-                src.uploaded = Some(fp);
+            if src.uploaded.as_deref() != Some(t.bytes.as_slice()) {
+                queue.write_buffer(&self.arena, src.offset, &to_arena(t));
+                let kept = src.uploaded.get_or_insert_with(Vec::new);
+                kept.clear();
+                kept.extend_from_slice(&t.bytes);
                 self.uploads += 1;
             }
         }

@@ -26,14 +26,62 @@ pub fn map_read(device: &Device, buffer: &wgpu::Buffer) -> Result<Vec<u8>, RunEr
     Ok(data)
 }
 
-/// Maps a `MAP_READ` buffer and returns the given `(offset, bytes)` ranges of it.
+/// Waits for the GPU, then maps only the part of a `MAP_READ` buffer that covers the given
+/// `(offset, bytes)` ranges (offsets multiples of 4) and returns each range. Mapping the whole
+/// pooled buffer would copy every output of the graph, e.g. a whole KV cache, on each run.
 pub fn map_read_range(
     device: &Device,
     buffer: &wgpu::Buffer,
     ranges: impl Iterator<Item = (u64, u64)>,
 ) -> Result<Vec<Vec<u8>>, RunError> {
-    let data = map_read(device, buffer)?;
-    Ok(ranges
-        .map(|(at, n)| data[at as usize..(at + n) as usize].to_vec())
-        .collect())
+    let ranges: Vec<(u64, u64)> = ranges.collect();
+    let wanted: Vec<&(u64, u64)> = ranges.iter().filter(|r| r.1 > 0).collect();
+    let wait = || {
+        device
+            .wgpu_device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| RunError::Map(e.to_string()))
+    };
+    if wanted.is_empty() {
+        wait()?;
+        return Ok(ranges.iter().map(|_| Vec::new()).collect());
+    }
+    let start =
+        wanted.iter().map(|r| r.0).min().unwrap_or(0) / wgpu::MAP_ALIGNMENT * wgpu::MAP_ALIGNMENT;
+    let end = wanted
+        .iter()
+        .map(|r| r.0 + r.1)
+        .max()
+        .unwrap_or(start)
+        .next_multiple_of(4)
+        .min(buffer.size());
+    let slice = buffer.slice(start..end);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        // The receiver lives until recv() below returns.
+        let _ = tx.send(r);
+    });
+    wait()?;
+    rx.recv()
+        .map_err(|e| RunError::Map(e.to_string()))?
+        .map_err(|e| RunError::Map(e.to_string()))?;
+    let out = {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| RunError::Map(e.to_string()))?;
+        ranges
+            .iter()
+            .map(|&(at, n)| {
+                if n == 0 {
+                    Vec::new()
+                } else {
+                    let a = (at - start) as usize;
+                    view[a..a + n as usize].to_vec()
+                }
+            })
+            .collect()
+    };
+    buffer.unmap();
+    Ok(out)
 }
