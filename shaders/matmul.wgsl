@@ -2,8 +2,8 @@
 // Register-tiled f32 matmul with a bias + activation epilogue (activations.wgsl is prepended).
 //
 // out[z, m, n] = act(sum_k A[z, m, k] * B[z, k, n] + bias[n]).
-// A workgroup of 16x16 invocations computes a 128x64 output tile, 8x4 values per invocation,
-// staging 128x16 slices of A and 16x64 slices of B in workgroup memory. Operands are addressed by
+// A workgroup of 16x16 invocations computes a 64x64 output tile, 4x4 values per invocation,
+// staging 64x16 slices of A and 16x64 slices of B in workgroup memory. Operands are addressed by
 // strides, so B may be stored [K, N] or [N, K] (transposed) and batches may broadcast (stride 0).
 // With `split_width` < n, output column c goes to output c / split_width at column
 // c % split_width: the QKV split-write, three outputs from one dispatch.
@@ -37,16 +37,13 @@ struct MatmulParams {
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
 @group(0) @binding(1) var<uniform> p: MatmulParams;
 
-// Each workgroup computes a 128 x 64 output tile; each of its 16 x 16 invocations an 8 x 4
-// block of it, so every value staged in workgroup memory feeds 4 or 8 fmas.
-const TILE_M: u32 = 128u;
-const TILE_N: u32 = 64u;
+const TILE: u32 = 64u;
 const TK: u32 = 16u;
 
 // Tiles hold four consecutive rows (of A) or columns (of B) per vec4, so the inner product
-// reads vec4s and does 32 fmas with no indexing into local arrays (which drivers may place
-// in slow local memory).
-var<workgroup> a_tile: array<vec4<f32>, 512>; // [kk * 32 + row / 4][row % 4]
+// reads one vec4 of each and does 16 fmas with no indexing into local arrays (which drivers
+// may place in slow local memory).
+var<workgroup> a_tile: array<vec4<f32>, 256>; // [kk * 16 + row / 4][row % 4]
 var<workgroup> b_tile: array<vec4<f32>, 256>; // [kk * 16 + col / 4][col % 4]
 
 fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
@@ -74,8 +71,8 @@ fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let tid = lid.y * 16u + lid.x;
-    let row0 = wid.y * TILE_M;
-    let col0 = wid.x * TILE_N;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
 
     // Where this batch's matrices start.
     var rem = wid.z;
@@ -95,13 +92,8 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
     for (var t = 0u; t < p.k; t += TK) {
-        // A: 128 x 16 values, 8 per invocation, consecutive invocations along k.
-        for (var i = 0u; i < 8u; i++) {
+        for (var i = 0u; i < 4u; i++) {
             let e = tid + i * 256u;
             let r = e / TK;
             let kk = e % TK;
@@ -109,13 +101,10 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             if (row0 + r < p.m && t + kk < p.k) {
                 av = arena[a_base + (row0 + r) * p.a_stride_m + t + kk];
             }
-            a_tile[kk * 32u + r / 4u][r % 4u] = av;
-        }
-        // B: 16 x 64 values, 4 per invocation.
-        for (var i = 0u; i < 4u; i++) {
-            let e = tid + i * 256u;
-            var kb = e / TILE_N;
-            var c = e % TILE_N;
+            a_tile[kk * 16u + r / 4u][r % 4u] = av;
+
+            var kb = e / TILE;
+            var c = e % TILE;
             if (b_k_fastest) {
                 kb = e % TK;
                 c = e / TK;
@@ -128,30 +117,21 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let a0 = a_tile[kk * 32u + lid.y * 2u];
-            let a1 = a_tile[kk * 32u + lid.y * 2u + 1u];
+            let a = a_tile[kk * 16u + lid.y];
             let b = b_tile[kk * 16u + lid.x];
-            acc0 = fma(vec4<f32>(a0.x), b, acc0);
-            acc1 = fma(vec4<f32>(a0.y), b, acc1);
-            acc2 = fma(vec4<f32>(a0.z), b, acc2);
-            acc3 = fma(vec4<f32>(a0.w), b, acc3);
-            acc4 = fma(vec4<f32>(a1.x), b, acc4);
-            acc5 = fma(vec4<f32>(a1.y), b, acc5);
-            acc6 = fma(vec4<f32>(a1.z), b, acc6);
-            acc7 = fma(vec4<f32>(a1.w), b, acc7);
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
 
     let out_base = wid.z * p.m * p.out_stride_m;
-    let r0 = row0 + lid.y * 8u;
+    let r0 = row0 + lid.y * 4u;
     let c0 = col0 + lid.x * 4u;
     store_row(out_base, r0, c0, acc0);
     store_row(out_base, r0 + 1u, c0, acc1);
     store_row(out_base, r0 + 2u, c0, acc2);
     store_row(out_base, r0 + 3u, c0, acc3);
-    store_row(out_base, r0 + 4u, c0, acc4);
-    store_row(out_base, r0 + 5u, c0, acc5);
-    store_row(out_base, r0 + 6u, c0, acc6);
-    store_row(out_base, r0 + 7u, c0, acc7);
 }

@@ -8,9 +8,8 @@ use crate::lower::{broadcast_strides, require_f32, u32_of, Dispatch, LowerError,
 use crate::params::KernelParams;
 use kiln_ir::{Activation, Op};
 
-/// Output tile of one workgroup: rows and columns.
-pub const TILE_M: usize = 128;
-pub const TILE_N: usize = 64;
+/// Output tile edge of one workgroup.
+pub const TILE: usize = 64;
 /// Batch dims the kernel unravels (more are folded where contiguous, else rejected).
 pub const MAX_BATCH_RANK: usize = 4;
 
@@ -191,8 +190,8 @@ pub fn lower_split(
         b_batch_strides: pack(&b_batch)?,
     };
     let groups = [
-        u32_of(op, "column tiles", n.div_ceil(TILE_N))?,
-        u32_of(op, "row tiles", rows.div_ceil(TILE_M))?,
+        u32_of(op, "column tiles", n.div_ceil(TILE))?,
+        u32_of(op, "row tiles", rows.div_ceil(TILE))?,
         u32_of(op, "batches", batch.max(1))?,
     ];
     if groups
