@@ -16,8 +16,8 @@
 //
 // `quant_matmul` has two variants, picked by `variant` (one pipeline, so a planned executable
 // can switch between them when the active extent changes M):
-// - 0, GEMV (few rows of A, decode): a workgroup of 256 owns 4 weight rows (output columns),
-//   64 threads per row stride K by quarter blocks, so a row's bytes are read contiguously, each
+// - 0, GEMV (few rows of A, decode): a workgroup of 256 owns 8 weight rows (output columns),
+//   32 threads per row stride K by quarter blocks, so a row's bytes are read contiguously, each
 //   thread accumulates up to 4 rows of A (wid.z picks which 4), then a workgroup tree reduction.
 // - 1, tiled (prefill): a workgroup owns a 32 x 64 output tile; per block of K it stages the
 //   32 x 32 slice of A and dequantizes the 64 x 32 slice of W into workgroup memory, where every
@@ -137,8 +137,8 @@ fn store_out(row: u32, col: u32, sum: f32) {
 
 const WG: u32 = 256u;
 // GEMV: threads per weight row, weight rows per workgroup, rows of A per workgroup.
-const GEMV_LANES: u32 = 64u;
-const GEMV_COLS: u32 = 4u;
+const GEMV_LANES: u32 = 32u;
+const GEMV_COLS: u32 = 8u;
 const GEMV_ROWS: u32 = 4u;
 // Tiled: the output tile is TM rows x TN columns; K advances one block (32) at a time.
 const TM: u32 = 32u;
@@ -183,7 +183,7 @@ fn gemv(tid: u32, group: u32, row0: u32) {
             }
         }
     }
-    // Tree reduction over each row's 64 lanes (only the nr rows in use; nr is uniform).
+    // Tree reduction over each row's 32 lanes (only the nr rows in use; nr is uniform).
     for (var r = 0u; r < GEMV_ROWS; r++) {
         if (r < nr) {
             w_tile[r * WG + tid] = acc[r];

@@ -28,7 +28,7 @@ pub const BLOCK: usize = 32;
 pub const GEMV_MAX_ROWS: usize = 8;
 /// GEMV: rows of A and weight rows (output columns) per workgroup.
 pub const GEMV_ROWS: usize = 4;
-pub const GEMV_COLS: usize = 4;
+pub const GEMV_COLS: usize = 8;
 /// Tiled: output tile of one workgroup, rows × columns.
 pub const TILE_M: usize = 32;
 pub const TILE_N: usize = 64;
@@ -99,7 +99,7 @@ pub const QUANT_GATHER: KernelDesc = KernelDesc {
 /// active extent changes, may switch between them (prefill at M = prompt, decode at M = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
-    /// Few rows: 64 threads per weight row stride K, workgroup reduction.
+    /// Few rows: 32 threads per weight row stride K, workgroup reduction.
     Gemv,
     /// Many rows: 32 × 64 output tiles, W dequantized once per tile into workgroup memory.
     Tiled,
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(d[0].kernel.name, "quant_matmul");
         let p = params(&d[0]);
         assert_eq!((p.variant, p.format, p.m, p.n, p.k), (0, 2, 1, 49_152, 576));
-        assert_eq!(d[0].groups, [49_152 / 4, 1, 1]);
+        assert_eq!(d[0].groups, [(49_152 / GEMV_COLS) as u32, 1, 1]);
 
         // Prefill: 128 rows (two leading dims folded) take the tiled variant.
         let x = operand(0, &[2, 64, 576], DType::F32);
@@ -345,7 +345,8 @@ mod tests {
     #[test]
     fn many_columns_fold_into_y() {
         let op = Op::MatMul { transpose_b: true };
-        let n = 4 * 70_000;
+        // More column groups than one grid row holds.
+        let n = GEMV_COLS * 70_000;
         let w = operand(0, &[n, 32], DType::Q4_1);
         let d = lower_matmul(
             &op,
@@ -359,7 +360,7 @@ mod tests {
         let [x, y, _] = d[0].groups;
         assert_eq!(params(&d[0]).grid_x, x);
         assert!(
-            x as usize * y as usize >= n / 4 && y == 2,
+            x as usize * y as usize >= n / GEMV_COLS && y == 2,
             "{:?}",
             d[0].groups
         );
