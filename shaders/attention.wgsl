@@ -1,17 +1,40 @@
 // Fused scaled-dot-product attention with a streaming (online) softmax.
 //
-// One workgroup of 64 invocations computes one query row (batch b, head h, query i). The query
-// row is staged in workgroup memory; keys are visited in tiles of 64, one key per invocation for
-// the score, then every invocation folds the whole tile into its share of head_dim (dims t,
-// t + 64, ...). The running max `m` and sum `l` are kept identically by every invocation, so no
-// score matrix is ever stored and any key length works.
+// One entry point, two variants picked by `variant` (one pipeline, so that a planned executable,
+// which keeps each step's pipeline and rewrites only params and grid when the active extent
+// changes, can switch between them: decode at seq_q = 1, prefill at seq_q = prompt):
+//
+// - 0, per row (few queries, decode): one workgroup of 64 invocations computes one query row
+//   (batch b, head h, query i). The query row is staged in workgroup memory; keys are visited in
+//   tiles of 64, one key per invocation for the score, then every invocation folds the whole
+//   tile into its share of head_dim (dims t, t + 64, ...). The running max `m` and sum `l` are
+//   kept identically by every invocation, so no score matrix is ever stored and any key length
+//   works.
+//
+// - 1, tiled (prefill, encoders): one workgroup of 64 invocations computes TQ = 16 query rows of
+//   one (batch, head). Keys are visited in tiles of TK = 32; each tile of K, then of V, is staged
+//   once in workgroup memory and reused by all 16 rows. head_dim is staged in chunks of 64
+//   dims. Invocation t owns the query rows 2 * (t / 8) and 2 * (t / 8) + 1; for the scores it
+//   owns the keys t % 8 + 8 j (j < 4) of the tile, for the output the dims 4 (t % 8) .. + 4 and
+//   4 (t % 8 + 8) .. + 4 of each 64-dim chunk. Per tile: scores (2 x 4 per invocation, summed
+//   over the staged chunks), each row's tile max from the 8 invocations that share it (through
+//   workgroup memory), the weights exp(s - m_new) stored for the whole row, then V accumulated.
+//   The running max and sum of a row are kept identically by the 8 invocations that own it. Up
+//   to 128 output dims are accumulated per pass; head_dim above 128 takes two passes, which
+//   recompute the scores (register use stays at 32 accumulators per invocation).
 //
 // Operands are addressed by element offsets into the arena and by (batch, seq, head) strides in
 // elements (head_dim is contiguous), which covers BSHD, BHSD and views into a packed QKV tensor.
 // Grids larger than 65535 workgroups are folded into y.
+//
+// Keys that a query may not see (past the cache length or the causal limit, padded, or with a
+// bias of -inf) are tracked explicitly and weigh exactly 0: the kernel never relies on -inf
+// arithmetic. A row that sees no key writes zeros.
 
 struct AttentionParams {
-    rows: u32,
+    // Work items, one workgroup each: rows (batch * heads * seq_q) for variant 0, query tiles
+    // (batch * heads * q_tiles) for variant 1.
+    items: u32,
     groups_x: u32,
     seq_q: u32,
     seq_k: u32,
@@ -31,9 +54,11 @@ struct AttentionParams {
     k_offset: u32,
     v_offset: u32,
     out_offset: u32,
+    // 0 per row, 1 tiled.
+    variant: u32,
+    // ceil(seq_q / TQ) (variant 1).
+    q_tiles: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
     // (batch, seq, head, unused) strides in elements.
     q_strides: vec4<u32>,
     k_strides: vec4<u32>,
@@ -57,11 +82,45 @@ const MASK_KEY_PADDING: u32 = 3u;
 // never relies on -inf arithmetic.
 const NEG_MAX: f32 = -3.40282347e38;
 
+// Variant 0's workgroup memory.
 var<workgroup> q_row: array<f32, MAX_HEAD_DIM>;
 var<workgroup> tile_score: array<f32, WG>;
 var<workgroup> tile_live: array<u32, WG>;
 var<workgroup> tile_p: array<f32, WG>;
+// Both variants: the end of the keys any row of the workgroup may see.
 var<workgroup> key_end: u32;
+
+// Variant 1: query rows per workgroup, keys per tile.
+const TQ: u32 = 16u;
+const TK: u32 = 32u;
+// head_dim is staged in chunks of CHUNK dims (CHUNK4 vec4s). A staged row takes PITCH4 vec4s:
+// the spare one puts the rows that the 8 invocations of a row pair read in different banks.
+const CHUNK: u32 = 64u;
+const CHUNK4: u32 = 16u;
+const PITCH4: u32 = 17u;
+// Invocations that share a pair of query rows.
+const LANES: u32 = 8u;
+// vec4s per row of weights (TK / 4, plus a spare against bank conflicts).
+const W_PITCH4: u32 = 9u;
+// Output dims accumulated per pass.
+const PASS_DIMS: u32 = 128u;
+// vec4s that each invocation stages: TQ * CHUNK4 / WG and TK * CHUNK4 / WG.
+const Q_PER_INVOCATION: u32 = 4u;
+const KV_PER_INVOCATION: u32 = 8u;
+
+// Q: two chunks of TQ rows, chunk c in half c % 2. head_dim <= 128 is staged once; a larger one
+// is restaged chunk by chunk for every key tile.
+var<workgroup> tq: array<vec4<f32>, 544>; // 2 * TQ * PITCH4
+// One chunk of the current key tile's K, then of its V.
+var<workgroup> tkv: array<vec4<f32>, 544>; // TK * PITCH4
+// The tile's weights of row r: vec4 x holds keys x, x + 8, x + 16, x + 24, the keys that
+// invocation x of the row pair scores.
+var<workgroup> tw: array<vec4<f32>, 144>; // TQ * W_PITCH4
+// Each row's partial tile maxima, one per invocation of its pair.
+var<workgroup> tmax: array<f32, 128>; // TQ * LANES
+// Set once a staged value of V is not finite: from then on a weight of 0 skips its value (0 * inf
+// would be NaN), as the reference ignores masked keys whatever their values.
+var<workgroup> v_bad: atomic<u32>;
 
 // exp that never sees an argument below -87 (where f32 exp underflows to denormals or an
 // infinite difference); the clamped weight 1.6e-38 is negligible next to the max's weight 1.
@@ -155,15 +214,8 @@ fn weigh(w: f32, x: f32) -> f32 {
     return select(0.0, w * x, w != 0.0);
 }
 
-@compute @workgroup_size(64)
-fn attention(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    let row = wid.x + wid.y * p.groups_x;
-    if (row >= p.rows) {
-        return;
-    }
+// Variant 0: one query row per workgroup (see the file comment).
+fn attention_row(row: u32, t: u32) {
     let i = row % p.seq_q;
     let h = (row / p.seq_q) % p.num_heads;
     let b = row / (p.seq_q * p.num_heads);
@@ -257,5 +309,352 @@ fn attention(
         if (d < p.head_dim) {
             arena[o_base + d] = acc[c] * inv_l;
         }
+    }
+}
+
+// Stores elements d .. d + 4 (those below head_dim) of the row at `base`.
+fn store4(base: u32, d: u32, x: vec4<f32>) {
+    if (d + 4u <= p.head_dim) {
+        let a = base + d;
+        arena[a] = x.x;
+        arena[a + 1u] = x.y;
+        arena[a + 2u] = x.z;
+        arena[a + 3u] = x.w;
+        return;
+    }
+    for (var k = 0u; k < 4u; k++) {
+        if (d + k < p.head_dim) {
+            arena[base + d + k] = x[k];
+        }
+    }
+}
+
+// Elements d .. d + 4 of the row at `base` where `ok` and below head_dim, else zero. The loads
+// are issued unconditionally, so that a staging loop's loads are all in flight at once. Callers
+// point rows past their range at the last row in range; past head_dim, a discarded load may lie
+// past the tensor, even past the binding, where WGSL's bounds checks make it harmless.
+fn load4_or_zero(base: u32, d: u32, ok: bool) -> vec4<f32> {
+    let a = base + d;
+    let x = vec4<f32>(arena[a], arena[a + 1u], arena[a + 2u], arena[a + 3u]);
+    let inside = vec4<u32>(d) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.head_dim);
+    return select(vec4<f32>(0.0), x, inside & vec4<bool>(ok));
+}
+
+// Stages chunk c of the `rows` query rows from i0 into half c % 2 of tq (zeros past them).
+fn stage_q(q_head: u32, i0: u32, rows: u32, c: u32, t: u32) {
+    let half = (c % 2u) * TQ;
+    var xs: array<vec4<f32>, Q_PER_INVOCATION>;
+    for (var n = 0u; n < Q_PER_INVOCATION; n++) {
+        let e = t + n * WG;
+        let r = e / CHUNK4;
+        let d = c * CHUNK + 4u * (e % CHUNK4);
+        let row = q_head + (i0 + min(r, rows - 1u)) * p.q_strides.y;
+        xs[n] = load4_or_zero(row, d, r < rows);
+    }
+    for (var n = 0u; n < Q_PER_INVOCATION; n++) {
+        let e = t + n * WG;
+        tq[(half + e / CHUNK4) * PITCH4 + e % CHUNK4] = xs[n];
+    }
+}
+
+// Stages chunk c of the `len` key rows from kb (K or V) into tkv (zeros past them). Returns
+// whether a staged value is not finite (judged by its bits).
+fn stage_kv(head: u32, stride: u32, kb: u32, len: u32, c: u32, t: u32) -> bool {
+    var xs: array<vec4<f32>, KV_PER_INVOCATION>;
+    for (var n = 0u; n < KV_PER_INVOCATION; n++) {
+        let e = t + n * WG;
+        let r = e / CHUNK4;
+        let d = c * CHUNK + 4u * (e % CHUNK4);
+        xs[n] = load4_or_zero(head + (kb + min(r, len - 1u)) * stride, d, r < len);
+    }
+    var bad = false;
+    for (var n = 0u; n < KV_PER_INVOCATION; n++) {
+        let e = t + n * WG;
+        let exponent = bitcast<vec4<u32>>(xs[n]) & vec4<u32>(0x7f800000u);
+        bad = bad || any(exponent == vec4<u32>(0x7f800000u));
+        tkv[(e / CHUNK4) * PITCH4 + e % CHUNK4] = xs[n];
+    }
+    return bad;
+}
+
+// Two rows' values for four keys.
+struct Pair {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// q · k over staged chunk c for rows ra, ra + 1 and keys lane + 8 j of the tile.
+fn score_chunk(c: u32, ra: u32, lane: u32) -> Pair {
+    let n4 = min(CHUNK4, (p.head_dim - c * CHUNK + 3u) / 4u);
+    let qa = ((c % 2u) * TQ + ra) * PITCH4;
+    let qb = qa + PITCH4;
+    let k0 = lane * PITCH4;
+    var sa = vec4<f32>(0.0);
+    var sb = vec4<f32>(0.0);
+    for (var d4 = 0u; d4 < n4; d4++) {
+        let x = tq[qa + d4];
+        let y = tq[qb + d4];
+        let k_0 = tkv[k0 + d4];
+        let k_1 = tkv[k0 + 8u * PITCH4 + d4];
+        let k_2 = tkv[k0 + 16u * PITCH4 + d4];
+        let k_3 = tkv[k0 + 24u * PITCH4 + d4];
+        sa += vec4<f32>(dot(x, k_0), dot(x, k_1), dot(x, k_2), dot(x, k_3));
+        sb += vec4<f32>(dot(y, k_0), dot(y, k_1), dot(y, k_2), dot(y, k_3));
+    }
+    return Pair(sa, sb);
+}
+
+// Four keys' scaled scores (plus bias) and which take part.
+struct Scores {
+    value: vec4<f32>,
+    live: vec4<bool>,
+}
+
+// The scores of query i (whose keys end at `end`) for keys j0 + 8 j from their q · k; `kept` is
+// the key-padding verdict. As in variant 0, a bias of -inf (by its bits) masks the key and other
+// scores are clamped to finite values.
+fn finish_scores(qk: vec4<f32>, b: u32, h: u32, i: u32, end: u32, j0: u32, kept: vec4<bool>) -> Scores {
+    var s = Scores(qk * p.scale, vec4<bool>(false));
+    for (var jj = 0u; jj < 4u; jj++) {
+        let j = j0 + 8u * jj;
+        var live = j < end && kept[jj];
+        var bias = 0.0;
+        if (live && p.mask_kind == MASK_BIAS) {
+            bias = arena[mask_at(b, h, i, j)];
+            live = bitcast<u32>(bias) != 0xff800000u;
+        }
+        s.live[jj] = live;
+        s.value[jj] = max(s.value[jj] + select(0.0, bias, live), NEG_MAX);
+    }
+    return s;
+}
+
+// The largest live score of four (NEG_MAX if none is live).
+fn live_max(s: Scores) -> f32 {
+    let v = select(vec4<f32>(NEG_MAX), s.value, s.live);
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+fn safe_exp4(x: vec4<f32>) -> vec4<f32> {
+    return exp(max(x, vec4<f32>(-87.0)));
+}
+
+// Output accumulators of one 64-dim chunk: rows a and b, dims 4 lane .. + 4 (0) and
+// 4 lane + 32 .. + 4 (1).
+struct Acc {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    b0: vec4<f32>,
+    b1: vec4<f32>,
+}
+
+fn zero_acc() -> Acc {
+    return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// w * x for a key of weight w; masked keys (w == 0) add nothing even if their values are not
+// finite.
+fn weigh4(w: f32, x: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), w * x, w != 0.0);
+}
+
+// The accumulators after a tile, and the sums of the rows' weights in it.
+struct Folded {
+    acc: Acc,
+    weights: vec2<f32>,
+}
+
+// Rescales by the rows' alpha, then adds the tile's weighted V chunk (staged in tkv).
+fn accumulate(acc_in: Acc, alpha: vec2<f32>, ra: u32, lane: u32, careful: bool) -> Folded {
+    var acc = Acc(acc_in.a0 * alpha.x, acc_in.a1 * alpha.x, acc_in.b0 * alpha.y, acc_in.b1 * alpha.y);
+    let wa0 = ra * W_PITCH4;
+    let wb0 = wa0 + W_PITCH4;
+    var wsa = vec4<f32>(0.0);
+    var wsb = vec4<f32>(0.0);
+    if (careful) {
+        for (var x = 0u; x < LANES; x++) {
+            let wa = tw[wa0 + x];
+            let wb = tw[wb0 + x];
+            wsa += wa;
+            wsb += wb;
+            for (var jj = 0u; jj < 4u; jj++) {
+                let r = (x + 8u * jj) * PITCH4 + lane;
+                let v0 = tkv[r];
+                let v1 = tkv[r + 8u];
+                acc.a0 += weigh4(wa[jj], v0);
+                acc.a1 += weigh4(wa[jj], v1);
+                acc.b0 += weigh4(wb[jj], v0);
+                acc.b1 += weigh4(wb[jj], v1);
+            }
+        }
+    } else {
+        for (var x = 0u; x < LANES; x++) {
+            let wa = tw[wa0 + x];
+            let wb = tw[wb0 + x];
+            wsa += wa;
+            wsb += wb;
+            for (var jj = 0u; jj < 4u; jj++) {
+                let r = (x + 8u * jj) * PITCH4 + lane;
+                let v0 = tkv[r];
+                let v1 = tkv[r + 8u];
+                acc.a0 = fma(vec4<f32>(wa[jj]), v0, acc.a0);
+                acc.a1 = fma(vec4<f32>(wa[jj]), v1, acc.a1);
+                acc.b0 = fma(vec4<f32>(wb[jj]), v0, acc.b0);
+                acc.b1 = fma(vec4<f32>(wb[jj]), v1, acc.b1);
+            }
+        }
+    }
+    let sums = vec2<f32>((wsa.x + wsa.y) + (wsa.z + wsa.w), (wsb.x + wsb.y) + (wsb.z + wsb.w));
+    return Folded(acc, sums);
+}
+
+// Writes chunk c of rows ra and ra + 1 (those below `rows`), scaled by the rows' 1 / l.
+fn write_chunk(o_head: u32, i0: u32, rows: u32, ra: u32, lane: u32, c: u32, acc: Acc, inv: vec2<f32>) {
+    let d = c * CHUNK + 4u * lane;
+    if (ra < rows) {
+        let base = o_head + (i0 + ra) * p.out_strides.y;
+        store4(base, d, acc.a0 * inv.x);
+        store4(base, d + 32u, acc.a1 * inv.x);
+    }
+    if (ra + 1u < rows) {
+        let base = o_head + (i0 + ra + 1u) * p.out_strides.y;
+        store4(base, d, acc.b0 * inv.y);
+        store4(base, d + 32u, acc.b1 * inv.y);
+    }
+}
+
+// Variant 1: TQ query rows of one (batch, head) per workgroup (see the file comment).
+fn attention_tiled(item: u32, t: u32) {
+    let qt = item % p.q_tiles;
+    let bh = item / p.q_tiles;
+    let h = bh % p.num_heads;
+    let b = bh / p.num_heads;
+    let hk = h / p.group;
+    let i0 = qt * TQ;
+    let rows = min(TQ, p.seq_q - i0);
+    let q_head = p.q_offset + b * p.q_strides.x + h * p.q_strides.z;
+    let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
+    let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
+    let o_head = p.out_offset + b * p.out_strides.x + h * p.out_strides.z;
+    let chunks = (p.head_dim + CHUNK - 1u) / CHUNK;
+    let q_resident = chunks <= 2u;
+    if (q_resident) {
+        for (var c = 0u; c < chunks; c++) {
+            stage_q(q_head, i0, rows, c, t);
+        }
+    }
+    if (t == 0u) {
+        // Key ends grow with the query index: the last row's bounds every row's.
+        key_end = compute_key_end(i0 + rows - 1u);
+        atomicStore(&v_bad, 0u);
+    }
+    // Also the barrier that publishes Q.
+    let kv_end = workgroupUniformLoad(&key_end);
+
+    let lane = t % LANES;
+    let ra = 2u * (t / LANES);
+    let rb = ra + 1u;
+    // Rows past seq_q (in the last query tile) see no key.
+    let end_a = select(0u, compute_key_end(i0 + ra), ra < rows);
+    let end_b = select(0u, compute_key_end(i0 + rb), rb < rows);
+
+    let passes = (p.head_dim + PASS_DIMS - 1u) / PASS_DIMS;
+    for (var pass_ = 0u; pass_ < passes; pass_++) {
+        // This pass accumulates V chunks c0 and (if `two`) c0 + 1.
+        let c0 = 2u * pass_;
+        let two = c0 + 1u < chunks;
+        // Running max and weight sum of rows a and b.
+        var m = vec2<f32>(NEG_MAX);
+        var l = vec2<f32>(0.0);
+        var acc0 = zero_acc();
+        var acc1 = zero_acc();
+        for (var kb = 0u; kb < kv_end; kb += TK) {
+            let len = min(TK, kv_end - kb);
+
+            // Scores of rows a, b for keys kb + lane + 8 j, chunk by chunk of head_dim.
+            var qk = Pair(vec4<f32>(0.0), vec4<f32>(0.0));
+            for (var c = 0u; c < chunks; c++) {
+                if (!q_resident) {
+                    stage_q(q_head, i0, rows, c, t);
+                }
+                stage_kv(k_head, p.k_strides.y, kb, len, c, t);
+                workgroupBarrier();
+                let s = score_chunk(c, ra, lane);
+                qk.a += s.a;
+                qk.b += s.b;
+                if (c + 1u < chunks) {
+                    workgroupBarrier();
+                }
+            }
+            let j0 = kb + lane;
+            var kept = vec4<bool>(true);
+            if (p.mask_kind == MASK_KEY_PADDING) {
+                for (var jj = 0u; jj < 4u; jj++) {
+                    let j = j0 + 8u * jj;
+                    kept[jj] = j < kv_end && padding_keeps(arena[mask_at(b, 0u, 0u, j)]);
+                }
+            }
+            let sa = finish_scores(qk.a, b, h, i0 + ra, end_a, j0, kept);
+            let sb = finish_scores(qk.b, b, h, i0 + rb, end_b, j0, kept);
+            tmax[ra * LANES + lane] = live_max(sa);
+            tmax[rb * LANES + lane] = live_max(sb);
+            // Also the barrier after which tkv may take V.
+            workgroupBarrier();
+
+            // Every invocation of a row pair derives the same new maxima.
+            var m_new = m;
+            for (var u = 0u; u < LANES; u++) {
+                m_new = max(m_new, vec2<f32>(tmax[ra * LANES + u], tmax[rb * LANES + u]));
+            }
+            let alpha = exp(max(m - m_new, vec2<f32>(-87.0)));
+            m = m_new;
+            let wa = select(vec4<f32>(0.0), safe_exp4(sa.value - vec4<f32>(m_new.x)), sa.live);
+            let wb = select(vec4<f32>(0.0), safe_exp4(sb.value - vec4<f32>(m_new.y)), sb.live);
+            tw[ra * W_PITCH4 + lane] = wa;
+            tw[rb * W_PITCH4 + lane] = wb;
+            if (stage_kv(v_head, p.v_strides.y, kb, len, c0, t)) {
+                atomicOr(&v_bad, 1u);
+            }
+            workgroupBarrier();
+
+            // The rows' sums take the whole tile's weights (read by every invocation of a pair).
+            let f0 = accumulate(acc0, alpha, ra, lane, atomicLoad(&v_bad) != 0u);
+            acc0 = f0.acc;
+            l = l * alpha + f0.weights;
+            if (two) {
+                workgroupBarrier();
+                if (stage_kv(v_head, p.v_strides.y, kb, len, c0 + 1u, t)) {
+                    atomicOr(&v_bad, 1u);
+                }
+                workgroupBarrier();
+                acc1 = accumulate(acc1, alpha, ra, lane, atomicLoad(&v_bad) != 0u).acc;
+            }
+            // Before the next tile overwrites tkv, tw and tmax.
+            workgroupBarrier();
+        }
+
+        // A row that saw no key writes zeros (l is about 1 or more otherwise: the max key
+        // weighs exp(0)).
+        let inv = select(vec2<f32>(0.0), 1.0 / max(l, vec2<f32>(1e-30)), l > vec2<f32>(0.0));
+        write_chunk(o_head, i0, rows, ra, lane, c0, acc0, inv);
+        if (two) {
+            write_chunk(o_head, i0, rows, ra, lane, c0 + 1u, acc1, inv);
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let item = wid.x + wid.y * p.groups_x;
+    if (item >= p.items) {
+        return;
+    }
+    if (p.variant == 0u) {
+        attention_row(item, t);
+    } else {
+        attention_tiled(item, t);
     }
 }

@@ -1,8 +1,11 @@
 //! The fused attention kernel on the Vulkan device against kiln-reference.
 //!
+//! Both variants of the kernel run here: one workgroup per query row below `TILED_MIN_QUERIES`
+//! queries, 16 query rows per workgroup with K and V staged in workgroup memory from there on.
+//!
 //! Tolerances: the reference accumulates dot products, the softmax and the weighted sum in f64;
 //! the kernel does all three in f32 with a streaming softmax (running max and sum, rescaled by
-//! `exp(m_old - m_new)` per 64-key tile). With inputs in [-1.5, 1.5], head_dim <= 256 and scale
+//! `exp(m_old - m_new)` per tile of 64 keys, or 32 in the tiled variant). With inputs in [-1.5, 1.5], head_dim <= 256 and scale
 //! <= 1.5, a score is off by a few f32 ulps of the sum of |q·k| terms, which moves each softmax
 //! weight by about that much relative; the driver's `exp` adds a few ulps more. The output is a
 //! convex combination of values of magnitude <= 1.5, so its error stays at a few 1e-6 absolute:
@@ -389,4 +392,253 @@ fn head_dim_above_the_kernel_limit_is_a_typed_error() {
         "{err}"
     );
     assert!(err.to_string().contains("head_dim"), "{err}");
+}
+
+/// The tiled variant (from `TILED_MIN_QUERIES` queries, 16 rows per workgroup) next to the
+/// per-row one: one query, a tile plus one, several tiles with a partial last one; every mask,
+/// both layouts, GQA, and head_dims that take one, two and four staged chunks of 64 dims (256
+/// also takes two output passes). Non-causal cases have a few more keys than queries, so the last
+/// key tile is partial too.
+#[test]
+fn query_tiles_every_mask_layout_and_head_dim() {
+    let mut n = 0u64;
+    for head_dim in [8, 64, 128, 256] {
+        for seq_q in [1, 17, 65, 130] {
+            for (k, mask) in MASKS.into_iter().enumerate() {
+                let layout = if (k + seq_q) % 2 == 0 {
+                    HeadLayout::Bshd
+                } else {
+                    HeadLayout::Bhsd
+                };
+                let extra = if mask == AttentionMask::Causal { 0 } else { 5 };
+                check(&Case {
+                    // One batch for the largest cases keeps the test quick (key padding keeps
+                    // two: batch 0 may be padded out entirely).
+                    batch: if head_dim * seq_q > 64 * 65 && mask != AttentionMask::KeyPadding {
+                        1
+                    } else {
+                        2
+                    },
+                    seq_q,
+                    seq_k: seq_q + extra,
+                    kv_heads: 2,
+                    group: 2,
+                    head_dim,
+                    scale: 1.0 / (head_dim as f32).sqrt(),
+                    mask,
+                    layout,
+                    past: None,
+                    bias_form: n as usize,
+                    seed: 1000 + n,
+                });
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Query tiles after a past (chunked prefill): keys end at past + seq_q, causally at
+/// past + i + 1, and the cache rows after them (1e4) are never read.
+#[test]
+fn query_tiles_after_a_past_length() {
+    let cases = [
+        (16, 0, AttentionMask::Causal),
+        (17, 40, AttentionMask::Causal),
+        (33, 5, AttentionMask::KeyPadding),
+        (20, 70, AttentionMask::Bias),
+        (48, 31, AttentionMask::None),
+    ];
+    for (n, (seq_q, past, mask)) in cases.into_iter().enumerate() {
+        for layout in [HeadLayout::Bshd, HeadLayout::Bhsd] {
+            check(&Case {
+                batch: 2,
+                seq_q,
+                seq_k: past + seq_q + 9,
+                kv_heads: 1,
+                group: 3,
+                head_dim: 32,
+                scale: 0.2,
+                mask,
+                layout,
+                past: Some(past),
+                bias_form: n,
+                seed: 77 + n as u64,
+            });
+        }
+    }
+}
+
+/// head_dims that are not multiples of 4 or of the 64-dim chunk, in both variants.
+#[test]
+fn odd_head_dims() {
+    for (n, head_dim) in [6usize, 36, 100, 200].into_iter().enumerate() {
+        for seq_q in [3, 20] {
+            check(&Case {
+                seq_q,
+                seq_k: 37,
+                kv_heads: 2,
+                head_dim,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+                mask: MASKS[n],
+                bias_form: n,
+                seed: 300 + n as u64,
+                ..base_case()
+            });
+        }
+    }
+}
+
+/// Keys a query may not see add nothing even when their values are not finite: a padded key
+/// whose value row is NaN, and (causal) a last key whose values are +inf, which only the last
+/// query sees. Both variants.
+#[test]
+fn values_of_hidden_keys_may_be_non_finite() {
+    for seq_q in [3, 20] {
+        for mask in [AttentionMask::KeyPadding, AttentionMask::Causal] {
+            let c = Case {
+                seq_q,
+                seq_k: seq_q,
+                mask,
+                ..base_case()
+            };
+            // Padding hides key 1 only.
+            let mask_input = (mask == AttentionMask::KeyPadding).then(|| {
+                let mut bits = vec![1.0f32; c.seq_k];
+                bits[1] = 0.0;
+                HostTensor::from_values(DType::Bool, &[1, c.seq_k], &bits).unwrap()
+            });
+            let (g, mut inputs) = build(&c, mask_input);
+            let (d, hidden, fill) = match mask {
+                AttentionMask::Causal => (c.head_dim, seq_q - 1, f32::INFINITY),
+                _ => (c.head_dim, 1, f32::NAN),
+            };
+            // Bshd with one head: key j's values are v[j * d .. (j + 1) * d].
+            let mut v = inputs[2].1.to_f32();
+            v[hidden * d..(hidden + 1) * d].fill(fill);
+            inputs[2].1 = HostTensor::from_f32(&c.dims(c.seq_k, 1), &v).unwrap();
+            let (gpu, cpu) = run_both(&g, &inputs);
+            common::assert_close(&gpu, &cpu, ATOL, RTOL, &format!("{c:?}"));
+            // Only the last query of the causal case sees the +inf key.
+            let visible = if mask == AttentionMask::Causal {
+                (seq_q - 1) * d
+            } else {
+                gpu.len()
+            };
+            assert!(
+                gpu[..visible].iter().all(|x| x.is_finite()),
+                "{c:?}: a hidden key's values leaked"
+            );
+        }
+    }
+}
+
+/// One executable over a bounded sequence switches between the per-row and the tiled variants
+/// as the active extent changes (the step keeps its pipeline; only params and grid change).
+/// Q, K and V are narrows of one fused projection, so attention reads them in place
+/// (`lower_packed`); GQA with 4 query heads over 2 kv heads.
+#[test]
+fn one_executable_switches_variants_across_extents() {
+    use kiln::ir::{Dim, DimBinding, Shape};
+    use kiln::runtime::{CompileOptions, Executable};
+
+    const MAX: usize = 40;
+    const C: usize = 32;
+    const D: usize = 16;
+    const HQ: usize = 4;
+    const HKV: usize = 2;
+    const W: usize = (HQ + 2 * HKV) * D;
+    // The lengths below take both variants.
+    use kiln::kernels::families::attention::{Variant, TILED_MIN_QUERIES};
+    assert_eq!(TILED_MIN_QUERIES, 16);
+    assert_eq!(Variant::for_queries(15), Variant::Row);
+    assert_eq!(Variant::for_queries(16), Variant::Tiled);
+    let dev = common::device();
+    for mask in [AttentionMask::KeyPadding, AttentionMask::Causal] {
+        let seq = Dim::bounded("seq", MAX);
+        let mut g = Graph::new();
+        let x = g
+            .input(
+                "x",
+                DType::F32,
+                Shape(vec![Dim::Static(2), seq.clone(), Dim::Static(C)]),
+            )
+            .unwrap();
+        let pad = g
+            .input("pad", DType::F32, Shape(vec![Dim::Static(2), seq.clone()]))
+            .unwrap();
+        let w = g.param("w", DType::F32, [W, C]).unwrap();
+        let b = g.param("b", DType::F32, [W]).unwrap();
+        let qkv = g.fused_matmul_bias_act(x, w, Some(b), None, true).unwrap();
+        let mut ins = Vec::new();
+        for (start, heads) in [(0, HQ), (HQ * D, HKV), ((HQ + HKV) * D, HKV)] {
+            let n = g.narrow(qkv, 2, start, heads * D).unwrap();
+            let shape = Shape(vec![
+                Dim::Static(2),
+                seq.clone(),
+                Dim::Static(heads),
+                Dim::Static(D),
+            ]);
+            ins.push(g.reshape(n, shape).unwrap());
+        }
+        if mask == AttentionMask::KeyPadding {
+            ins.push(pad);
+        }
+        let op = Op::Attention {
+            num_heads: HQ,
+            num_kv_heads: HKV,
+            head_dim: D,
+            scale: 0.3,
+            mask,
+            layout: HeadLayout::Bshd,
+            has_past_len: false,
+        };
+        let y = g.add(op, &ins).unwrap();
+        g.output(y).unwrap();
+        if mask == AttentionMask::Causal {
+            // Keep the padding input used.
+            let s = g.reduce(kiln::ir::ReduceOp::Sum, pad, &[1], false).unwrap();
+            g.output(s).unwrap();
+        }
+        let params = vec![
+            (
+                "w",
+                HostTensor::from_f32(&[W, C], &values(W * C, 11, -0.5, 0.5)).unwrap(),
+            ),
+            (
+                "b",
+                HostTensor::from_f32(&[W], &values(W, 12, -0.5, 0.5)).unwrap(),
+            ),
+        ];
+        let mut exe = Executable::compile(&dev, &g, &CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (n, t) in &params {
+            exe.set_param(n, t).unwrap();
+        }
+        let pipelines = dev.pipelines().len();
+        // Across the threshold both ways, with full and partial query tiles.
+        for len in [MAX, 1, 17, 5, 33, 16, 15, 2, 32] {
+            let xs =
+                HostTensor::from_f32(&[2, len, C], &values(2 * len * C, len as u64, -1.0, 1.0))
+                    .unwrap();
+            // Batch 1 pads its last third of keys (at least one key stays).
+            let bits: Vec<f32> = (0..2 * len)
+                .map(|i| f32::from(i < len || (i - len) < len.div_ceil(3).max(1) * 2 || len < 3))
+                .collect();
+            let pad = HostTensor::from_f32(&[2, len], &bits).unwrap();
+            let inputs = vec![("x", xs), ("pad", pad)];
+            let refs: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+            let got = exe.run(&refs).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(exe.active_extent().get("seq"), Some(len));
+            let exact = g.bind(&DimBinding::new().with("seq", len)).unwrap();
+            let want = evaluate(&exact, &params, &inputs).unwrap_or_else(|e| panic!("{e}"));
+            common::assert_close(
+                &got[0].to_f32(),
+                &want[0].to_f32(),
+                ATOL,
+                RTOL,
+                &format!("{mask:?} at seq {len}"),
+            );
+        }
+        assert_eq!(dev.pipelines().len(), pipelines, "no new pipelines");
+    }
 }

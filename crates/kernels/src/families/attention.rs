@@ -1,4 +1,7 @@
-//! Fused scaled-dot-product attention with an online softmax (one workgroup per query row).
+//! Fused scaled-dot-product attention with an online softmax: one workgroup per query row for
+//! few queries (decode), or per tile of [`TILE_QUERIES`] query rows of one (batch, head), K and V
+//! staged once per key tile for all of them (prefill, encoders). Both are one entry point (see
+//! [`Variant`]); `shaders/attention.wgsl` describes them.
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
@@ -9,10 +12,14 @@ use crate::lower::{
 use crate::params::KernelParams;
 use kiln_ir::{AttentionMask, HeadLayout, Op};
 
-/// Invocations per workgroup, and keys per tile.
+/// Invocations per workgroup (both variants), and keys per tile of the per-row variant.
 pub const WORKGROUP: u32 = 64;
-/// The largest head_dim the kernel holds (4 accumulators per invocation).
+/// The largest head_dim the kernel holds.
 pub const MAX_HEAD_DIM: usize = 256;
+/// Query rows per workgroup of the tiled variant (the shader's `TQ`).
+pub const TILE_QUERIES: usize = 16;
+/// From this many queries (seq_q) on, the tiled variant runs; fewer run one row per workgroup.
+pub const TILED_MIN_QUERIES: usize = 16;
 
 const SOURCE: &str = include_str!("../../../../shaders/attention.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
@@ -20,8 +27,9 @@ const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
 kernel_params! {
     /// Params of the `attention` entry point.
     pub struct AttentionParams as "AttentionParams" {
-        /// batch * num_heads * seq_q: one workgroup each.
-        pub rows: u32,
+        /// Work items, one workgroup each: rows (batch * num_heads * seq_q) for
+        /// [`Variant::Row`], query tiles (batch * num_heads * q_tiles) for [`Variant::Tiled`].
+        pub items: u32,
         /// Workgroups in x of the folded grid.
         pub groups_x: u32,
         pub seq_q: u32,
@@ -42,9 +50,11 @@ kernel_params! {
         pub k_offset: u32,
         pub v_offset: u32,
         pub out_offset: u32,
+        /// A [`Variant`] code.
+        pub variant: u32,
+        /// ceil(seq_q / [`TILE_QUERIES`]).
+        pub q_tiles: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
         /// (batch, seq, head, 0) strides in elements; head_dim is contiguous.
         pub q_strides: [u32; 4],
         pub k_strides: [u32; 4],
@@ -68,6 +78,37 @@ pub const ATTENTION: KernelDesc = KernelDesc {
         subgroups: false,
     },
 };
+
+/// Which algorithm `attention` runs. They share one entry point, so that a planned executable,
+/// which keeps each step's pipeline and rewrites only params and grid when the active extent
+/// changes, may switch between them (prefill at seq_q = prompt, decode at seq_q = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// One query row per workgroup: keys in tiles of 64, one per invocation.
+    Row,
+    /// [`TILE_QUERIES`] query rows of one (batch, head) per workgroup: each tile of 32 keys of
+    /// K and V is staged once in workgroup memory and reused by all of them.
+    Tiled,
+}
+
+impl Variant {
+    /// The variant for `seq_q` queries per (batch, head).
+    pub fn for_queries(seq_q: usize) -> Variant {
+        if seq_q >= TILED_MIN_QUERIES {
+            Variant::Tiled
+        } else {
+            Variant::Row
+        }
+    }
+
+    /// The shader's `variant` code.
+    pub fn code(self) -> u32 {
+        match self {
+            Variant::Row => 0,
+            Variant::Tiled => 1,
+        }
+    }
+}
 
 /// The shader's id of a mask kind.
 pub const fn mask_kind_id(mask: AttentionMask) -> u32 {
@@ -245,7 +286,7 @@ fn checked(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Attrs, LowerErr
     Ok(a)
 }
 
-/// Lowers an attention op to one dispatch of one workgroup per (batch, head, query) row.
+/// Lowers an attention op to one dispatch (see [`Variant`] for its workgroups).
 pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
     let a = checked(op, inputs, out)?;
     let mut views = Views {
@@ -322,10 +363,15 @@ fn lower_views(
     let scores = [batch, a.num_heads, seq_q, seq_k];
     let mask = inputs.get(3).filter(|_| has_mask);
     let (mask_strides, mask_is_int) = mask_strides(op, a, mask, &scores)?;
-    let rows = batch * a.num_heads * seq_q;
-    let g = grid(op, rows * WORKGROUP as usize, WORKGROUP)?;
+    let variant = Variant::for_queries(seq_q);
+    let q_tiles = seq_q.div_ceil(TILE_QUERIES);
+    let items = match variant {
+        Variant::Row => batch * a.num_heads * seq_q,
+        Variant::Tiled => batch * a.num_heads * q_tiles,
+    };
+    let g = grid(op, items * WORKGROUP as usize, WORKGROUP)?;
     let p = AttentionParams {
-        rows: u32_of(op, "rows", rows)?,
+        items: u32_of(op, "work items", items)?,
         groups_x: g.groups[0],
         seq_q: u32_of(op, "seq_q", seq_q)?,
         seq_k: u32_of(op, "seq_k", seq_k)?,
@@ -347,6 +393,8 @@ fn lower_views(
         v_strides: views.strides[2],
         out_strides: head_strides(op, out, a.layout)?,
         mask_strides,
+        variant: variant.code(),
+        q_tiles: u32_of(op, "query tiles", q_tiles)?,
         ..Default::default()
     };
     Ok(vec![Dispatch::new(&ATTENTION, &p, g.groups)])
@@ -392,12 +440,68 @@ mod tests {
         let ins = [q, k, v, bias, past];
         let d = lower(&op(AttentionMask::Bias, 8), &ins, &out).unwrap();
         let p = params(&d[0]);
-        assert_eq!((p.rows, p.group, p.seq_q, p.seq_k), (24, 2, 3, 5));
+        assert_eq!((p.items, p.group, p.seq_q, p.seq_k), (24, 2, 3, 5));
+        assert_eq!(p.variant, Variant::Row.code());
         assert_eq!(p.q_strides, [96, 8, 24, 0]);
         assert_eq!(p.k_strides, [80, 8, 40, 0]);
         assert_eq!(p.mask_strides, [0, 0, 5, 1]);
         assert_eq!((p.past_offset, p.mask_offset, p.scale), (528, 512, 0.5));
         assert_eq!(d[0].groups, [24, 1, 1]);
+    }
+
+    #[test]
+    fn tile_queries_match_the_shader() {
+        assert!(SOURCE.contains(&format!("const TQ: u32 = {TILE_QUERIES}u;")));
+    }
+
+    #[test]
+    fn variants_by_queries() {
+        assert_eq!(Variant::for_queries(1), Variant::Row);
+        assert_eq!(Variant::for_queries(TILED_MIN_QUERIES - 1), Variant::Row);
+        assert_eq!(Variant::for_queries(TILED_MIN_QUERIES), Variant::Tiled);
+        assert_eq!(Variant::for_queries(4096), Variant::Tiled);
+    }
+
+    #[test]
+    fn many_queries_take_the_tiled_variant_one_workgroup_per_query_tile() {
+        // MiniLM-L6 at batch 32: [32, 128, 12, 64] BSHD.
+        let op = Op::Attention {
+            num_heads: 12,
+            num_kv_heads: 12,
+            head_dim: 64,
+            scale: 0.125,
+            mask: AttentionMask::KeyPadding,
+            layout: HeadLayout::Bshd,
+            has_past_len: false,
+        };
+        let x = operand(0, &[32, 128, 12, 64], DType::F32);
+        let mask = operand(0, &[32, 128], DType::F32);
+        let ins = [x.clone(), x.clone(), x.clone(), mask];
+        let tiled = lower(&op, &ins, &x).unwrap();
+        let d = &tiled;
+        let p = params(&d[0]);
+        assert_eq!((p.variant, p.q_tiles), (Variant::Tiled.code(), 8));
+        assert_eq!(p.items, 32 * 12 * 8);
+        assert_eq!(d[0].groups, [32 * 12 * 8, 1, 1]);
+
+        // 130 queries: 9 tiles, the last one of 2 rows. The same op at one query runs per row.
+        let x = operand(0, &[1, 130, 12, 64], DType::F32);
+        let mask = operand(0, &[1, 130], DType::F32);
+        let ins = [x.clone(), x.clone(), x.clone(), mask];
+        let p = params(&lower(&op, &ins, &x).unwrap()[0]);
+        assert_eq!((p.variant, p.q_tiles, p.items), (1, 9, 12 * 9));
+        let x = operand(0, &[1, 1, 12, 64], DType::F32);
+        let mask = operand(0, &[1, 1], DType::F32);
+        let ins = [x.clone(), x.clone(), x.clone(), mask];
+        let d = lower(&op, &ins, &x).unwrap();
+        // One pipeline for both.
+        let (a, b) = (d[0].kernel, tiled[0].kernel);
+        assert_eq!(
+            (a.name, a.entry, a.workgroup_size),
+            (b.name, b.entry, b.workgroup_size)
+        );
+        let p = params(&d[0]);
+        assert_eq!((p.variant, p.items), (Variant::Row.code(), 12));
     }
 
     #[test]
