@@ -68,39 +68,6 @@ fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
-// The 4 values of A this invocation stages for k-tile `t`: rows tid/16 + 16i, column tid%16.
-// Addresses are clamped into the matrix and out-of-range values zeroed with a select, so the
-// four loads carry no branches and issue back to back.
-fn load_a(a_base: u32, row0: u32, t: u32, tid: u32) -> vec4<f32> {
-    let k = t + tid % TK;
-    let kc = min(k, p.k - 1u);
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + tid / TK + 16u * i;
-        let x = arena[a_base + min(r, p.m - 1u) * p.a_stride_m + kc];
-        v[i] = select(0.0, x, r < p.m && k < p.k);
-    }
-    return v;
-}
-
-// The 4 values of B for k-tile `t`: along n for B stored [K, N], along k for [N, K].
-fn load_b(b_base: u32, col0: u32, t: u32, tid: u32, k_fastest: bool) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        var kb = tid / TILE + 4u * i;
-        var c = tid % TILE;
-        if (k_fastest) {
-            kb = tid % TK;
-            c = tid / TK + 16u * i;
-        }
-        let k = t + kb;
-        let n = col0 + c;
-        let x = arena[b_base + min(k, p.k - 1u) * p.b_stride_k + min(n, p.n - 1u) * p.b_stride_n];
-        v[i] = select(0.0, x, k < p.k && n < p.n);
-    }
-    return v;
-}
-
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let tid = lid.y * 16u + lid.x;
@@ -118,32 +85,37 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         a_base += c * p.a_batch_strides[d];
         b_base += c * p.b_batch_strides[d];
     }
+    // B stored [N, K] is read along k by consecutive invocations, [K, N] along n.
     let b_k_fastest = p.b_stride_k == 1u;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    // Software pipelining: the next tile's values are loaded while this one is multiplied.
-    var a_next = load_a(a_base, row0, 0u, tid);
-    var b_next = load_b(b_base, col0, 0u, tid, b_k_fastest);
     for (var t = 0u; t < p.k; t += TK) {
         for (var i = 0u; i < 4u; i++) {
-            let r = tid / TK + 16u * i;
-            a_tile[(tid % TK) * 16u + r / 4u][r % 4u] = a_next[i];
-            var kb = tid / TILE + 4u * i;
-            var c = tid % TILE;
-            if (b_k_fastest) {
-                kb = tid % TK;
-                c = tid / TK + 16u * i;
+            let e = tid + i * 256u;
+            let r = e / TK;
+            let kk = e % TK;
+            var av = 0.0;
+            if (row0 + r < p.m && t + kk < p.k) {
+                av = arena[a_base + (row0 + r) * p.a_stride_m + t + kk];
             }
-            b_tile[kb * 16u + c / 4u][c % 4u] = b_next[i];
+            a_tile[kk * 16u + r / 4u][r % 4u] = av;
+
+            var kb = e / TILE;
+            var c = e % TILE;
+            if (b_k_fastest) {
+                kb = e % TK;
+                c = e / TK;
+            }
+            var bv = 0.0;
+            if (t + kb < p.k && col0 + c < p.n) {
+                bv = arena[b_base + (t + kb) * p.b_stride_k + (col0 + c) * p.b_stride_n];
+            }
+            b_tile[kb * 16u + c / 4u][c % 4u] = bv;
         }
         workgroupBarrier();
-        if (t + TK < p.k) {
-            a_next = load_a(a_base, row0, t + TK, tid);
-            b_next = load_b(b_base, col0, t + TK, tid, b_k_fastest);
-        }
         for (var kk = 0u; kk < TK; kk++) {
             let a = a_tile[kk * 16u + lid.y];
             let b = b_tile[kk * 16u + lid.x];
