@@ -202,6 +202,9 @@ pub fn run(json_out: bool, quick: bool) -> Result<(), String> {
     for &n in sizes {
         results.push(measure(&dev, w(workloads::matmul(n))?, runs)?);
     }
+    for (m, k, n) in [(16, 384, 1536), (4096, 384, 1536)] {
+        results.push(measure(&dev, w(workloads::linear(m, k, n))?, runs)?);
+    }
     results.push(measure(&dev, w(workloads::attention(1, 128, 12))?, runs)?);
     if !quick {
         results.push(measure(&dev, w(workloads::attention(32, 128, 12))?, runs)?);

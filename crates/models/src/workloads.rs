@@ -80,6 +80,26 @@ pub fn matmul(n: usize) -> Result<Workload, ModelError> {
     })
 }
 
+/// `[m, k] x [n, k]ᵀ + bias` (a linear layer, as models run them).
+pub fn linear(m: usize, k: usize, n: usize) -> Result<Workload, ModelError> {
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [m, k])?;
+    let w = g.param("w", DType::F32, [n, k])?;
+    let b = g.param("b", DType::F32, [n])?;
+    let y = g.fused_matmul_bias_act(a, w, Some(b), None, true)?;
+    g.output(y)?;
+    Ok(Workload {
+        name: format!("linear f32 {m}x{k} -> {n}"),
+        graph: g,
+        params: vec![
+            ("w".into(), f32_tensor(&[n, k], 2, 0.1)),
+            ("b".into(), f32_tensor(&[n], 3, 0.1)),
+        ],
+        inputs: vec![("a".into(), f32_tensor(&[m, k], 1, 1.0))],
+        flops: 2.0 * (m * k * n) as f64,
+    })
+}
+
 /// Fused attention over `[batch, seq, heads, 64]`.
 pub fn attention(batch: usize, seq: usize, heads: usize) -> Result<Workload, ModelError> {
     let d = 64;
