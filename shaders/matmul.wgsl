@@ -24,7 +24,8 @@ struct MatmulParams {
     act: u32,
     split_width: u32,
     out_stride_m: u32,
-    _pad0: u32,
+    // 0: tiled; 1: skinny (few rows of A, B stored [N, K]), see `skinny`.
+    variant: u32,
     _pad1: u32,
     // Up to three outputs (one unless split-writing).
     out_offsets: vec4<u32>,
@@ -55,17 +56,63 @@ fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
         if (c >= p.n) {
             return;
         }
-        var x = v[j];
-        if (p.has_bias != 0u) {
-            x += arena[p.bias_offset + c];
-        }
-        if (p.act != 0xffffffffu) {
-            x = apply_unary(p.act, x);
-        }
-        let which = c / p.split_width;
-        let col = c % p.split_width;
-        arena[p.out_offsets[which] + out_base + r * p.out_stride_m + col] = x;
+        store_one(out_base, r, c, v[j]);
     }
+}
+
+// The skinny variant, for a few rows of A against B stored [N, K] (a decoder's or a short
+// sequence's linear layers): the tiled kernel would give each of few workgroups a long serial
+// loop over K. Here a workgroup owns 8 output columns; 32 lanes per column stride K, reading
+// B's rows contiguously, for 4 rows of A at a time, then reduce through workgroup memory.
+fn skinny(tid: u32, wid: vec3<u32>, a_base: u32, b_base: u32) {
+    let lane = tid % 32u;
+    let c = wid.x * 8u + tid / 32u;
+    let out_base = wid.z * p.m * p.out_stride_m;
+    for (var r0 = 0u; r0 < p.m; r0 += 4u) {
+        var acc = vec4<f32>(0.0);
+        if (c < p.n) {
+            let a = a_base + r0 * p.a_stride_m;
+            for (var k = lane; k < p.k; k += 32u) {
+                let w = arena[b_base + k + c * p.b_stride_n];
+                acc.x = fma(arena[a + k], w, acc.x);
+                if (r0 + 1u < p.m) {
+                    acc.y = fma(arena[a + p.a_stride_m + k], w, acc.y);
+                }
+                if (r0 + 2u < p.m) {
+                    acc.z = fma(arena[a + 2u * p.a_stride_m + k], w, acc.z);
+                }
+                if (r0 + 3u < p.m) {
+                    acc.w = fma(arena[a + 3u * p.a_stride_m + k], w, acc.w);
+                }
+            }
+        }
+        a_tile[tid] = acc;
+        workgroupBarrier();
+        for (var s = 16u; s > 0u; s >>= 1u) {
+            if (lane < s) {
+                a_tile[tid] += a_tile[tid + s];
+            }
+            workgroupBarrier();
+        }
+        if (lane < 4u && c < p.n && r0 + lane < p.m) {
+            let sum = a_tile[tid - lane][lane];
+            store_one(out_base, r0 + lane, c, sum);
+        }
+        workgroupBarrier();
+    }
+}
+
+fn store_one(out_base: u32, r: u32, c: u32, v: f32) {
+    var x = v;
+    if (p.has_bias != 0u) {
+        x += arena[p.bias_offset + c];
+    }
+    if (p.act != 0xffffffffu) {
+        x = apply_unary(p.act, x);
+    }
+    let which = c / p.split_width;
+    let col = c % p.split_width;
+    arena[p.out_offsets[which] + out_base + r * p.out_stride_m + col] = x;
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -84,6 +131,10 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         rem = rem / size;
         a_base += c * p.a_batch_strides[d];
         b_base += c * p.b_batch_strides[d];
+    }
+    if (p.variant == 1u) {
+        skinny(tid, wid, a_base, b_base);
+        return;
     }
     // B stored [N, K] is read along k by consecutive invocations, [K, N] along n.
     let b_k_fastest = p.b_stride_k == 1u;

@@ -119,3 +119,47 @@ fn more_row_tiles_than_one_grid_row() {
         "300x40x70",
     );
 }
+
+#[test]
+fn skinny_and_tiled_variants_across_extents_on_one_executable() {
+    // rows = 2 x seq: the skinny variant up to 16 rows, the tiled one above, one pipeline.
+    use kiln::ir::{Dim, Shape};
+    use kiln::runtime::{CompileOptions, Executable};
+    let (k, n) = (96, 40);
+    let mut g = Graph::new();
+    let shape = Shape(vec![
+        Dim::Static(2),
+        Dim::bounded("seq", 30),
+        Dim::Static(k),
+    ]);
+    let a = g.input("a", DType::F32, shape).unwrap();
+    let w = g.param("w", DType::F32, [n, k]).unwrap();
+    let b = g.param("b", DType::F32, [n]).unwrap();
+    let y = g
+        .fused_matmul_bias_act(a, w, Some(b), Some(Activation::Silu), true)
+        .unwrap();
+    g.output(y).unwrap();
+    let params = [("w", tensor(&[n, k], 5)), ("b", tensor(&[n], 6))];
+    let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    for (name, t) in &params {
+        exe.set_param(name, t).unwrap();
+    }
+    for seq in [30, 1, 8, 9, 3, 30] {
+        let x = tensor(&[2, seq, k], seq as u64);
+        let got = exe.run(&[("a", &x)]).unwrap();
+        let want = evaluate(
+            &g.bind(&kiln::ir::DimBinding::new().with("seq", seq))
+                .unwrap(),
+            &params,
+            &[("a", x.clone())],
+        )
+        .unwrap();
+        common::assert_close(
+            &got[0].to_f32(),
+            &want[0].to_f32(),
+            1e-5 * (k as f32).sqrt(),
+            1e-5,
+            &format!("seq {seq}"),
+        );
+    }
+}

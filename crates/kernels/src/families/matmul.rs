@@ -10,6 +10,13 @@ use kiln_ir::{Activation, Op};
 
 /// Output tile edge of one workgroup.
 pub const TILE: usize = 64;
+/// Up to this many rows of A, with B stored `[N, K]`, the matmul runs its skinny variant (8
+/// output columns per workgroup, lanes striding K). Both variants are one entry point, so a
+/// planned step can switch between them when the active extent changes the rows.
+pub const SKINNY_MAX_ROWS: usize = 16;
+/// Output columns per workgroup of the skinny variant.
+pub const SKINNY_COLS: usize = 8;
+
 /// Batch dims the kernel unravels (more are folded where contiguous, else rejected).
 pub const MAX_BATCH_RANK: usize = 4;
 
@@ -32,7 +39,8 @@ kernel_params! {
         /// Columns per output; equal to `n` unless split-writing.
         pub split_width: u32,
         pub out_stride_m: u32,
-        pub _pad0: u32,
+        /// 0 tiled, 1 skinny (see [`SKINNY_MAX_ROWS`]).
+        pub variant: u32,
         pub _pad1: u32,
         pub out_offsets: [u32; 4],
         pub batch_dims: [u32; 4],
@@ -167,6 +175,7 @@ pub fn lower_split(
         out_offsets[i] = o.offset;
     }
     let (b_stride_k, b_stride_n) = if transpose_b { (1, k) } else { (n, 1) };
+    let skinny = transpose_b && rows <= SKINNY_MAX_ROWS;
     let p = MatmulParams {
         m: u32_of(op, "rows", rows)?,
         n: u32_of(op, "columns", n)?,
@@ -182,18 +191,26 @@ pub fn lower_split(
         act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
         split_width: u32_of(op, "columns", split)?,
         out_stride_m: u32_of(op, "columns", split)?,
-        _pad0: 0,
+        variant: u32::from(skinny),
         _pad1: 0,
         out_offsets,
         batch_dims: pack(&batch_dims)?,
         a_batch_strides: pack(&a_batch)?,
         b_batch_strides: pack(&b_batch)?,
     };
-    let groups = [
-        u32_of(op, "column tiles", n.div_ceil(TILE))?,
-        u32_of(op, "row tiles", rows.div_ceil(TILE))?,
-        u32_of(op, "batches", batch.max(1))?,
-    ];
+    let groups = if skinny {
+        [
+            u32_of(op, "column groups", n.div_ceil(SKINNY_COLS))?,
+            1,
+            u32_of(op, "batches", batch.max(1))?,
+        ]
+    } else {
+        [
+            u32_of(op, "column tiles", n.div_ceil(TILE))?,
+            u32_of(op, "row tiles", rows.div_ceil(TILE))?,
+            u32_of(op, "batches", batch.max(1))?,
+        ]
+    };
     if groups
         .iter()
         .any(|&g| g > crate::dispatch::MAX_GROUPS_PER_DIM)
