@@ -63,30 +63,32 @@ fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
 // The skinny variant, for a few rows of A against B stored [N, K] (a decoder's or a short
 // sequence's linear layers): the tiled kernel would give each of few workgroups a long serial
 // loop over K. Here a workgroup owns 8 output columns; 32 lanes per column stride K, reading
-// B's rows contiguously, for 4 rows of A at a time, then reduce through workgroup memory.
+// B's rows contiguously, for all rows of A at once, then reduce through workgroup memory.
 fn skinny(tid: u32, wid: vec3<u32>, a_base: u32, b_base: u32) {
     let lane = tid % 32u;
     let c = wid.x * 8u + tid / 32u;
+    let cc = min(c, p.n - 1u);
     let out_base = wid.z * p.m * p.out_stride_m;
-    for (var r0 = 0u; r0 < p.m; r0 += 4u) {
-        var acc = vec4<f32>(0.0);
-        if (c < p.n) {
-            let a = a_base + r0 * p.a_stride_m;
-            for (var k = lane; k < p.k; k += 32u) {
-                let w = arena[b_base + k + c * p.b_stride_n];
-                acc.x = fma(arena[a + k], w, acc.x);
-                if (r0 + 1u < p.m) {
-                    acc.y = fma(arena[a + p.a_stride_m + k], w, acc.y);
-                }
-                if (r0 + 2u < p.m) {
-                    acc.z = fma(arena[a + 2u * p.a_stride_m + k], w, acc.z);
-                }
-                if (r0 + 3u < p.m) {
-                    acc.w = fma(arena[a + 3u * p.a_stride_m + k], w, acc.w);
-                }
-            }
+    // All (up to 16) rows in one pass over B; rows past m read row m - 1 and are dropped.
+    var acc: array<vec4<f32>, 4>;
+    for (var k = lane; k < p.k; k += 32u) {
+        let w = arena[b_base + k + cc * p.b_stride_n];
+        for (var g = 0u; g < 4u; g++) {
+            let r = 4u * g;
+            let a = vec4<f32>(
+                arena[a_base + min(r, p.m - 1u) * p.a_stride_m + k],
+                arena[a_base + min(r + 1u, p.m - 1u) * p.a_stride_m + k],
+                arena[a_base + min(r + 2u, p.m - 1u) * p.a_stride_m + k],
+                arena[a_base + min(r + 3u, p.m - 1u) * p.a_stride_m + k],
+            );
+            acc[g] = fma(a, vec4<f32>(w), acc[g]);
         }
-        a_tile[tid] = acc;
+    }
+    for (var g = 0u; g < 4u; g++) {
+        if (4u * g >= p.m) {
+            break;
+        }
+        a_tile[tid] = acc[g];
         workgroupBarrier();
         for (var s = 16u; s > 0u; s >>= 1u) {
             if (lane < s) {
@@ -94,9 +96,9 @@ fn skinny(tid: u32, wid: vec3<u32>, a_base: u32, b_base: u32) {
             }
             workgroupBarrier();
         }
-        if (lane < 4u && c < p.n && r0 + lane < p.m) {
-            let sum = a_tile[tid - lane][lane];
-            store_one(out_base, r0 + lane, c, sum);
+        let r = 4u * g + lane;
+        if (lane < 4u && c < p.n && r < p.m) {
+            store_one(out_base, r, c, a_tile[tid - lane][lane]);
         }
         workgroupBarrier();
     }
