@@ -209,7 +209,8 @@ fn ci() -> Result<(), String> {
     ]))?;
     validate_shaders()?;
     fetch_models()?;
-    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    // Benches are built by clippy above but not run: their workloads are sized for a real GPU.
+    run(cargo().args(["test", "--workspace", "--lib", "--bins", "--tests"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     Ok(())
 }
