@@ -43,7 +43,12 @@ enum Command {
     /// Plan a graph: steps, arena size, liveness lower bound and their ratio.
     Plan {
         /// A graph saved as JSON (`Graph::to_json`).
-        graph: std::path::PathBuf,
+        #[arg(required_unless_present = "model", conflicts_with = "model")]
+        graph: Option<std::path::PathBuf>,
+        /// Plan a real model's graph instead: `minilm` (batch <= 32, seq <= 128) or `smollm2`
+        /// (seq <= 128, a cache of 1024).
+        #[arg(long, value_parser = ["minilm", "smollm2"])]
+        model: Option<String>,
         /// Print the whole plan as JSON (keys include arena_bytes, lower_bound_bytes, steps).
         #[arg(long)]
         json: bool,
@@ -115,12 +120,14 @@ fn main() -> ExitCode {
         Command::Embed { model, json, texts } => embed_cmd::run(model, json, &texts),
         Command::Plan {
             graph,
+            model,
             json,
             svg,
             max_binding,
             no_fusion,
         } => plan_cmd::run(plan_cmd::Args {
             graph,
+            model,
             json,
             svg,
             max_binding,

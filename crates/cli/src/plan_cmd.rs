@@ -5,17 +5,51 @@ use kiln_plan::{plan, Binding, DeviceLimits, FusionOptions, PlanOptions};
 use std::path::PathBuf;
 
 pub struct Args {
-    pub graph: PathBuf,
+    pub graph: Option<PathBuf>,
+    pub model: Option<String>,
     pub json: bool,
     pub svg: Option<PathBuf>,
     pub max_binding: Option<u64>,
     pub no_fusion: bool,
 }
 
+/// The graph of a real model's architecture (weights are not needed to plan).
+fn model_graph(name: &str) -> Result<Graph, String> {
+    use kiln_ir::Dim;
+    use kiln_models::{llama, minilm, workloads};
+    match name {
+        "minilm" => minilm::build_graph(
+            &workloads::minilm_config(),
+            Dim::bounded("batch", 32),
+            Dim::bounded("seq", 128),
+        )
+        .map_err(|e| e.to_string()),
+        "smollm2" => {
+            let c = workloads::smollm2_config();
+            let w = workloads::SmolWeights::new(&c);
+            llama::build_graph(
+                &c,
+                &w,
+                Dim::bounded("seq", 128),
+                1024,
+                llama::Sampling::GREEDY,
+            )
+            .map_err(|e| e.to_string())
+        }
+        other => Err(format!("unknown model `{other}` (minilm or smollm2)")),
+    }
+}
+
 pub fn run(args: Args) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.graph)
-        .map_err(|e| format!("cannot read {}: {e}", args.graph.display()))?;
-    let graph = Graph::from_json(&text).map_err(|e| format!("{}: {e}", args.graph.display()))?;
+    let graph = match (&args.model, &args.graph) {
+        (Some(m), _) => model_graph(m)?,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Graph::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None) => return Err("give a GRAPH.json or --model".into()),
+    };
     let mut options = PlanOptions::default();
     options.limits = DeviceLimits {
         max_storage_binding: args

@@ -93,3 +93,24 @@ fn profile_prints_a_time_per_step() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn plan_of_the_real_models() {
+    for model in ["minilm", "smollm2"] {
+        let out = kiln(&["plan", "--model", model, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (arena, lower) = (
+            v["arena_bytes"].as_f64().unwrap(),
+            v["lower_bound_bytes"].as_f64().unwrap(),
+        );
+        assert!(
+            arena >= lower && arena <= lower * 1.10,
+            "{model}: {arena} vs {lower}"
+        );
+    }
+}

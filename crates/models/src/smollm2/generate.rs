@@ -87,6 +87,9 @@ pub struct GenerateOptions {
     pub bucket: usize,
     /// Cache rows: prompt plus generated tokens.
     pub context: usize,
+    /// Also read back the logits after the prompt (for tests and inspection); otherwise only
+    /// the chosen token id comes back from the GPU at every step.
+    pub read_first_logits: bool,
 }
 
 impl Default for GenerateOptions {
@@ -95,6 +98,7 @@ impl Default for GenerateOptions {
             sampling: Sampling::GREEDY,
             bucket: 128,
             context: 1024,
+            read_first_logits: false,
         }
     }
 }
@@ -103,7 +107,8 @@ impl Default for GenerateOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
     pub tokens: Vec<u32>,
-    /// The logits of the position after the prompt.
+    /// The logits of the position after the prompt (empty unless
+    /// [`GenerateOptions::read_first_logits`]).
     pub first_logits: Vec<f32>,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
@@ -179,7 +184,8 @@ impl Generator {
         let eos = self.model.tokenizer.eos_id();
         let start = std::time::Instant::now();
         let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
-        let (mut token, first_logits) = self.step(&ids, 0, 0, true)?;
+        let read_logits = self.options.read_first_logits;
+        let (mut token, first_logits) = self.step(&ids, 0, 0, read_logits)?;
         let prefill_seconds = start.elapsed().as_secs_f64();
         let start = std::time::Instant::now();
         let mut tokens = Vec::new();
