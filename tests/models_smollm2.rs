@@ -57,6 +57,7 @@ fn generator(sampling: Sampling) -> Generator {
         sampling,
         bucket: 32,
         context: 64,
+        read_first_logits: true,
     };
     Generator::new(&common::device(), model, options).unwrap_or_else(|e| panic!("{e}"))
 }
