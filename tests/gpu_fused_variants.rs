@@ -11,15 +11,7 @@ use kiln::reference::evaluate;
 use kiln::runtime::run_dispatches;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    common::signed_unit(n, seed)
 }
 
 fn operand(offset: u32, dims: &[usize]) -> Operand {

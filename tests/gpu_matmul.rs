@@ -13,17 +13,7 @@ use kiln::runtime::run_eager;
 use proptest::prelude::*;
 
 fn tensor(shape: &[usize], seed: u64) -> HostTensor {
-    let mut s = seed | 1;
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect();
-    HostTensor::from_f32(shape, &v).unwrap()
+    common::signed_unit_tensor(shape, seed)
 }
 
 fn check(

@@ -12,15 +12,10 @@ use kiln::runtime::run_eager;
 use proptest::prelude::*;
 
 fn tensor(shape: &[usize], seed: u64, offset: f32) -> HostTensor {
-    let mut s = seed | 1;
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            offset + (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
+    let v: Vec<f32> = common::signed_unit(n, seed)
+        .iter()
+        .map(|x| x + offset)
         .collect();
     HostTensor::from_f32(shape, &v).unwrap()
 }

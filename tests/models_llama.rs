@@ -38,14 +38,9 @@ impl WeightInfo for Weights {
 }
 
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
-        })
+    common::signed_unit(n, seed)
+        .into_iter()
+        .map(|x| x * scale)
         .collect()
 }
 

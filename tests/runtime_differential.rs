@@ -25,15 +25,7 @@ const D: usize = 8;
 const C: usize = H * D;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    common::signed_unit(n, seed)
 }
 
 /// Builds a random graph over `[B, S, C]` activations from building blocks that cover every op

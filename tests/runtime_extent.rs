@@ -15,15 +15,7 @@ const C: usize = 16;
 const H: usize = 2;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    common::signed_unit(n, seed)
 }
 
 /// An encoder-like block over `[batch, seq, C]` with a key-padding (or causal) attention,

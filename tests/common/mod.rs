@@ -68,3 +68,23 @@ pub fn reference_file(name: &str) -> std::path::PathBuf {
             panic!("shared/reference/{name} not found beside the checkout; set KILN_SHARED")
         })
 }
+
+/// Deterministic values in [-1, 1): a xorshift64 stream seeded by `seed | 1` (the generator the
+/// GPU tests share, so a seed means the same data everywhere).
+pub fn signed_unit(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// An f32 tensor of [`signed_unit`] values.
+pub fn signed_unit_tensor(shape: &[usize], seed: u64) -> kiln::ir::HostTensor {
+    let n = shape.iter().product();
+    kiln::ir::HostTensor::from_f32(shape, &signed_unit(n, seed)).expect("values match the shape")
+}
