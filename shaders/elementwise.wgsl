@@ -13,7 +13,8 @@ struct BinaryParams {
     b_offset: u32,
     out_offset: u32,
     grid_width: u32,
-    _pad: u32,
+    // An activation applied to operand a before the op (activations.wgsl id), 0xffffffff none.
+    act_a: u32,
     // Up to 8 dims each, packed four to a vec4 (uniform arrays need 16-byte strides).
     out_shape: array<vec4<u32>, 2>,
     a_strides: array<vec4<u32>, 2>,
@@ -108,7 +109,11 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
         ao += c * bp.a_strides[q][r];
         bo += c * bp.b_strides[q][r];
     }
-    arena[bp.out_offset + i] = apply_binary(bp.op, arena[bp.a_offset + ao], arena[bp.b_offset + bo]);
+    var a = arena[bp.a_offset + ao];
+    if (bp.act_a != 0xffffffffu) {
+        a = apply_unary(bp.act_a, a);
+    }
+    arena[bp.out_offset + i] = apply_binary(bp.op, a, arena[bp.b_offset + bo]);
 }
 
 @compute @workgroup_size(64)

@@ -136,7 +136,9 @@ fn random_graph(blocks: &[(u8, usize)]) -> (Graph, Vec<(String, HostTensor)>) {
             _ => {
                 let h = g.narrow(a, 2, 0, C / 2).unwrap();
                 let j = g.concat(&[h, h], 2).unwrap();
-                g.activation(Activation::Tanh, j).unwrap()
+                // tanh(j) * a: the activation-into-binary fusion.
+                let t = g.activation(Activation::Tanh, j).unwrap();
+                g.mul(a, t).unwrap()
             }
         };
         acts.push(y);
@@ -216,7 +218,7 @@ proptest! {
         let fusion = if all_fusions {
             FusionOptions::default()
         } else {
-            FusionOptions { qkv_split: false, ..FusionOptions::default() }
+            FusionOptions { qkv_split: false, activation_binary: false, ..FusionOptions::default() }
         };
         compare(&compile_and_run(&common::device(), &g, &params, fusion), &want, "whole arena");
         compare(&compile_and_run(&common::tiny_device(), &g, &params, fusion), &want, "8 KiB bindings");

@@ -46,6 +46,8 @@ pub struct FusionOptions {
     pub residual_norm: bool,
     /// Attention reads Q, K and V through strides from one packed projection.
     pub packed_attention: bool,
+    /// `binary(act(a), b)` applies the activation while reading `a` (e.g. SwiGLU).
+    pub activation_binary: bool,
 }
 
 impl Default for FusionOptions {
@@ -55,6 +57,7 @@ impl Default for FusionOptions {
             qkv_split: true,
             residual_norm: true,
             packed_attention: true,
+            activation_binary: true,
         }
     }
 }
@@ -67,6 +70,7 @@ impl FusionOptions {
             qkv_split: false,
             residual_norm: false,
             packed_attention: false,
+            activation_binary: false,
         }
     }
 }

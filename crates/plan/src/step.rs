@@ -24,6 +24,13 @@ pub enum StepKind {
     },
     /// `norm(add)` in one step; with `tee` the sum `add` is written as well.
     ResidualNorm { add: usize, norm: usize, tee: bool },
+    /// `binary(act(a), b)` as one elementwise step; with `swap` the node is `binary(b, act(a))`
+    /// of a commutative op.
+    ActBinary {
+        act: usize,
+        binary: usize,
+        swap: bool,
+    },
     /// `attention` reading Q, K and V by strides from `packed`, whose last axis holds them at
     /// the given column offsets.
     PackedAttention {
@@ -48,6 +55,7 @@ impl StepKind {
             StepKind::QkvSplit { .. } => "qkv_split",
             StepKind::ResidualNorm { .. } => "residual_norm",
             StepKind::PackedAttention { .. } => "packed_attention",
+            StepKind::ActBinary { .. } => "act_binary",
         }
     }
 }

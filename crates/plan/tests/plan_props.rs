@@ -166,14 +166,20 @@ fn check_invariants(p: &ExecutionPlan, opts: &PlanOptions) {
 }
 
 fn fusion_strategy() -> impl Strategy<Value = FusionOptions> {
-    (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(a, b, c, d)| {
-        FusionOptions {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, c, d, e)| FusionOptions {
             matmul_epilogue: a,
             qkv_split: b,
             residual_norm: c,
             packed_attention: d,
-        }
-    })
+            activation_binary: e,
+        })
 }
 
 proptest! {

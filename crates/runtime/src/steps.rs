@@ -181,6 +181,29 @@ pub fn lower_step(
                 },
             )
         }
+        StepKind::ActBinary { act, binary, swap } => {
+            let Some(kind) = activation_of(&nodes[act].op) else {
+                return Err(LowerError::unsupported(&nodes[act].op, "not an activation"));
+            };
+            let ins = &nodes[binary].inputs;
+            let (a, b) = if swap {
+                (ins[1].0, ins[0].0)
+            } else {
+                (ins[0].0, ins[1].0)
+            };
+            // `a` is the activation node (absent); it has the shape of its input.
+            let src = operand(plan, step, extent, nodes[act].inputs[0].0)?;
+            debug_assert_eq!(a, act);
+            let other = operand(plan, step, extent, b)?;
+            let out = operand(plan, step, extent, binary)?;
+            kiln_kernels::families::elementwise::lower_act_binary(
+                &nodes[binary].op,
+                kind,
+                &src,
+                &other,
+                &out,
+            )
+        }
         StepKind::PackedAttention {
             attention,
             packed,

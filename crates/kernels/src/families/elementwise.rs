@@ -26,12 +26,16 @@ kernel_params! {
         pub b_offset: u32,
         pub out_offset: u32,
         pub grid_width: u32,
-        pub _pad: u32,
+        /// Activation applied to operand a first, or [`NO_ACTIVATION`].
+        pub act_a: u32,
         pub out_shape: [[u32; 4]; 2],
         pub a_strides: [[u32; 4]; 2],
         pub b_strides: [[u32; 4]; 2],
     }
 }
+
+/// The `act_a` value meaning "none".
+pub const NO_ACTIVATION: u32 = u32::MAX;
 
 kernel_params! {
     /// Params of the `unary` entry point.
@@ -215,7 +219,7 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
                 b_offset: inputs[1].offset,
                 out_offset: out.offset,
                 grid_width: g.grid_width,
-                _pad: 0,
+                act_a: NO_ACTIVATION,
                 out_shape: pack_dims(op, &out.dims)?,
                 a_strides: pack_dims(op, &broadcast_strides(&inputs[0].dims, &out.dims))?,
                 b_strides: pack_dims(op, &broadcast_strides(&inputs[1].dims, &out.dims))?,
@@ -236,4 +240,20 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         _ => return Err(LowerError::unsupported(op, "not an elementwise op")),
     };
     Ok(vec![dispatch])
+}
+
+/// Lowers `binary(act(a), b)` as one dispatch (the activation-into-binary fusion, e.g. SwiGLU's
+/// `silu(gate) * up`). With `swap`, the IR node is `binary(b, act(a))` of a commutative op.
+pub fn lower_act_binary(
+    binary: &Op,
+    act: Activation,
+    a: &Operand,
+    b: &Operand,
+    out: &Operand,
+) -> Result<Vec<Dispatch>, LowerError> {
+    let mut d = lower(binary, &[a.clone(), b.clone()], out)?;
+    let mut p: BinaryParams = bytemuck::pod_read_unaligned(&d[0].params);
+    p.act_a = activation_id(act);
+    d[0].params = bytemuck::bytes_of(&p).to_vec();
+    Ok(d)
 }

@@ -1,6 +1,7 @@
 //! Fusion passes. Each is a separate rewrite over the graph's consumer structure that claims
 //! nodes into a fused step; each can be switched off in [`crate::FusionOptions`].
 
+pub mod act_binary;
 pub mod epilogue;
 pub mod packed_attention;
 pub mod qkv;
