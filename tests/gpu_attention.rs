@@ -32,17 +32,7 @@ const MASKS: [AttentionMask; 4] = [
 
 /// Deterministic values in [lo, hi) from a seed (a small LCG).
 fn values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    common::uniform(n, seed, lo, hi)
 }
 
 /// One attention call: its geometry, mask, layout and optional past length.

@@ -15,18 +15,7 @@ use kiln::runtime::run_eager;
 use proptest::prelude::*;
 
 fn values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    // A small LCG is enough to vary inputs deterministically per case.
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    common::uniform(n, seed, lo, hi)
 }
 
 fn tensor(shape: &[usize], seed: u64, lo: f32, hi: f32) -> HostTensor {

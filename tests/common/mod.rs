@@ -88,3 +88,19 @@ pub fn signed_unit_tensor(shape: &[usize], seed: u64) -> kiln::ir::HostTensor {
     let n = shape.iter().product();
     kiln::ir::HostTensor::from_f32(shape, &signed_unit(n, seed)).expect("values match the shape")
 }
+
+/// Deterministic values in [lo, hi): a 64-bit LCG keyed by `seed` (the generator of the
+/// elementwise, reduce, attention and rope tests).
+pub fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
