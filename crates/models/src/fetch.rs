@@ -107,6 +107,8 @@ pub fn ensure(package: &Package) -> Result<PathBuf, ModelError> {
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
+    // Progress goes to stderr: stdout is reserved for the caller's output (e.g. `--json`).
+    cmd.stdout(std::process::Stdio::from(std::io::stderr()));
     let status = cmd.status().map_err(|e| {
         format!(
             "cannot start {:?}: {e} (python3 with pip is needed to fetch models)",
