@@ -15,11 +15,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn operand(offset: u32, dims: &[usize]) -> Operand {
-    Operand {
-        offset,
-        dims: dims.to_vec(),
-        dtype: DType::F32,
-    }
+    Operand::new(offset, dims, DType::F32)
 }
 
 /// Packs f32 tensors one after another into arena bytes; returns their word offsets.

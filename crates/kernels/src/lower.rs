@@ -39,6 +39,14 @@ pub struct Operand {
 }
 
 impl Operand {
+    pub fn new(offset: u32, dims: &[usize], dtype: DType) -> Operand {
+        Operand {
+            offset,
+            dims: dims.to_vec(),
+            dtype,
+        }
+    }
+
     pub fn numel(&self) -> usize {
         self.dims.iter().product()
     }

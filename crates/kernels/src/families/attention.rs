@@ -406,11 +406,7 @@ mod tests {
     use kiln_ir::DType;
 
     fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
-        Operand {
-            offset,
-            dims: dims.to_vec(),
-            dtype,
-        }
+        Operand::new(offset, dims, dtype)
     }
 
     fn op(mask: AttentionMask, head_dim: usize) -> Op {

@@ -302,11 +302,7 @@ mod tests {
     use crate::families::matmul;
 
     fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
-        Operand {
-            offset,
-            dims: dims.to_vec(),
-            dtype,
-        }
+        Operand::new(offset, dims, dtype)
     }
 
     fn params(d: &Dispatch) -> QuantMatmulParams {

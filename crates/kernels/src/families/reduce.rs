@@ -282,11 +282,7 @@ mod tests {
     use kiln_ir::DType;
 
     fn operand(offset: u32, dims: &[usize]) -> Operand {
-        Operand {
-            offset,
-            dims: dims.to_vec(),
-            dtype: DType::F32,
-        }
+        Operand::new(offset, dims, DType::F32)
     }
 
     #[test]

@@ -183,11 +183,7 @@ mod tests {
     use kiln_ir::DType;
 
     fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
-        Operand {
-            offset,
-            dims: dims.to_vec(),
-            dtype,
-        }
+        Operand::new(offset, dims, dtype)
     }
 
     fn op(rotary_dims: usize, has_offset_input: bool) -> Op {

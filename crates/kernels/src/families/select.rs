@@ -254,11 +254,7 @@ mod tests {
     use super::*;
 
     fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
-        Operand {
-            offset,
-            dims: dims.to_vec(),
-            dtype,
-        }
+        Operand::new(offset, dims, dtype)
     }
 
     #[test]

@@ -45,7 +45,15 @@ impl SmolLm2 {
             });
         }
         let head_dim = hidden / heads;
-        let vocab = gguf.tensor("token_embd.weight")?.shape()[0];
+        let vocab = gguf
+            .tensor("token_embd.weight")?
+            .shape()
+            .first()
+            .copied()
+            .ok_or_else(|| ModelError::Format {
+                path: path.display().to_string(),
+                detail: "token_embd.weight has no dims".into(),
+            })?;
         let config = LlamaConfig {
             vocab,
             hidden,
