@@ -172,8 +172,15 @@ fn compile_and_run(
     params: &[(String, HostTensor)],
     fusion: FusionOptions,
 ) -> Vec<HostTensor> {
-    let mut exe =
-        Executable::compile(dev, g, &CompileOptions { fusion }).unwrap_or_else(|e| panic!("{e}"));
+    let mut exe = Executable::compile(
+        dev,
+        g,
+        &CompileOptions {
+            fusion,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     for (n, t) in params {
         exe.set_param(n, t).unwrap();
     }

@@ -3,7 +3,7 @@
 
 use kiln_ir::{Activation, DType, Graph, HostTensor};
 use kiln_models::workloads::{self, Workload};
-use kiln_runtime::{CompileOptions, Device, DeviceOptions, Executable};
+use kiln_runtime::{CompileOptions, Device, DeviceOptions, Executable, MatmulInputs};
 use serde_json::json;
 use std::time::Instant;
 
@@ -22,9 +22,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn compile(dev: &Device, w: &Workload) -> Result<(Executable, f64), String> {
+    compile_with(dev, w, &CompileOptions::default())
+}
+
+fn compile_with(
+    dev: &Device,
+    w: &Workload,
+    options: &CompileOptions,
+) -> Result<(Executable, f64), String> {
     let t = Instant::now();
-    let mut exe = Executable::compile(dev, &w.graph, &CompileOptions::default())
-        .map_err(|e| format!("{}: {e}", w.name))?;
+    let mut exe =
+        Executable::compile(dev, &w.graph, options).map_err(|e| format!("{}: {e}", w.name))?;
     let compile_ms = t.elapsed().as_secs_f64() * 1e3;
     for (n, p) in &w.params {
         exe.set_param(n, p).map_err(|e| e.to_string())?;
@@ -78,7 +86,17 @@ fn gpu_profile(
 
 fn measure(dev: &Device, w: Workload, runs: usize) -> Result<Measured, String> {
     let (mut exe, compile_ms) = compile(dev, &w)?;
-    let (wall_ms, gpu_ms, top) = time_runs(&mut exe, &w.inputs, runs)?;
+    measure_exe(&mut exe, w, compile_ms, runs)
+}
+
+fn measure_exe(
+    exe: &mut Executable,
+    w: Workload,
+    compile_ms: f64,
+    runs: usize,
+) -> Result<Measured, String> {
+    let exe = &mut *exe;
+    let (wall_ms, gpu_ms, top) = time_runs(exe, &w.inputs, runs)?;
     let best = gpu_ms.unwrap_or(wall_ms);
     Ok(Measured {
         name: w.name,
@@ -87,6 +105,42 @@ fn measure(dev: &Device, w: Workload, runs: usize) -> Result<Measured, String> {
         gflops: (w.flops > 0.0).then(|| w.flops / (best * 1e-3) / 1e9),
         extra: json!({ "compile_ms": compile_ms, "dispatches": exe.dispatch_count(), "slowest_steps_us": top }),
     })
+}
+
+/// `w` with f16-input cooperative-matrix matmuls, and how far its first output is from the
+/// f32 kernels' (max |error| over max |f32 value|, and the relative RMS error).
+fn measure_cooperative(dev: &Device, mut w: Workload, runs: usize) -> Result<Measured, String> {
+    let options = CompileOptions {
+        matmul_inputs: MatmulInputs::F16WhereFaster,
+        ..Default::default()
+    };
+    let (mut coop, compile_ms) = compile_with(dev, &w, &options)?;
+    if !coop.uses_cooperative_matrix() {
+        return Err(format!("{}: the cooperative kernel was not chosen", w.name));
+    }
+    let (mut exact, _) = compile(dev, &w)?;
+    let r = refs(&w.inputs);
+    let first = |exe: &mut Executable| -> Result<Vec<f32>, String> {
+        let out = exe.run_read_outputs(&r, &[0]).map_err(|e| e.to_string())?;
+        Ok(out[0].to_f32())
+    };
+    let (want, got) = (first(&mut exact)?, first(&mut coop)?);
+    drop(exact);
+    let max_ref = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let (mut max_err, mut sq_err, mut sq_ref) = (0f64, 0f64, 0f64);
+    for (a, b) in want.iter().zip(&got) {
+        let e = (*a as f64 - *b as f64).abs();
+        max_err = max_err.max(e);
+        sq_err += e * e;
+        sq_ref += (*a as f64) * (*a as f64);
+    }
+    w.name = format!("{} [coop f16 inputs]", w.name);
+    let mut m = measure_exe(&mut coop, w, compile_ms, runs)?;
+    m.extra["error_vs_f32"] = json!({
+        "max_abs_over_max_ref": max_err / max_ref.max(f64::MIN_POSITIVE),
+        "rms_rel": (sq_err / sq_ref.max(f64::MIN_POSITIVE)).sqrt(),
+    });
+    Ok(m)
 }
 
 /// SmolLM2 prefill of 128 tokens, then decode steps at extent 1 with the cache fed back.
@@ -189,7 +243,26 @@ fn cpu_per_step(dev: &Device, n: usize, runs: usize) -> Result<Measured, String>
     })
 }
 
-pub fn run(json_out: bool, quick: bool) -> Result<(), String> {
+/// The workload groups `--only` selects from.
+const GROUPS: [&str; 8] = [
+    "matmul",
+    "linear",
+    "attention",
+    "layernorm",
+    "minilm",
+    "smollm2",
+    "cpu",
+    "coop",
+];
+
+pub fn run(json_out: bool, quick: bool, only: &[String]) -> Result<(), String> {
+    if let Some(bad) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        return Err(format!(
+            "unknown bench group `{bad}`; the groups are {}",
+            GROUPS.join(", ")
+        ));
+    }
+    let want = |group: &str| only.is_empty() || only.iter().any(|g| g == group);
     let dev = Device::new(&DeviceOptions::default()).map_err(|e| e.to_string())?;
     let runs = if quick { 3 } else { 20 };
     let sizes: &[usize] = if quick {
@@ -199,27 +272,48 @@ pub fn run(json_out: bool, quick: bool) -> Result<(), String> {
     };
     let mut results = Vec::new();
     let w = |r: Result<Workload, kiln_models::ModelError>| r.map_err(|e| e.to_string());
-    for &n in sizes {
-        results.push(measure(&dev, w(workloads::matmul(n))?, runs)?);
+    if want("matmul") {
+        for &n in sizes {
+            results.push(measure(&dev, w(workloads::matmul(n))?, runs)?);
+        }
     }
-    for (m, k, n) in [(16, 384, 1536), (4096, 384, 1536)] {
-        results.push(measure(&dev, w(workloads::linear(m, k, n))?, runs)?);
+    if want("linear") {
+        for (m, k, n) in [(16, 384, 1536), (4096, 384, 1536)] {
+            results.push(measure(&dev, w(workloads::linear(m, k, n))?, runs)?);
+        }
     }
-    results.push(measure(&dev, w(workloads::attention(1, 128, 12))?, runs)?);
-    if !quick {
-        results.push(measure(&dev, w(workloads::attention(32, 128, 12))?, runs)?);
+    if want("attention") {
+        results.push(measure(&dev, w(workloads::attention(1, 128, 12))?, runs)?);
+        if !quick {
+            results.push(measure(&dev, w(workloads::attention(32, 128, 12))?, runs)?);
+        }
     }
-    results.push(measure(
-        &dev,
-        w(workloads::layer_norm(if quick { 256 } else { 4096 }, 384))?,
-        runs,
-    )?);
-    results.push(measure(&dev, w(workloads::minilm(1, 16))?, runs)?);
-    if !quick {
-        results.push(measure(&dev, w(workloads::minilm(32, 128))?, runs)?);
+    if want("layernorm") {
+        let rows = if quick { 256 } else { 4096 };
+        results.push(measure(&dev, w(workloads::layer_norm(rows, 384))?, runs)?);
     }
-    results.extend(smollm2(&dev, runs, if quick { 160 } else { 1024 })?);
-    results.push(cpu_per_step(&dev, 200, runs)?);
+    if want("minilm") {
+        results.push(measure(&dev, w(workloads::minilm(1, 16))?, runs)?);
+        if !quick {
+            results.push(measure(&dev, w(workloads::minilm(32, 128))?, runs)?);
+        }
+    }
+    if want("smollm2") {
+        results.extend(smollm2(&dev, runs, if quick { 160 } else { 1024 })?);
+    }
+    if want("cpu") {
+        results.push(cpu_per_step(&dev, 200, runs)?);
+    }
+    if want("coop") && dev.info().cooperative_f16 {
+        for &n in sizes {
+            results.push(measure_cooperative(&dev, w(workloads::matmul(n))?, runs)?);
+        }
+        let linear = w(workloads::linear(4096, 384, 1536))?;
+        results.push(measure_cooperative(&dev, linear, runs)?);
+        let (batch, seq) = if quick { (1, 16) } else { (32, 128) };
+        let minilm = w(workloads::minilm(batch, seq))?;
+        results.push(measure_cooperative(&dev, minilm, runs)?);
+    }
 
     let a = &dev.info().adapter;
     if json_out {
@@ -227,13 +321,21 @@ pub fn run(json_out: bool, quick: bool) -> Result<(), String> {
             .iter()
             .map(|m| json!({ "workload": m.name, "wall_ms": m.wall_ms, "gpu_ms": m.gpu_ms, "gflops": m.gflops, "extra": m.extra }))
             .collect();
-        let out = json!({ "adapter": a.name, "backend": format!("{:?}", a.backend), "driver": format!("{} {}", a.driver, a.driver_info), "results": rows });
+        let out = json!({ "adapter": a.name, "backend": format!("{:?}", a.backend), "driver": format!("{} {}", a.driver, a.driver_info), "cooperative_f16": dev.info().cooperative_f16, "results": rows });
         println!("{out}");
         return Ok(());
     }
     println!(
-        "{} ({:?}, driver {} {})",
-        a.name, a.backend, a.driver, a.driver_info
+        "{} ({:?}, driver {} {}; cooperative matrices: {})",
+        a.name,
+        a.backend,
+        a.driver,
+        a.driver_info,
+        if dev.info().cooperative_f16 {
+            "f16 16x16x16"
+        } else {
+            "none"
+        }
     );
     println!(
         "{:<52} {:>10} {:>10} {:>10}  extra",

@@ -46,5 +46,15 @@ pub fn run() -> Result<(), String> {
         l.min_uniform_buffer_offset_alignment
     );
     println!("  features used by kiln: {:?}", info.features);
+    println!(
+        "  subgroup size: {}..={}; cooperative-matrix matmul (f16 inputs): {}",
+        info.adapter.subgroup_min_size,
+        info.adapter.subgroup_max_size,
+        if info.cooperative_f16 {
+            "available (compile with MatmulInputs::F16WhereFaster)"
+        } else {
+            "not available"
+        }
+    );
     Ok(())
 }

@@ -70,6 +70,10 @@ enum Command {
         /// Small sizes and few runs (for software drivers and smoke tests).
         #[arg(long)]
         quick: bool,
+        /// Only these groups, comma-separated: matmul, linear, attention, layernorm, minilm,
+        /// smollm2, cpu, coop (the f16-input cooperative-matrix runs, where the GPU has them).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Generate text with SmolLM2-135M-Instruct (Q4_1 GGUF, fetched into the cache when missing).
     Generate {
@@ -134,7 +138,7 @@ fn main() -> ExitCode {
             no_fusion,
         }),
         Command::Profile { graph } => profile_cmd::run(&graph),
-        Command::Bench { json, quick } => bench_cmd::run(json, quick),
+        Command::Bench { json, quick, only } => bench_cmd::run(json, quick, &only),
         Command::Generate {
             model,
             max_new,

@@ -18,6 +18,17 @@ pub enum Binding {
 pub struct Needs {
     pub f16: bool,
     pub subgroups: bool,
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` (WGSL `enable wgpu_cooperative_matrix`).
+    pub cooperative_matrix: bool,
+}
+
+impl Needs {
+    /// Core WGSL only.
+    pub const BASELINE: Needs = Needs {
+        f16: false,
+        subgroups: false,
+        cooperative_matrix: false,
+    };
 }
 
 /// A compute kernel: source, entry point, workgroup size, bindings and params layout.

@@ -23,6 +23,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &elementwise::UNARY,
         &elementwise::WHERE,
         &matmul::MATMUL,
+        &matmul::MATMUL_COOP,
         &norm::NORM,
         &movement::STRIDED_COPY,
         &movement::GATHER,

@@ -71,6 +71,14 @@ impl PipelineCache {
                 feature: "SUBGROUP",
             });
         }
+        if kernel.needs.cooperative_matrix
+            && !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            return Err(PipelineError::MissingFeature {
+                kernel: kernel.name,
+                feature: "EXPERIMENTAL_COOPERATIVE_MATRIX",
+            });
+        }
         let compiled = Arc::new(self.compile(kernel)?);
         self.lock().insert(kernel.name, compiled.clone());
         Ok(compiled)
@@ -82,6 +90,8 @@ impl PipelineCache {
     }
 
     fn compile(&self, k: &'static KernelDesc) -> Result<Compiled, PipelineError> {
+        // A replaced source must keep the kernel's entry point, bindings and params: wgpu
+        // validates it when the pipeline is built, with errors reported like the shipped ones.
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let entries: Vec<wgpu::BindGroupLayoutEntry> = k
@@ -128,7 +138,7 @@ impl PipelineCache {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(k.file),
-                source: wgpu::ShaderSource::Wgsl(k.source.into()),
+                source: wgpu::ShaderSource::Wgsl(source_of(k)),
             });
         let pipeline = self
             .device
@@ -154,5 +164,21 @@ impl PipelineCache {
             pipeline,
             bind_group_layout,
         })
+    }
+}
+
+/// The WGSL of `k`: its embedded source, or, when the environment variable `KILN_SHADER_DIR`
+/// names a directory holding `NAME.wgsl` (the kernel's whole concatenated source), that file.
+/// This is for kernel experiments on a GPU machine without rebuilding the binary.
+fn source_of(k: &KernelDesc) -> std::borrow::Cow<'static, str> {
+    let replaced = std::env::var_os("KILN_SHADER_DIR")
+        .map(|dir| std::path::Path::new(&dir).join(format!("{}.wgsl", k.name)))
+        .and_then(|path| std::fs::read_to_string(&path).ok().map(|s| (path, s)));
+    match replaced {
+        Some((path, text)) => {
+            tracing::warn!(kernel = k.name, path = %path.display(), "kernel source replaced");
+            text.into()
+        }
+        None => k.source.into(),
     }
 }

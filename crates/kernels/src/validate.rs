@@ -71,6 +71,9 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
     if k.needs.subgroups {
         caps |= Capabilities::SUBGROUP;
     }
+    if k.needs.cooperative_matrix {
+        caps |= Capabilities::COOPERATIVE_MATRIX;
+    }
     Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| ShaderError::Invalid {

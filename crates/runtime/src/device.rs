@@ -36,6 +36,27 @@ pub struct DeviceInfo {
     pub adapter: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Whether the cooperative-matrix matmul (`matmul_coop`) can run here: see
+    /// [`cooperative_f16_supported`].
+    pub cooperative_f16: bool,
+}
+
+/// Whether an adapter can run kiln's cooperative-matrix matmul: the experimental feature and
+/// f16 are enabled, a 16x16x16 configuration with f16 inputs and an f32 accumulator is listed,
+/// and subgroups are exactly 32 wide (the kernel assigns fragments to subgroups by invocation
+/// index).
+pub fn cooperative_f16_supported(
+    features: wgpu::Features,
+    configs: &[wgpu::CooperativeMatrixProperties],
+    subgroup_sizes: (u32, u32),
+) -> bool {
+    features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+        && subgroup_sizes == (32, 32)
+        && configs.iter().any(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        })
 }
 
 /// A wgpu device and queue with kiln's pipeline cache. Cheap to clone.
@@ -78,6 +99,7 @@ fn wanted_features() -> wgpu::Features {
         | wgpu::Features::SUBGROUP
         | wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+        | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
 }
 
 fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
@@ -138,19 +160,38 @@ impl Device {
                 limits.max_storage_buffer_binding_size.min(cap);
         }
         let features = adapter.features() & wanted_features();
+        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: wgpu asks callers of experimental features to accept that they may be
+            // incomplete. kiln uses exactly one (cooperative matrices), only in `matmul_coop`,
+            // only when the adapter lists the configuration it needs, and only when a compile
+            // asks for f16 matmul inputs; its results are tested against the f32 kernels.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| DeviceError::RequestDevice(e.to_string()))?;
+        let adapter_info = adapter.get_info();
+        let cooperative_f16 = cooperative_f16_supported(
+            features,
+            &adapter.cooperative_matrix_properties(),
+            (
+                adapter_info.subgroup_min_size,
+                adapter_info.subgroup_max_size,
+            ),
+        );
         let info = DeviceInfo {
-            adapter: adapter.get_info(),
+            adapter: adapter_info,
             limits,
             features,
+            cooperative_f16,
         };
         tracing::info!(adapter = %info.adapter.name, backend = ?info.adapter.backend, "device opened");
         Ok(Device {

@@ -15,6 +15,21 @@ use thiserror::Error;
 #[derive(Debug, Clone, Default)]
 pub struct CompileOptions {
     pub fusion: FusionOptions,
+    pub matmul_inputs: MatmulInputs,
+}
+
+/// The precision f32 matmuls read their inputs at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MatmulInputs {
+    /// f32 throughout: results match the CPU reference to f32 rounding.
+    #[default]
+    F32,
+    /// Where the device has cooperative matrices (see
+    /// [`DeviceInfo::cooperative_f16`](crate::DeviceInfo)), f32 matmuls round their inputs to
+    /// f16 and accumulate in f32 on tensor cores; elsewhere they stay f32. Expect relative
+    /// errors around 1e-3 (f16 has an 11-bit significand) and infinities for inputs beyond
+    /// ±65504. [`Executable::uses_cooperative_matrix`] tells which one was chosen.
+    F16WhereFaster,
 }
 
 #[derive(Debug, Clone, Error)]
@@ -119,6 +134,8 @@ pub struct Executable {
     uploads: u64,
     /// CPU time of the last run up to its submit (validation, uploads, encoding).
     last_cpu_ns: u64,
+    /// Whether f32 matmuls run on cooperative matrices (f16 inputs).
+    cooperative: bool,
 }
 
 impl Executable {
@@ -140,7 +157,11 @@ impl Executable {
             capabilities: kiln_plan::Capabilities {
                 f16: device.info().features.contains(wgpu::Features::SHADER_F16),
                 subgroups: device.info().features.contains(wgpu::Features::SUBGROUP),
-                cooperative_matrix: Vec::new(),
+                cooperative_matrix: if device.info().cooperative_f16 {
+                    vec![[16, 16, 16]]
+                } else {
+                    Vec::new()
+                },
             },
             fusion: options.fusion,
             storage: StoragePolicy::Words,
@@ -180,9 +201,11 @@ impl Executable {
         }
 
         // Lower every step; remember each dispatch's binding range.
+        let cooperative =
+            options.matmul_inputs == MatmulInputs::F16WhereFaster && device.info().cooperative_f16;
         let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
-            let d = crate::steps::lower_step(&plan, step, &extent).map_err(|source| {
+            let d = lower_step(&plan, step, &extent, cooperative).map_err(|source| {
                 CompileError::Lower {
                     step: i,
                     what: step_name(&plan, step),
@@ -351,7 +374,14 @@ impl Executable {
             extent,
             uploads: 0,
             last_cpu_ns: 0,
+            cooperative,
         })
+    }
+
+    /// Whether f32 matmuls run on cooperative matrices with f16 inputs (asked for with
+    /// [`MatmulInputs::F16WhereFaster`] and supported by the device).
+    pub fn uses_cooperative_matrix(&self) -> bool {
+        self.cooperative
     }
 
     /// The plan this executable runs.
@@ -484,7 +514,7 @@ impl Executable {
             if !step.extent.iter().any(|e| e.symbol == symbol) {
                 continue;
             }
-            let ds = crate::steps::lower_step(&self.plan, step, &extent).map_err(|e| {
+            let ds = lower_step(&self.plan, step, &extent, self.cooperative).map_err(|e| {
                 RunError::Unsupported {
                     node: i,
                     op: "step",
@@ -916,4 +946,19 @@ fn check_tensor(
         });
     }
     Ok(())
+}
+
+/// The dispatches of `step` at `extent`, with f32 matmuls on the cooperative kernel when
+/// `cooperative` (the same choice at every extent, so a step keeps its pipelines).
+fn lower_step(
+    plan: &ExecutionPlan,
+    step: &kiln_plan::Step,
+    extent: &kiln_ir::DimBinding,
+    cooperative: bool,
+) -> Result<Vec<Dispatch>, LowerError> {
+    let mut ds = crate::steps::lower_step(plan, step, extent)?;
+    if cooperative {
+        kiln_kernels::families::matmul::use_cooperative(&mut ds);
+    }
+    Ok(ds)
 }

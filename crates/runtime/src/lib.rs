@@ -9,9 +9,12 @@ pub mod readback;
 mod steps;
 pub mod transfer;
 
-pub use device::{list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions, ResourceCounts};
+pub use device::{
+    cooperative_f16_supported, list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions,
+    ResourceCounts,
+};
 pub use eager::run_eager;
 pub use error::RunError;
 pub use exec::run_dispatches;
-pub use executable::{CompileError, CompileOptions, Executable, StepTime};
+pub use executable::{CompileError, CompileOptions, Executable, MatmulInputs, StepTime};
 pub use wgpu;

@@ -73,10 +73,7 @@ pub const ATTENTION: KernelDesc = KernelDesc {
     workgroup_size: [WORKGROUP, 1, 1],
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
-    needs: Needs {
-        f16: false,
-        subgroups: false,
-    },
+    needs: Needs::BASELINE,
 };
 
 /// Which algorithm `attention` runs. They share one entry point, so that a planned executable,

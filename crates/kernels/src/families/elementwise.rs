@@ -78,10 +78,7 @@ pub const WHERE: KernelDesc = KernelDesc {
     workgroup_size: [64, 1, 1],
     bindings: BINDINGS,
     params: WhereParams::LAYOUT,
-    needs: Needs {
-        f16: false,
-        subgroups: false,
-    },
+    needs: Needs::BASELINE,
 };
 
 pub const BINARY: KernelDesc = KernelDesc {
@@ -92,10 +89,7 @@ pub const BINARY: KernelDesc = KernelDesc {
     workgroup_size: [64, 1, 1],
     bindings: BINDINGS,
     params: BinaryParams::LAYOUT,
-    needs: Needs {
-        f16: false,
-        subgroups: false,
-    },
+    needs: Needs::BASELINE,
 };
 
 pub const UNARY: KernelDesc = KernelDesc {
@@ -106,10 +100,7 @@ pub const UNARY: KernelDesc = KernelDesc {
     workgroup_size: [64, 1, 1],
     bindings: BINDINGS,
     params: UnaryParams::LAYOUT,
-    needs: Needs {
-        f16: false,
-        subgroups: false,
-    },
+    needs: Needs::BASELINE,
 };
 
 /// The shader's id of a binary op.

@@ -57,17 +57,61 @@ pub const MATMUL: KernelDesc = KernelDesc {
     file: "matmul.wgsl",
     source: concat!(
         include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul_common.wgsl"),
         include_str!("../../../../shaders/matmul.wgsl")
     ),
     entry: "matmul",
     workgroup_size: [16, 16, 1],
     bindings: &[Binding::StorageReadWrite, Binding::Uniform],
     params: MatmulParams::LAYOUT,
+    needs: Needs::BASELINE,
+};
+
+/// Output tile of the cooperative-matrix kernel: rows, columns.
+pub const COOP_TILE: [usize; 2] = [128, 64];
+
+/// The f32 matmul on cooperative matrices: f16 inputs (converted while staging), f32
+/// accumulation, the same params and epilogue as [`MATMUL`]. Needs 16x16x16 f16 → f32
+/// cooperative matrices and a subgroup size of exactly 32 (the kernel splits its 256
+/// invocations into 8 subgroups by index); see [`use_cooperative`].
+pub const MATMUL_COOP: KernelDesc = KernelDesc {
+    name: "matmul_coop",
+    file: "matmul_coop.wgsl",
+    // The `enable` directives must come first, so the kernel's own file leads.
+    source: concat!(
+        include_str!("../../../../shaders/matmul_coop.wgsl"),
+        include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul_common.wgsl")
+    ),
+    entry: "matmul_coop",
+    workgroup_size: [256, 1, 1],
+    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    params: MatmulParams::LAYOUT,
     needs: Needs {
-        f16: false,
+        f16: true,
         subgroups: false,
+        cooperative_matrix: true,
     },
 };
+
+/// Moves the f32 matmul dispatches among `dispatches` to [`MATMUL_COOP`] (f16 inputs), keeping
+/// their params; tiled ones get the coop kernel's grid, skinny ones keep theirs (the coop entry
+/// point runs the same skinny code). Re-lowering at another extent must call this again, so a
+/// step keeps one pipeline whichever variant its rows pick.
+pub fn use_cooperative(dispatches: &mut [Dispatch]) {
+    for d in dispatches {
+        if !std::ptr::eq(d.kernel, &MATMUL) {
+            continue;
+        }
+        d.kernel = &MATMUL_COOP;
+        // The params were written by `lower_split` from a `MatmulParams`.
+        let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
+        if p.variant == 0 {
+            d.groups[0] = (p.n as usize).div_ceil(COOP_TILE[1]) as u32;
+            d.groups[1] = (p.m as usize).div_ceil(COOP_TILE[0]) as u32;
+        }
+    }
+}
 
 /// What the epilogue adds after the product.
 #[derive(Debug, Clone, Copy, Default)]
@@ -252,4 +296,59 @@ fn fold_batch(
         out.2.push(b[i]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::DType;
+
+    fn matmul_dispatch(m: usize, k: usize, n: usize) -> Dispatch {
+        let a = Operand::new(0, &[m, k], DType::F32);
+        let b = Operand::new(1 << 20, &[n, k], DType::F32);
+        let out = Operand::new(2 << 20, &[m, n], DType::F32);
+        let op = Op::MatMul { transpose_b: true };
+        let mut ds = lower(&op, &[a, b], &out).expect("a plain matmul lowers");
+        assert_eq!(ds.len(), 1);
+        ds.remove(0)
+    }
+
+    #[test]
+    fn cooperative_swap_regrids_tiled_and_keeps_skinny() {
+        let mut ds = vec![matmul_dispatch(300, 64, 100), matmul_dispatch(4, 64, 100)];
+        assert_eq!(ds[0].groups, [2, 5, 1]); // 64x64 tiles
+        let skinny_groups = ds[1].groups;
+        let params: Vec<Vec<u8>> = ds.iter().map(|d| d.params.clone()).collect();
+        use_cooperative(&mut ds);
+        assert!(ds.iter().all(|d| d.kernel.name == "matmul_coop"));
+        assert_eq!(ds[0].groups, [2, 3, 1]); // 128x64 tiles
+        assert_eq!(ds[1].groups, skinny_groups);
+        assert_eq!(
+            params,
+            ds.iter().map(|d| d.params.clone()).collect::<Vec<_>>()
+        );
+        // Other kernels are left alone, and swapping twice changes nothing.
+        let mut again = ds.clone();
+        use_cooperative(&mut again);
+        assert_eq!(again[0].groups, ds[0].groups);
+    }
+
+    #[test]
+    fn cooperative_kernel_translates_to_spirv() {
+        let module = crate::validate_kernel(&MATMUL_COOP).expect("valid WGSL");
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .expect("valid with every capability");
+        let options = naga::back::spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        let words = naga::back::spv::write_vec(&module, &info, &options, None)
+            .expect("the SPIR-V writer accepts the cooperative kernel");
+        // OpCooperativeMatrixMulAddKHR is opcode 4459.
+        assert!(words.iter().any(|w| w & 0xffff == 4459));
+    }
 }

@@ -12,10 +12,7 @@ use kiln_ir::{DType, Op};
 
 const SOURCE: &str = include_str!("../../../../shaders/movement.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
-const NEEDS: Needs = Needs {
-    f16: false,
-    subgroups: false,
-};
+const NEEDS: Needs = Needs::BASELINE;
 
 kernel_params! {
     /// Params of the `strided_copy` entry point.

@@ -43,10 +43,7 @@ pub const NORM: KernelDesc = KernelDesc {
     workgroup_size: [256, 1, 1],
     bindings: &[Binding::StorageReadWrite, Binding::Uniform],
     params: NormParams::LAYOUT,
-    needs: Needs {
-        f16: false,
-        subgroups: false,
-    },
+    needs: Needs::BASELINE,
 };
 
 /// The operands of one (possibly fused) norm.

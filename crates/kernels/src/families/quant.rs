@@ -16,10 +16,7 @@ const SOURCE: &str = concat!(
     include_str!("../../../../shaders/quant.wgsl")
 );
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
-const NEEDS: Needs = Needs {
-    f16: false,
-    subgroups: false,
-};
+const NEEDS: Needs = Needs::BASELINE;
 
 /// Elements per quantized block (all three formats).
 pub const BLOCK: usize = 32;

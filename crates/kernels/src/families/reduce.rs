@@ -21,10 +21,7 @@ type Packed = [[u32; 4]; 2];
 
 const SOURCE: &str = include_str!("../../../../shaders/reduce.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
-const NEEDS: Needs = Needs {
-    f16: false,
-    subgroups: false,
-};
+const NEEDS: Needs = Needs::BASELINE;
 
 kernel_params! {
     /// Params of the `reduce` entry point.

@@ -48,10 +48,7 @@ pub const ROPE: KernelDesc = KernelDesc {
     workgroup_size: [64, 1, 1],
     bindings: BINDINGS,
     params: RopeParams::LAYOUT,
-    needs: Needs {
-        f16: false,
-        subgroups: false,
-    },
+    needs: Needs::BASELINE,
 };
 
 /// The attributes of a rope op that lowering needs.

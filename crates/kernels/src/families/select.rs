@@ -23,10 +23,7 @@ pub const ROW_WORKGROUP: u32 = 256;
 
 const SOURCE: &str = include_str!("../../../../shaders/select.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
-const NEEDS: Needs = Needs {
-    f16: false,
-    subgroups: false,
-};
+const NEEDS: Needs = Needs::BASELINE;
 
 kernel_params! {
     /// Params of the `argmax` and `topk` entry points.
