@@ -112,7 +112,14 @@ enum Command {
     /// Run a graph once on the GPU with random inputs and print the GPU time of every step.
     Profile {
         /// A graph saved as JSON.
-        graph: std::path::PathBuf,
+        #[arg(required_unless_present = "model", conflicts_with = "model")]
+        graph: Option<std::path::PathBuf>,
+        /// Profile a model's graph with synthetic weights instead: `minilm` or `smollm2`.
+        #[arg(long, value_parser = ["minilm", "smollm2"])]
+        model: Option<String>,
+        /// Run at this active extent, e.g. `--extent seq=1` (a decode step); default: the bounds.
+        #[arg(long, value_name = "SYMBOL=VALUE")]
+        extent: Vec<String>,
     },
 }
 
@@ -137,7 +144,11 @@ fn main() -> ExitCode {
             max_binding,
             no_fusion,
         }),
-        Command::Profile { graph } => profile_cmd::run(&graph),
+        Command::Profile {
+            graph,
+            model,
+            extent,
+        } => profile_cmd::run(graph.as_deref(), model.as_deref(), &extent),
         Command::Bench { json, quick, only } => bench_cmd::run(json, quick, &only),
         Command::Generate {
             model,

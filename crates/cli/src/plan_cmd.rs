@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 /// The graph of a real model's architecture (weights are not needed to plan).
-fn model_graph(name: &str) -> Result<Graph, String> {
+pub fn model_graph(name: &str) -> Result<Graph, String> {
     use kiln_ir::Dim;
     use kiln_models::{llama, minilm, workloads};
     match name {

@@ -1,7 +1,7 @@
-//! `kiln profile GRAPH.json`: GPU time per step (timestamp queries), with random params and
-//! inputs at the bound.
+//! `kiln profile GRAPH.json | --model NAME [--extent SYM=N]`: GPU time per step (timestamp
+//! queries), with random params and inputs at the active extent (the bounds by default).
 
-use kiln_ir::{DType, Graph, HostTensor, Op};
+use kiln_ir::{DType, DimBinding, Graph, HostTensor, Op};
 use kiln_runtime::{CompileOptions, Device, DeviceOptions, Executable};
 use std::path::Path;
 
@@ -30,16 +30,48 @@ fn random_tensor(dtype: DType, dims: &[usize], seed: u64) -> Result<HostTensor, 
     HostTensor::from_values(dtype, dims, &values).map_err(|e| e.to_string())
 }
 
-pub fn run(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let graph = Graph::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+/// `SYMBOL=VALUE` pairs.
+fn parse_extent(pairs: &[String]) -> Result<DimBinding, String> {
+    let mut b = DimBinding::new();
+    for pair in pairs {
+        let (sym, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--extent `{pair}`: expected SYMBOL=VALUE"))?;
+        let value = value
+            .parse::<usize>()
+            .map_err(|_| format!("--extent `{pair}`: `{value}` is not a size"))?;
+        b.set(sym, value);
+    }
+    Ok(b)
+}
+
+pub fn run(path: Option<&Path>, model: Option<&str>, extent: &[String]) -> Result<(), String> {
+    let graph = match (model, path) {
+        (Some(m), _) => crate::plan_cmd::model_graph(m)?,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Graph::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None) => return Err("give a graph file or --model".into()),
+    };
+    let extent = parse_extent(extent)?;
     let dev = Device::new(&DeviceOptions::default()).map_err(|e| e.to_string())?;
     let mut exe =
         Executable::compile(&dev, &graph, &CompileOptions::default()).map_err(|e| e.to_string())?;
+    for (sym, value) in extent.iter() {
+        exe.set_active_extent(sym, value)
+            .map_err(|e| e.to_string())?;
+    }
     let mut inputs = Vec::new();
     for (i, node) in graph.nodes().iter().enumerate() {
-        let dims = node.shape.upper_bounds().ok_or("unbounded symbol")?;
+        let dims: Vec<usize> = node
+            .shape
+            .dims()
+            .iter()
+            .map(|d| d.resolve(&extent).or(d.upper_bound()))
+            .collect::<Option<_>>()
+            .ok_or("unbounded symbol")?;
         match &node.op {
             Op::Param { name } => exe
                 .set_param(name, &random_tensor(node.dtype, &dims, i as u64)?)
