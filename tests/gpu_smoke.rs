@@ -71,7 +71,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #[test]
 fn every_kernel_pipeline_builds_on_the_device() {
     let dev = common::device();
+    let features = dev.info().features;
     for k in kiln::kernels::all_kernels() {
+        let coop = kiln::runtime::wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        if k.needs.cooperative_matrix && !features.contains(coop) {
+            // Refused with a typed error naming the kernel and the feature, never built.
+            match dev.pipelines().get(k) {
+                Err(kiln::kernels::PipelineError::MissingFeature { kernel, feature }) => {
+                    assert_eq!(
+                        (kernel, feature),
+                        (k.name, "EXPERIMENTAL_COOPERATIVE_MATRIX")
+                    );
+                }
+                other => panic!("{}: expected MissingFeature, got {other:?}", k.name),
+            }
+            continue;
+        }
         dev.pipelines().get(k).unwrap_or_else(|e| panic!("{e}"));
     }
     // A second request is served from the cache.

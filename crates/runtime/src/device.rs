@@ -260,3 +260,40 @@ impl Device {
         self.inner.queue.submit(commands);
     }
 }
+
+#[cfg(test)]
+mod cooperative_tests {
+    use super::cooperative_f16_supported;
+    use wgpu::{CooperativeMatrixProperties as Props, CooperativeScalarType as T, Features as F};
+
+    fn config(size: u32, ab: T, cr: T) -> Props {
+        Props {
+            m_size: size,
+            n_size: size,
+            k_size: size,
+            ab_type: ab,
+            cr_type: cr,
+            saturating_accumulation: false,
+        }
+    }
+
+    #[test]
+    fn needs_the_feature_the_config_and_32_wide_subgroups() {
+        let both = F::EXPERIMENTAL_COOPERATIVE_MATRIX | F::SHADER_F16;
+        let good = [config(8, T::F32, T::F32), config(16, T::F16, T::F32)];
+        assert!(cooperative_f16_supported(both, &good, (32, 32)));
+        // Any one missing piece turns it off.
+        assert!(!cooperative_f16_supported(F::SHADER_F16, &good, (32, 32)));
+        assert!(!cooperative_f16_supported(
+            F::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            &good,
+            (32, 32)
+        ));
+        assert!(!cooperative_f16_supported(both, &good, (32, 64)));
+        assert!(!cooperative_f16_supported(both, &good, (16, 16)));
+        assert!(!cooperative_f16_supported(both, &good[..1], (32, 32)));
+        let f16_acc = [config(16, T::F16, T::F16)];
+        assert!(!cooperative_f16_supported(both, &f16_acc, (32, 32)));
+        assert!(!cooperative_f16_supported(both, &[], (32, 32)));
+    }
+}
