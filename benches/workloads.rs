@@ -1,11 +1,12 @@
 //! Criterion benches of the workloads `kiln bench` reports (the same graphs, synthetic weights):
 //! f32 matmul 256–4096, attention, layer norm, MiniLM forward, SmolLM2 prefill and decode, the
-//! CPU cost of run() per step, and plan / compile time. Run on the GPU machine with
+//! CPU cost of run() per step, plan / compile time, and the f16-input cooperative-matrix matmul
+//! where the GPU has it. Run on the GPU machine with
 //! `cargo bench`; numbers belong in docs/PERFORMANCE.md, not in tests.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln::ir::{Activation, DType, Graph, HostTensor};
-use kiln::runtime::{CompileOptions, Device, DeviceOptions, Executable};
+use kiln::runtime::{CompileOptions, Device, DeviceOptions, Executable, MatmulInputs};
 use kiln_models::workloads::{self, Workload};
 
 fn device() -> Device {
@@ -13,7 +14,11 @@ fn device() -> Device {
 }
 
 fn compiled(dev: &Device, w: &Workload) -> Executable {
-    let mut exe = Executable::compile(dev, &w.graph, &CompileOptions::default()).expect("compiles");
+    compiled_with(dev, w, &CompileOptions::default())
+}
+
+fn compiled_with(dev: &Device, w: &Workload, options: &CompileOptions) -> Executable {
+    let mut exe = Executable::compile(dev, &w.graph, options).expect("compiles");
     for (n, t) in &w.params {
         exe.set_param(n, t).expect("param");
     }
@@ -22,7 +27,11 @@ fn compiled(dev: &Device, w: &Workload) -> Executable {
 
 fn bench_workload(c: &mut Criterion, group: &str, id: String, w: Workload) {
     let dev = device();
-    let mut exe = compiled(&dev, &w);
+    let exe = compiled(&dev, &w);
+    bench_executable(c, group, id, w, exe);
+}
+
+fn bench_executable(c: &mut Criterion, group: &str, id: String, w: Workload, mut exe: Executable) {
     let inputs: Vec<(&str, &HostTensor)> = w.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut g = c.benchmark_group(group);
     if w.flops > 0.0 {
@@ -42,6 +51,28 @@ fn matmul(c: &mut Criterion) {
             n.to_string(),
             workloads::matmul(n).unwrap(),
         );
+    }
+}
+
+/// f32 matmuls with f16 inputs on cooperative matrices (skipped where the GPU has none).
+fn matmul_cooperative(c: &mut Criterion) {
+    let dev = device();
+    if !dev.info().cooperative_f16 {
+        eprintln!(
+            "matmul_coop: skipped, {} has no cooperative matrices",
+            dev.info().adapter.name
+        );
+        return;
+    }
+    let options = CompileOptions {
+        matmul_inputs: MatmulInputs::F16WhereFaster,
+        ..Default::default()
+    };
+    for n in [1024, 4096] {
+        let w = workloads::matmul(n).unwrap();
+        let exe = compiled_with(&dev, &w, &options);
+        assert!(exe.uses_cooperative_matrix());
+        bench_executable(c, "matmul_coop_f16_inputs", n.to_string(), w, exe);
     }
 }
 
@@ -149,6 +180,6 @@ fn plan_and_compile(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = matmul, attention_and_norm, minilm, smollm2, run_cpu_cost, plan_and_compile
+    targets = matmul, matmul_cooperative, attention_and_norm, minilm, smollm2, run_cpu_cost, plan_and_compile
 }
 criterion_main!(benches);
