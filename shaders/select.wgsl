@@ -118,43 +118,6 @@ fn local_best(base: u32, n: u32, lid: u32, ck: u32, ci: u32, argmax_keys: bool) 
     return vec2<u32>(bk, bi);
 }
 
-// The better of two (key, index) candidates.
-fn better(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
-    return select(a, b, before(b.x, b.y, a.x, a.y));
-}
-
-// `local_best` over every element (no cut), eight elements per iteration: the loads are
-// independent, so eight are in flight at once instead of one (a long row, such as a vocabulary
-// of 49,152 logits, was latency-bound). `before` is a total order, so the grouping does not
-// change the winner.
-fn local_best_all(base: u32, n: u32, lid: u32, argmax_keys: bool) -> vec2<u32> {
-    var best = vec2<u32>(0u, NONE);
-    var i = lid;
-    for (; i + 7u * WG < n; i += 8u * WG) {
-        // Two vec4s rather than an indexed array, which a driver may keep in local memory.
-        let lo = vec4<u32>(
-            select_key(arena[base + i], argmax_keys),
-            select_key(arena[base + i + WG], argmax_keys),
-            select_key(arena[base + i + 2u * WG], argmax_keys),
-            select_key(arena[base + i + 3u * WG], argmax_keys),
-        );
-        let hi = vec4<u32>(
-            select_key(arena[base + i + 4u * WG], argmax_keys),
-            select_key(arena[base + i + 5u * WG], argmax_keys),
-            select_key(arena[base + i + 6u * WG], argmax_keys),
-            select_key(arena[base + i + 7u * WG], argmax_keys),
-        );
-        for (var j = 0u; j < 4u; j++) {
-            best = better(best, vec2<u32>(lo[j], i + j * WG));
-            best = better(best, vec2<u32>(hi[j], i + (j + 4u) * WG));
-        }
-    }
-    for (; i < n; i += WG) {
-        best = better(best, vec2<u32>(select_key(arena[base + i], argmax_keys), i));
-    }
-    return best;
-}
-
 // The first of all threads' candidates, in every thread.
 fn workgroup_best(cand: vec2<u32>, lid: u32) -> vec2<u32> {
     red_key[lid] = cand.x;
@@ -185,7 +148,7 @@ fn write_pick(row: u32, j: u32, base: u32, idx: u32) {
 // Writes the k first elements of one row in descending order.
 fn select_row(row: u32, lid: u32, argmax_keys: bool) {
     let base = p.in_offset + row * p.n;
-    var cand = local_best_all(base, p.n, lid, argmax_keys);
+    var cand = local_best(base, p.n, lid, 0u, NONE, argmax_keys);
     for (var j = 0u; j < p.k; j++) {
         let best = workgroup_best(cand, lid);
         if (lid == 0u) {

@@ -348,7 +348,20 @@ mod tests {
         };
         let words = naga::back::spv::write_vec(&module, &info, &options, None)
             .expect("the SPIR-V writer accepts the cooperative kernel");
-        // OpCooperativeMatrixMulAddKHR is opcode 4459.
-        assert!(words.iter().any(|w| w & 0xffff == 4459));
+        // Walk the instruction stream (after the 5-word header; each instruction's first word
+        // holds its length and opcode) and find OpCooperativeMatrixMulAddKHR (opcode 4459).
+        let mut opcodes = Vec::new();
+        let mut at = 5;
+        while at < words.len() {
+            let (len, opcode) = ((words[at] >> 16) as usize, words[at] & 0xffff);
+            assert!(len > 0, "malformed SPIR-V at word {at}");
+            opcodes.push(opcode);
+            at += len;
+        }
+        assert_eq!(at, words.len(), "the last instruction overruns the module");
+        assert!(
+            opcodes.contains(&4459),
+            "no cooperative multiply-add emitted"
+        );
     }
 }
