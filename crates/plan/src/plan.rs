@@ -107,8 +107,11 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
 
     let mut placement = vec![Placement::Absent; g.len()];
     let mut steps_unordered: Vec<(StepKind, Vec<usize>, Vec<usize>)> = Vec::new();
-    // Groups first, so their nodes are known when views are resolved.
+    // Groups first, so the slots they write are known when views of them are resolved.
     for grp in st.groups.iter().filter(|grp| !grp.writes.is_empty()) {
+        for &w in &grp.writes {
+            placement[w] = Placement::Slot { offset: 0 };
+        }
         let covered: Vec<usize> = grp.writes.iter().chain(&grp.internal).copied().collect();
         steps_unordered.push((grp.kind.clone(), grp.writes.clone(), covered));
     }

@@ -2,7 +2,7 @@
 
 use kiln_ir::{Activation, AttentionMask, DType, Dim, Graph, HeadLayout, NodeId, Op, Shape};
 use kiln_plan::{
-    plan, Binding, DeviceLimits, ExecutionPlan, FusionOptions, Placement, PlanOptions,
+    plan, Binding, DeviceLimits, ExecutionPlan, FusionOptions, Placement, PlanOptions, StepKind,
 };
 use proptest::prelude::*;
 
@@ -282,6 +282,16 @@ fn transformer_plan_is_within_ten_percent_of_the_lower_bound() {
     let kinds: Vec<&str> = p.steps.iter().map(|s| s.kind.name()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "qkv_split").count(), 6);
     assert_eq!(kinds.iter().filter(|k| **k == "residual_norm").count(), 12);
+    // The reshapes of the split's outputs alias them: no step computes a reshape.
+    let reshape_steps = p
+        .steps
+        .iter()
+        .filter(|s| match &s.kind {
+            StepKind::Op { node } => matches!(p.graph.nodes()[*node].op, Op::Reshape { .. }),
+            _ => false,
+        })
+        .count();
+    assert_eq!(reshape_steps, 0, "{kinds:?}");
 }
 
 #[test]
