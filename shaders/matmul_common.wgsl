@@ -50,48 +50,81 @@ fn batch_bases(z: u32) -> vec2<u32> {
 
 // The skinny variant, for a few rows of A against B stored [N, K] (a decoder's or a short
 // sequence's linear layers): the tiled kernel would give each of few workgroups a long serial
-// loop over K. Here a workgroup owns 8 output columns; 32 lanes per column stride K, reading
-// B's rows contiguously, for all rows of A at once, then reduce through workgroup memory:
-// `a_tile` (array<vec4<f32>, 256>), which every kernel including this file declares (the tiled
+// loop over K. Here a workgroup owns SKINNY_COLS output columns; SKINNY_LANES lanes per column
+// stride K, reading B's rows contiguously, for all rows of A at once (in groups of four rows,
+// as many groups as the rows need), then reduce through workgroup memory: `a_tile`
+// (array<vec4<f32>, 256>), which every kernel including this file declares (the tiled
 // kernel's A tile, unused in the skinny variant), so the variant costs no workgroup memory.
+// The sums are separate vec4 variables, never an indexed local array, which drivers may keep
+// in slow local memory.
+const SKINNY_COLS: u32 = 4u;
+const SKINNY_LANES: u32 = 64u;
+
+// Four rows of A at column `k`: `rows` holds their offsets from A's start.
+fn skinny_rows(a: u32, rows: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(arena[a + rows.x], arena[a + rows.y], arena[a + rows.z], arena[a + rows.w]);
+}
+
 fn skinny(tid: u32, wid: vec3<u32>, a_base: u32, b_base: u32) {
-    let lane = tid % 32u;
-    let c = wid.x * 8u + tid / 32u;
-    let cc = min(c, p.n - 1u);
+    let lane = tid % SKINNY_LANES;
+    let c = wid.x * SKINNY_COLS + tid / SKINNY_LANES;
+    let b_row = b_base + min(c, p.n - 1u) * p.b_stride_n;
     let out_base = wid.z * p.m * p.out_stride_m;
-    // All (up to 16) rows in one pass over B; rows past m read row m - 1 and are dropped.
-    var acc: array<vec4<f32>, 4>;
-    for (var k = lane; k < p.k; k += 32u) {
-        let w = arena[b_base + k + cc * p.b_stride_n];
-        for (var g = 0u; g < 4u; g++) {
-            let r = 4u * g;
-            let a = vec4<f32>(
-                arena[a_base + min(r, p.m - 1u) * p.a_stride_m + k],
-                arena[a_base + min(r + 1u, p.m - 1u) * p.a_stride_m + k],
-                arena[a_base + min(r + 2u, p.m - 1u) * p.a_stride_m + k],
-                arena[a_base + min(r + 3u, p.m - 1u) * p.a_stride_m + k],
-            );
-            acc[g] = fma(a, vec4<f32>(w), acc[g]);
+    // Rows past m read row m - 1 and are dropped.
+    let last = vec4<u32>(p.m - 1u);
+    let rows0 = min(vec4<u32>(0u, 1u, 2u, 3u), last) * p.a_stride_m;
+    let rows1 = min(vec4<u32>(4u, 5u, 6u, 7u), last) * p.a_stride_m;
+    let rows2 = min(vec4<u32>(8u, 9u, 10u, 11u), last) * p.a_stride_m;
+    let rows3 = min(vec4<u32>(12u, 13u, 14u, 15u), last) * p.a_stride_m;
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    // One loop per row count (a uniform branch), so few rows load only what they use.
+    if (p.m <= 4u) {
+        for (var k = lane; k < p.k; k += SKINNY_LANES) {
+            acc0 = fma(skinny_rows(a_base + k, rows0), vec4<f32>(arena[b_row + k]), acc0);
+        }
+    } else if (p.m <= 8u) {
+        for (var k = lane; k < p.k; k += SKINNY_LANES) {
+            let w = vec4<f32>(arena[b_row + k]);
+            acc0 = fma(skinny_rows(a_base + k, rows0), w, acc0);
+            acc1 = fma(skinny_rows(a_base + k, rows1), w, acc1);
+        }
+    } else {
+        for (var k = lane; k < p.k; k += SKINNY_LANES) {
+            let w = vec4<f32>(arena[b_row + k]);
+            acc0 = fma(skinny_rows(a_base + k, rows0), w, acc0);
+            acc1 = fma(skinny_rows(a_base + k, rows1), w, acc1);
+            acc2 = fma(skinny_rows(a_base + k, rows2), w, acc2);
+            acc3 = fma(skinny_rows(a_base + k, rows3), w, acc3);
         }
     }
-    for (var g = 0u; g < 4u; g++) {
-        if (4u * g >= p.m) {
-            break;
-        }
-        a_tile[tid] = acc[g];
-        workgroupBarrier();
-        for (var s = 16u; s > 0u; s >>= 1u) {
-            if (lane < s) {
-                a_tile[tid] += a_tile[tid + s];
-            }
-            workgroupBarrier();
-        }
-        let r = 4u * g + lane;
-        if (lane < 4u && c < p.n && r < p.m) {
-            store_one(out_base, r, c, a_tile[tid - lane][lane]);
+    skinny_store(tid, lane, c, 0u, out_base, acc0);
+    if (p.m > 4u) {
+        skinny_store(tid, lane, c, 4u, out_base, acc1);
+    }
+    if (p.m > 8u) {
+        skinny_store(tid, lane, c, 8u, out_base, acc2);
+        skinny_store(tid, lane, c, 12u, out_base, acc3);
+    }
+}
+
+// Sums one column's partial sums of rows `row0..row0 + 4` over its lanes and stores them.
+fn skinny_store(tid: u32, lane: u32, c: u32, row0: u32, out_base: u32, v: vec4<f32>) {
+    a_tile[tid] = v;
+    workgroupBarrier();
+    for (var s = SKINNY_LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            a_tile[tid] += a_tile[tid + s];
         }
         workgroupBarrier();
     }
+    let r = row0 + lane;
+    if (lane < 4u && c < p.n && r < p.m) {
+        store_one(out_base, r, c, a_tile[tid - lane][lane]);
+    }
+    workgroupBarrier();
 }
 
 fn store_one(out_base: u32, r: u32, c: u32, v: f32) {

@@ -31,7 +31,7 @@ fn check(
 }
 
 fn dim() -> impl Strategy<Value = usize> {
-    prop::sample::select(vec![1usize, 3, 16, 17, 64, 65, 130])
+    prop::sample::select(vec![1usize, 3, 6, 12, 16, 17, 64, 65, 130])
 }
 
 proptest! {

@@ -10,12 +10,12 @@ use kiln_ir::{Activation, Op};
 
 /// Output tile edge of one workgroup.
 pub const TILE: usize = 64;
-/// Up to this many rows of A, with B stored `[N, K]`, the matmul runs its skinny variant (8
-/// output columns per workgroup, lanes striding K). Both variants are one entry point, so a
+/// Up to this many rows of A, with B stored `[N, K]`, the matmul runs its skinny variant (a
+/// few output columns per workgroup, lanes striding K). Both variants are one entry point, so a
 /// planned step can switch between them when the active extent changes the rows.
 pub const SKINNY_MAX_ROWS: usize = 16;
-/// Output columns per workgroup of the skinny variant.
-pub const SKINNY_COLS: usize = 8;
+/// Output columns per workgroup of the skinny variant (`SKINNY_COLS` in matmul_common.wgsl).
+pub const SKINNY_COLS: usize = 4;
 
 /// Batch dims the kernel unravels (more are folded where contiguous, else rejected).
 pub const MAX_BATCH_RANK: usize = 4;
@@ -331,6 +331,31 @@ mod tests {
         let mut again = ds.clone();
         use_cooperative(&mut again);
         assert_eq!(again[0].groups, ds[0].groups);
+    }
+
+    #[test]
+    fn skinny_columns_agree_with_the_shader() {
+        let module = crate::validate_kernel(&MATMUL).expect("valid WGSL");
+        let (_, constant) = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some("SKINNY_COLS"))
+            .expect("matmul_common.wgsl declares SKINNY_COLS");
+        let value = match module.global_expressions[constant.init] {
+            naga::Expression::Literal(naga::Literal::U32(v)) => v as usize,
+            ref other => panic!("SKINNY_COLS is not a u32 literal: {other:?}"),
+        };
+        assert_eq!(value, SKINNY_COLS);
+        // The lanes per column times the columns fill the 256-invocation workgroup.
+        let lanes = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some("SKINNY_LANES"))
+            .map(|(_, c)| &module.global_expressions[c.init]);
+        assert!(matches!(
+            lanes,
+            Some(naga::Expression::Literal(naga::Literal::U32(l))) if *l as usize * SKINNY_COLS == 256
+        ));
     }
 
     #[test]
