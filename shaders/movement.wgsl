@@ -7,6 +7,8 @@
 // (shifted input offset), an expand (zero input strides), one input of a concat (a window of
 // the output), a cast, or a plain copy for staging between arena regions.
 // `gather` is numpy take: out[o, j, i] = table[o, idx[j], i].
+// `update_rows` writes out[o, start + r, i] = update[o, r, i] for the rows inside out (the rest
+// of out is dest, already there when updating in place, else copied by a preceding dispatch).
 
 struct CopyParams {
     numel: u32,
@@ -35,9 +37,21 @@ struct GatherParams {
     grid_width: u32,
 }
 
+struct UpdateRowsParams {
+    outer: u32,
+    dest_rows: u32,
+    rows: u32,
+    inner: u32,
+    update_offset: u32,
+    start_offset: u32,
+    out_offset: u32,
+    grid_width: u32,
+}
+
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
 @group(0) @binding(1) var<uniform> cp: CopyParams;
 @group(0) @binding(1) var<uniform> gp: GatherParams;
+@group(0) @binding(1) var<uniform> up: UpdateRowsParams;
 
 fn convert_word(w: f32) -> f32 {
     switch cp.convert {
@@ -96,4 +110,21 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
         v = arena[gp.table_offset + (o * gp.axis_size + u32(index)) * gp.inner + inner_i];
     }
     arena[gp.out_offset + i] = v;
+}
+
+@compute @workgroup_size(64)
+fn update_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * up.grid_width;
+    if (i >= up.outer * up.rows * up.inner) {
+        return;
+    }
+    let inner_i = i % up.inner;
+    let r = (i / up.inner) % up.rows;
+    let o = i / (up.inner * up.rows);
+    // A kernel cannot raise: rows outside out are dropped.
+    let at = bitcast<i32>(arena[up.start_offset]) + i32(r);
+    if (at < 0i || u32(at) >= up.dest_rows) {
+        return;
+    }
+    arena[up.out_offset + (o * up.dest_rows + u32(at)) * up.inner + inner_i] = arena[up.update_offset + i];
 }

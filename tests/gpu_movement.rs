@@ -126,3 +126,119 @@ fn where_broadcasts_a_bool_condition() {
     g.output(y).unwrap();
     same(&g, &[("a", iota(&[3, 4], 1.0)), ("b", iota(&[4], 10.0))]);
 }
+
+/// `dest` `[outer.., rows, inner..]` updated at `start` with `n` rows along `axis`, with an
+/// extra reader of `dest` when `keep_old` (then the update cannot be in place).
+fn update_rows_graph(dest: &[usize], axis: usize, n: usize, keep_old: bool) -> Graph {
+    let mut g = Graph::new();
+    let d = g.input("dest", DType::F32, dest).unwrap();
+    let mut us = dest.to_vec();
+    us[axis] = n;
+    let u = g.input("update", DType::F32, us.as_slice()).unwrap();
+    let start = g.input("start", DType::I32, [1]).unwrap();
+    let y = g.update_rows(d, u, start, axis).unwrap();
+    g.output(y).unwrap();
+    if keep_old {
+        let old = g.activation(kiln::ir::Activation::Neg, d).unwrap();
+        g.output(old).unwrap();
+    }
+    g
+}
+
+fn update_rows_inputs(
+    dest: &[usize],
+    axis: usize,
+    n: usize,
+    start: i32,
+) -> Vec<(&'static str, HostTensor)> {
+    let mut us = dest.to_vec();
+    us[axis] = n;
+    vec![
+        ("dest", iota(dest, 0.25)),
+        ("update", iota(&us, -1.5)),
+        ("start", HostTensor::from_i32(&[1], &[start]).unwrap()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn update_rows_at_any_start(s in shape(), axis_pick in any::<prop::sample::Index>(), n in 1usize..4, shift in -3i32..4, keep_old in any::<bool>()) {
+        let axis = axis_pick.index(s.len());
+        // Starts from before the first row to past the last: outside rows are dropped.
+        let start = shift + s[axis] as i32 / 2;
+        let g = update_rows_graph(&s, axis, n, keep_old);
+        same(&g, &update_rows_inputs(&s, axis, n, start));
+    }
+}
+
+#[test]
+fn an_input_updated_in_place_is_fed_back_and_uploads_are_not_skipped() {
+    use kiln::runtime::{CompileOptions, Executable};
+    // 96 rows of 16 values: 6 KiB, under the tiny device's 8 KiB binding; the 4 KiB input
+    // `pad` lies between the cache and the update, so there the step's operands span more
+    // than one binding and the cache is staged in and out of scratch.
+    let dest = [1, 96, 2, 8];
+    let g = {
+        let mut g = Graph::new();
+        let d = g.input("dest", DType::F32, dest).unwrap();
+        let pad = g.input("pad", DType::F32, [1024]).unwrap();
+        let u = g.input("update", DType::F32, [1, 1, 2, 8]).unwrap();
+        let start = g.input("start", DType::I32, [1]).unwrap();
+        let y = g.update_rows(d, u, start, 1).unwrap();
+        g.output(y).unwrap();
+        let s = g.reduce(kiln::ir::ReduceOp::Sum, y, &[1], false).unwrap();
+        g.output(s).unwrap();
+        g.output(pad).unwrap();
+        g
+    };
+    let pad = iota(&[1024], 1.0);
+    for dev in [common::device(), common::tiny_device()] {
+        let mut exe = Executable::compile(&dev, &g, &CompileOptions::default()).unwrap();
+        let plan = exe.plan();
+        assert_eq!(plan.inputs_updated_in_place().len(), 1);
+        let staged = plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.binding, kiln::plan::Binding::Scratch { .. }) && s.writes == [0]);
+        assert_eq!(
+            staged,
+            dev.info().limits.max_storage_buffer_binding_size == common::TINY_BINDING
+        );
+        exe.feed_back(0, "dest").unwrap();
+        let mut cpu = update_rows_inputs(&dest, 1, 1, 0);
+        cpu.push(("pad", pad.clone()));
+        let first = exe
+            .run(&[
+                ("dest", &cpu[0].1),
+                ("update", &cpu[1].1),
+                ("start", &cpu[2].1),
+                ("pad", &pad),
+            ])
+            .unwrap();
+        let mut want = evaluate(&g, &[], &cpu).unwrap();
+        assert_eq!(first, want);
+        // Three decode-like steps: the cache comes from the GPU, one row is written each time.
+        for pos in 1..4 {
+            cpu[0].1 = want[0].clone();
+            cpu[1].1 = iota(&[1, 1, 2, 8], pos as f32);
+            cpu[2].1 = HostTensor::from_i32(&[1], &[pos]).unwrap();
+            let got = exe
+                .run(&[("update", &cpu[1].1), ("start", &cpu[2].1), ("pad", &pad)])
+                .unwrap();
+            want = evaluate(&g, &[], &cpu).unwrap();
+            assert_eq!(got, want, "position {pos}");
+        }
+        // Without feedback, the same cache bytes given twice are uploaded both times: the first
+        // run changed the slot (row 5), so skipping the second upload would leave that row in.
+        let mut exe = Executable::compile(&dev, &g, &CompileOptions::default()).unwrap();
+        for start in [5, 7] {
+            let mut given = update_rows_inputs(&dest, 1, 1, start);
+            given.push(("pad", pad.clone()));
+            let refs: Vec<(&str, &HostTensor)> = given.iter().map(|(n, t)| (*n, t)).collect();
+            let want = evaluate(&g, &[], &given).unwrap();
+            assert_eq!(exe.run(&refs).unwrap(), want, "start {start}");
+        }
+    }
+}

@@ -42,6 +42,10 @@ impl Graph {
     pub fn gather(&mut self, table: NodeId, indices: NodeId, axis: usize) -> R {
         self.add(Op::Gather { axis }, &[table, indices])
     }
+    /// `dest` with `update` written at rows `start..` along `axis` (see [`Op::UpdateRows`]).
+    pub fn update_rows(&mut self, dest: NodeId, update: NodeId, start: NodeId, axis: usize) -> R {
+        self.add(Op::UpdateRows { axis }, &[dest, update, start])
+    }
     pub fn cast(&mut self, x: NodeId, to: DType) -> R {
         self.add(Op::Cast { to }, &[x])
     }

@@ -28,6 +28,7 @@ pub fn infer(op: &Op, inputs: &[Operand<'_>]) -> Inferred {
         Op::Concat { axis } => concat(inputs, *axis),
         Op::Expand { shape } => expand(inputs, shape),
         Op::Gather { axis } => gather(inputs, *axis),
+        Op::UpdateRows { axis } => update_rows(inputs, *axis),
         Op::Cast { to } => cast(inputs, *to),
         Op::Binary { .. } => binary(inputs),
         Op::Compare { .. } => binary(inputs).map(|(s, _)| (s, DType::Bool)),
@@ -413,6 +414,30 @@ fn gather(inputs: &[Operand<'_>], axis: usize) -> Inferred {
     dims.extend(inputs[1].shape.0.iter().cloned());
     dims.extend(table.0[axis + 1..].iter().cloned());
     Ok((Shape(dims), dt))
+}
+
+fn update_rows(inputs: &[Operand<'_>], axis: usize) -> Inferred {
+    arity(inputs, 3)?;
+    not_quantized(inputs, 0)?;
+    let (dest, update) = (inputs[0].shape, inputs[1].shape);
+    check_axis(axis, dest.rank())?;
+    if inputs[1].dtype != inputs[0].dtype {
+        return Err(dtype_err(inputs, 1, "the dtype of `dest`"));
+    }
+    let agree = dest.rank() == update.rank()
+        && dest
+            .0
+            .iter()
+            .zip(&update.0)
+            .enumerate()
+            .all(|(d, (a, b))| d == axis || a == b);
+    if !agree {
+        return Err(InferError::Shape(format!(
+            "update {update} must match dest {dest} in every dim but axis {axis}"
+        )));
+    }
+    one_integer(inputs, 2)?;
+    Ok((dest.clone(), inputs[0].dtype))
 }
 
 fn cast(inputs: &[Operand<'_>], to: DType) -> Inferred {

@@ -206,6 +206,12 @@ pub enum Op {
     /// output shape is `table.shape[..axis] ++ indices.shape ++ table.shape[axis+1..]`. A
     /// quantized table is dequantized to f32 (axis 0 only, the embedding lookup).
     Gather { axis: usize },
+    /// `dest, update, start` → `dest` with `update` written over rows `start..start + len`
+    /// along `axis`, where `len` is `update`'s size on that axis and `start` is the value of a
+    /// one-element integer tensor (e.g. a KV cache taking this step's keys at the current
+    /// position). All other dims must agree; rows that fall outside `dest` are dropped. The
+    /// planner updates `dest` in place when it is a graph input read by nothing else.
+    UpdateRows { axis: usize },
     /// `x` → converted to `to`. Floats to integers truncate toward zero and saturate; anything
     /// to bool is `x != 0`; bool to numbers is 0 or 1.
     Cast { to: DType },
@@ -321,6 +327,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Expand { .. } => "expand",
             Op::Gather { .. } => "gather",
+            Op::UpdateRows { .. } => "update_rows",
             Op::Cast { .. } => "cast",
             Op::Binary { .. } => "binary",
             Op::Compare { .. } => "compare",

@@ -371,6 +371,44 @@ fn movement_errors() {
 }
 
 #[test]
+fn update_rows_errors() {
+    let mut g = Graph::new();
+    let cache = f32_input(&mut g, "cache", [1, 8, 2, 4]); // %0
+    let new = f32_input(
+        &mut g,
+        "new",
+        Shape(vec![1.into(), seq(8), 2.into(), 4.into()]),
+    ); // %1
+    let pos = g.input("pos", DType::I32, [1]).unwrap(); // %2
+    let ok = g.update_rows(cache, new, pos, 1).unwrap(); // %3
+    assert_eq!(g.node(ok).unwrap().shape, Shape::from([1, 8, 2, 4]));
+    let wide = f32_input(&mut g, "wide", [1, 1, 2, 5]); // %4
+    assert!(matches!(
+        node_err(g.update_rows(cache, wide, pos, 1), "%5", "update_rows"),
+        InferError::Shape(_)
+    ));
+    let ints = g.input("ints", DType::I32, [1, 1, 2, 4]).unwrap(); // %5
+    assert!(matches!(
+        node_err(g.update_rows(cache, ints, pos, 1), "%6", "update_rows"),
+        InferError::DType { input: 1, .. }
+    ));
+    let two = g.input("two", DType::I32, [2]).unwrap(); // %6
+    assert!(matches!(
+        node_err(g.update_rows(cache, new, two, 1), "%7", "update_rows"),
+        InferError::Shape(_)
+    ));
+    let fpos = f32_input(&mut g, "fpos", [1]); // %7
+    assert!(matches!(
+        node_err(g.update_rows(cache, new, fpos, 1), "%8", "update_rows"),
+        InferError::DType { input: 2, .. }
+    ));
+    assert_eq!(
+        node_err(g.update_rows(cache, new, pos, 4), "%8", "update_rows"),
+        InferError::Axis { axis: 4, rank: 4 }
+    );
+}
+
+#[test]
 fn reduction_and_norm_errors() {
     let mut g = Graph::new();
     let x = f32_input(&mut g, "x", [2, 3]); // %0

@@ -27,6 +27,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &norm::NORM,
         &movement::STRIDED_COPY,
         &movement::GATHER,
+        &movement::UPDATE_ROWS,
         &attention::ATTENTION,
         &rope::ROPE,
         &reduce::REDUCE,

@@ -141,7 +141,8 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         | Op::Concat { .. }
         | Op::Expand { .. }
         | Op::Cast { .. }
-        | Op::Gather { .. } => families::movement::lower(op, inputs, out),
+        | Op::Gather { .. }
+        | Op::UpdateRows { .. } => families::movement::lower(op, inputs, out),
         Op::Attention { .. } => families::attention::lower(op, inputs, out),
         Op::Rope { .. } => families::rope::lower(op, inputs, out),
         Op::Reduce { .. } | Op::Softmax { .. } | Op::Cumsum { .. } => {

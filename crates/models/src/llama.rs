@@ -8,13 +8,12 @@
 //! the last position (`[1, vocab]`), then `k_cache.L` / `v_cache.L` updated (fed back into the
 //! inputs on the GPU).
 //!
-//! The cache update is expressed with existing ops: for cache row `j`, the new row is
-//! `new[j − past]` when `past ≤ j ≤ past + last`, else the old row (a gather along the sequence
-//! with clamped indices, then a where).
+//! The cache update writes this call's keys and values at rows `past..past + seq` of each
+//! cache ([`Op::UpdateRows`]); the planner does it in place, since nothing else reads the old
+//! cache, so a decode step writes one row per cache and feeding the caches back copies nothing.
 
 use kiln_ir::{
-    Activation, AttentionMask, BinaryOp, CompareOp, DType, Dim, Graph, HeadLayout, IrError, NodeId,
-    Op, RopeStyle, Shape,
+    Activation, AttentionMask, DType, Dim, Graph, HeadLayout, IrError, NodeId, Op, RopeStyle, Shape,
 };
 
 /// The hyperparameters the graph needs.
@@ -88,23 +87,6 @@ pub fn build_graph(
     let embd = param(&mut g, "token_embd.weight")?;
     let mut x = g.gather(embd, tokens, 0)?;
 
-    // Cache-row bookkeeping shared by all layers: which rows take new values, and from where.
-    let iota: Vec<f32> = (0..ctx).map(|j| j as f32).collect();
-    let rows = g.constant_f32([ctx], &iota)?;
-    let past_f = g.cast(past, DType::F32)?;
-    let last_f = g.cast(last, DType::F32)?;
-    let rel = g.binary(BinaryOp::Sub, rows, past_f)?;
-    let zero = g.constant_f32([1], &[0.0])?;
-    let after = g.compare(CompareOp::Ge, rel, zero)?;
-    let within = g.compare(CompareOp::Le, rel, last_f)?;
-    let after = g.cast(after, DType::F32)?;
-    let within = g.cast(within, DType::F32)?;
-    let take_new = g.mul(after, within)?;
-    let take_new = g.reshape(take_new, [1, ctx, 1, 1])?;
-    let src = g.binary(BinaryOp::Max, rel, zero)?;
-    let src = g.binary(BinaryOp::Min, src, last_f)?;
-    let src = g.cast(src, DType::I32)?;
-
     let (hd, kvh) = (c.head_dim, c.kv_heads);
     let mut cache_outputs = Vec::new();
     for l in 0..c.layers {
@@ -135,9 +117,7 @@ pub fn build_graph(
         let mut caches = Vec::new();
         for (name, new) in [("k_cache", k), ("v_cache", v)] {
             let cache = g.input(format!("{name}.{l}"), DType::F32, [1, ctx, kvh, hd])?;
-            let spread = g.gather(new, src, 1)?;
-            let updated = g.where_(take_new, spread, cache)?;
-            caches.push(updated);
+            caches.push(g.update_rows(cache, new, past, 1)?);
         }
         let attn = g.add(
             Op::Attention {

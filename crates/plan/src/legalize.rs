@@ -44,6 +44,7 @@ fn computes(op: &Op) -> bool {
             | Op::Concat { .. }
             | Op::Expand { .. }
             | Op::Gather { .. }
+            | Op::UpdateRows { .. }
             | Op::Cast { .. }
             | Op::Where
     )

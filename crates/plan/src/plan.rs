@@ -58,6 +58,20 @@ impl ExecutionPlan {
         serde_json::to_string_pretty(self).expect("plan serialization is infallible")
     }
 
+    /// The graph inputs some step overwrites in place (a row update of an input read by
+    /// nothing else): after a run their slots hold the updated values, not what was uploaded.
+    pub fn inputs_updated_in_place(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.writes.iter().copied())
+            .filter(|&w| matches!(self.graph.nodes()[w].op, Op::Input { .. }))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// `arena_bytes / lower_bound_bytes` (1.0 is optimal).
     pub fn ratio(&self) -> f64 {
         self.arena_bytes as f64 / self.lower_bound_bytes.max(1) as f64
@@ -135,6 +149,13 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
                     Placement::Slot { offset: 0 }
                 }
             };
+        } else if let Some(dest) = in_place_dest(&st, id) {
+            // The step writes the input's own slot; readers of the result read that slot.
+            placement[id] = Placement::View {
+                of: dest,
+                offset: 0,
+            };
+            steps_unordered.push((StepKind::Op { node: id }, vec![dest], vec![id]));
         } else {
             steps_unordered.push((StepKind::Op { node: id }, vec![id], vec![id]));
             placement[id] = Placement::Slot { offset: 0 };
@@ -190,7 +211,8 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     }
     for (s, Pending { writes, reads, .. }) in ordered.iter().enumerate() {
         for &w in writes {
-            live[w] = Some((s, s));
+            // An input updated in place keeps its life from the start.
+            live[w] = Some(live[w].map_or((s, s), |(b, d)| (b, d.max(s))));
         }
         for &r in reads {
             if let Some((b, d)) = live[r] {
@@ -358,6 +380,21 @@ fn sizes(g: &Graph, policy: StoragePolicy) -> Result<Vec<u64>, PlanError> {
         .collect()
 }
 
+/// The graph input that row update `id` may overwrite in place: one read by nothing else (so
+/// no step needs its old value) and not also the update or the start (which the kernel reads
+/// while writing).
+fn in_place_dest(st: &FusionState<'_>, id: usize) -> Option<usize> {
+    let node = st.node(id);
+    if !matches!(node.op, Op::UpdateRows { .. }) {
+        return None;
+    }
+    let dest = node.inputs[0].0;
+    let input = matches!(st.node(dest).op, Op::Input { .. });
+    let only_reader = st.sole_consumer(dest) == Some(id);
+    let distinct = node.inputs[1..].iter().all(|i| i.0 != dest);
+    (input && only_reader && distinct).then_some(dest)
+}
+
 /// The byte offset into its input at which node `id` can alias it, if it is a view: a
 /// reshape, a cast that keeps the stored words, or a narrow whose slice is contiguous.
 fn view_offset(g: &Graph, id: usize, policy: StoragePolicy) -> Option<u64> {
@@ -450,16 +487,22 @@ fn window(
 ) -> Result<(Binding, Vec<Staged>), PlanError> {
     let limit = options.limits.max_storage_binding;
     let align = options.limits.binding_alignment.max(4);
-    let operands: Vec<(usize, u64, u64, bool)> = reads
+    // (node, offset, bytes, read, written); a slot updated in place is both.
+    let mut operands: Vec<(usize, u64, u64, bool, bool)> = Vec::new();
+    for (n, written) in reads
         .iter()
         .map(|&r| (r, false))
         .chain(writes.iter().map(|&w| (w, true)))
-        .filter_map(|(n, w)| match tensors[n].placement {
-            Placement::Slot { offset } => Some((n, offset, tensors[n].bytes, w)),
-            _ => None,
-        })
-        .collect();
-    for &(n, _, b, _) in &operands {
+    {
+        let Placement::Slot { offset } = tensors[n].placement else {
+            continue;
+        };
+        match operands.iter_mut().find(|o| o.0 == n) {
+            Some(o) => o.4 |= written,
+            None => operands.push((n, offset, tensors[n].bytes, !written, written)),
+        }
+    }
+    for &(n, _, b, _, _) in &operands {
         if b > limit {
             return Err(PlanError::TensorTooLarge {
                 node: node_name(g, NodeId(n)),
@@ -481,13 +524,13 @@ fn window(
     }
     let mut at = 0u64;
     let mut staged = Vec::with_capacity(operands.len());
-    for &(n, offset, b, written) in &operands {
+    for &(n, offset, b, read, written) in &operands {
         staged.push(Staged {
             node: n,
             arena_offset: offset,
             scratch_offset: at,
             bytes: b,
-            copy_in: !written,
+            copy_in: read,
             copy_back: written,
         });
         at = (at + b).next_multiple_of(align);

@@ -378,3 +378,75 @@ fn small_bindings_use_windows_and_staging() {
         .any(|s| matches!(s.binding, Binding::Scratch { .. })));
     assert!(p.scratch_bytes > 0 && p.scratch_bytes <= 6144);
 }
+
+/// A cache input updated at a position, then read: `extra_reader` also reads the old cache.
+fn cache_update(extra_reader: bool) -> Graph {
+    let mut g = Graph::new();
+    let cache = g.input("cache", DType::F32, [1, 16, 2, 8]).unwrap();
+    let shape = Shape(vec![
+        Dim::Static(1),
+        Dim::bounded("seq", 4),
+        Dim::Static(2),
+        Dim::Static(8),
+    ]);
+    let new = g.input("new", DType::F32, shape).unwrap();
+    let pos = g.input("pos", DType::I32, [1]).unwrap();
+    let k = g.activation(Activation::Neg, new).unwrap();
+    let updated = g.update_rows(cache, k, pos, 1).unwrap();
+    let y = g.activation(Activation::Abs, updated).unwrap();
+    g.output(y).unwrap();
+    g.output(updated).unwrap();
+    if extra_reader {
+        let old = g.activation(Activation::Relu, cache).unwrap();
+        g.output(old).unwrap();
+    }
+    g
+}
+
+#[test]
+fn a_row_update_of_an_input_read_by_nothing_else_is_in_place() {
+    for max_binding in [1 << 30, 2048] {
+        let opts = options(max_binding, FusionOptions::default());
+        let p = plan(&cache_update(false), &opts).unwrap();
+        check_invariants(&p, &opts);
+        let (cache, updated) = (0, 4);
+        assert_eq!(
+            p.tensors[updated].placement,
+            Placement::View {
+                of: cache,
+                offset: p.offset(cache).unwrap()
+            }
+        );
+        assert_eq!(p.inputs_updated_in_place(), vec![cache]);
+        let (s, step) = p
+            .steps
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.kind == StepKind::Op { node: updated })
+            .unwrap();
+        assert_eq!(step.writes, vec![cache]);
+        // The reader of the result runs after the update and reads the cache's slot.
+        let reader = p
+            .steps
+            .iter()
+            .position(|s| s.kind == StepKind::Op { node: 5 })
+            .unwrap();
+        assert!(reader > s);
+        assert_eq!(p.steps[reader].reads, vec![cache]);
+        assert_eq!(p.tensors[cache].live, Some((0, p.steps.len() - 1)));
+        if matches!(step.binding, Binding::Scratch { .. }) {
+            // Staged: the cache is copied in and back (the kernel writes only some rows).
+            let st = step.staged.iter().find(|st| st.node == cache).unwrap();
+            assert!(st.copy_in && st.copy_back);
+        }
+    }
+}
+
+#[test]
+fn a_row_update_of_an_input_read_elsewhere_gets_its_own_slot() {
+    let opts = options(1 << 30, FusionOptions::default());
+    let p = plan(&cache_update(true), &opts).unwrap();
+    check_invariants(&p, &opts);
+    assert!(matches!(p.tensors[4].placement, Placement::Slot { .. }));
+    assert!(p.inputs_updated_in_place().is_empty());
+}

@@ -17,7 +17,7 @@ use kiln_ir::{DType, Graph, HostTensor, Node, Op};
 use ops::attention::{attention, rope, AttentionSpec};
 use ops::elementwise::{activation, binary, broadcast_map, compare};
 use ops::matmul::matmul;
-use ops::movement::{concat, expand, gather, narrow, transpose};
+use ops::movement::{concat, expand, gather, narrow, transpose, update_rows};
 use ops::reduce::{cumsum, norm, reduce, softmax};
 use ops::select::{argmax, order_desc, sample, SampleSpec};
 use std::collections::HashMap;
@@ -177,6 +177,7 @@ impl<'g> Interpreter<'g> {
                     })?
                     .data
             }
+            Op::UpdateRows { axis } => update_rows(args[0], args[1], scalar(args[2]), *axis).data,
             Op::Cast { .. } => args[0].data.clone(),
             Op::Binary { kind } => broadcast_map(args, shape, |v| binary(*kind, v[0], v[1])),
             Op::Compare { kind } => broadcast_map(args, shape, |v| compare(*kind, v[0], v[1])),

@@ -59,6 +59,8 @@ struct Source {
     /// unchanged uploads with one comparison; `None` once the GPU copy may differ.
     uploaded: Option<Vec<u8>>,
     set: bool,
+    /// Whether a step overwrites it in place (then every run ends with its slot changed).
+    updated_in_place: bool,
 }
 
 /// One GPU action of a run, in order.
@@ -299,6 +301,7 @@ impl Executable {
 
         let mut inputs = HashMap::new();
         let mut params = HashMap::new();
+        let in_place = plan.inputs_updated_in_place();
         for (id, node) in plan.graph.nodes().iter().enumerate() {
             let source = |offset| Source {
                 offset,
@@ -307,6 +310,7 @@ impl Executable {
                 symbolic: !node.shape.is_static(),
                 uploaded: None,
                 set: false,
+                updated_in_place: in_place.contains(&id),
             };
             let offset = plan.offset(id).unwrap_or(0);
             match &node.op {
@@ -463,7 +467,9 @@ impl Executable {
             });
         }
         let need = self.bytes_at(out.dtype, &out.shape).max(4);
-        if self.hop.as_ref().is_none_or(|h| h.size() < need) {
+        // An input updated in place is its own output: nothing to copy, no hop needed.
+        let in_place = out.offset == inp.offset;
+        if !in_place && self.hop.as_ref().is_none_or(|h| h.size() < need) {
             self.hop = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kiln feedback"),
                 size: need,
@@ -642,6 +648,9 @@ impl Executable {
             if let Some(src) = self.inputs.get_mut(&f.input) {
                 src.uploaded = None;
             }
+        }
+        for src in self.inputs.values_mut().filter(|s| s.updated_in_place) {
+            src.uploaded = None;
         }
         let data = crate::readback::map_read_range(
             &self.device,
@@ -900,7 +909,7 @@ impl Executable {
     }
 
     /// Copies fed-back outputs into their inputs, through the hop buffer (the arena cannot be
-    /// copied onto itself).
+    /// copied onto itself). An output that is its input updated in place needs no copy.
     fn encode_feedback(&self, encoder: &mut wgpu::CommandEncoder) {
         let Some(hop) = &self.hop else {
             return;
@@ -909,7 +918,7 @@ impl Executable {
             let o = &self.outputs[f.output];
             let i = &self.inputs[&f.input];
             let bytes = self.bytes_at(o.dtype, &o.shape).min(hop.size());
-            if bytes > 0 {
+            if bytes > 0 && o.offset != i.offset {
                 encoder.copy_buffer_to_buffer(&self.arena, o.offset, hop, 0, bytes);
                 encoder.copy_buffer_to_buffer(hop, 0, &self.arena, i.offset, bytes);
             }

@@ -1,5 +1,6 @@
 //! Data movement: transpose, narrow, concat, expand, cast and staging copies through one
-//! strided-copy kernel, and gather (numpy take).
+//! strided-copy kernel, gather (numpy take), and the row update of a tensor (in place when the
+//! planner gave the output the input's slot).
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::families::elementwise::pack_dims;
@@ -46,6 +47,20 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// Params of the `update_rows` entry point.
+    pub struct UpdateRowsParams as "UpdateRowsParams" {
+        pub outer: u32,
+        pub dest_rows: u32,
+        pub rows: u32,
+        pub inner: u32,
+        pub update_offset: u32,
+        pub start_offset: u32,
+        pub out_offset: u32,
+        pub grid_width: u32,
+    }
+}
+
 pub const STRIDED_COPY: KernelDesc = KernelDesc {
     name: "strided_copy",
     file: "movement.wgsl",
@@ -65,6 +80,17 @@ pub const GATHER: KernelDesc = KernelDesc {
     workgroup_size: [64, 1, 1],
     bindings: BINDINGS,
     params: GatherParams::LAYOUT,
+    needs: NEEDS,
+};
+
+pub const UPDATE_ROWS: KernelDesc = KernelDesc {
+    name: "update_rows",
+    file: "movement.wgsl",
+    source: SOURCE,
+    entry: "update_rows",
+    workgroup_size: [64, 1, 1],
+    bindings: BINDINGS,
+    params: UpdateRowsParams::LAYOUT,
     needs: NEEDS,
 };
 
@@ -156,6 +182,9 @@ fn packed(op: &Op, o: &Operand) -> Result<(), LowerError> {
 pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
     if !matches!(op, Op::Gather { .. }) {
         packed(op, &inputs[0])?;
+    }
+    if let Op::UpdateRows { axis } = op {
+        return update_rows(op, inputs, *axis, out);
     }
     let out_strides = strides(&out.dims);
     let copy =
@@ -274,6 +303,45 @@ pub fn cast_conversion(op: &Op, from: DType, to: DType) -> Result<Convert, Lower
         }
         _ => return Err(unsupported()),
     })
+}
+
+/// `out` = `dest` with `update`'s rows at `start..` along `axis`. When `out` is `dest`'s slot
+/// (the planner's in-place update) only the new rows are written; otherwise `dest` is copied
+/// first.
+fn update_rows(
+    op: &Op,
+    inputs: &[Operand],
+    axis: usize,
+    out: &Operand,
+) -> Result<Vec<Dispatch>, LowerError> {
+    let [dest, update, start] = inputs else {
+        return Err(LowerError::unsupported(
+            op,
+            "expects dest, update and start",
+        ));
+    };
+    if repr(start.dtype) != Repr::I32 {
+        return Err(LowerError::unsupported(op, "the start must be an integer"));
+    }
+    let outer: usize = dest.dims[..axis].iter().product();
+    let inner: usize = dest.dims[axis + 1..].iter().product();
+    let mut ds = Vec::with_capacity(2);
+    if out.offset != dest.offset {
+        ds.push(copy_words(op, dest.offset, out.offset, dest.numel())?);
+    }
+    let g = grid(op, update.numel(), 64)?;
+    let p = UpdateRowsParams {
+        outer: u32_of(op, "outer", outer)?,
+        dest_rows: u32_of(op, "rows", dest.dims[axis])?,
+        rows: u32_of(op, "rows", update.dims[axis])?,
+        inner: u32_of(op, "inner", inner)?,
+        update_offset: update.offset,
+        start_offset: start.offset,
+        out_offset: out.offset,
+        grid_width: g.grid_width,
+    };
+    ds.push(Dispatch::new(&UPDATE_ROWS, &p, g.groups));
+    Ok(ds)
 }
 
 fn gather(

@@ -66,6 +66,26 @@ pub fn gather(table: &Value, indices: &Value, axis: usize) -> Result<Value, i64>
     Ok(Value::new(shape, out))
 }
 
+/// `dest` with `update`'s rows written at `start..` along `axis`; rows that fall outside
+/// `dest` are dropped.
+pub fn update_rows(dest: &Value, update: &Value, start: i64, axis: usize) -> Value {
+    let (outer, size, inner) = split_at_axis(&dest.shape, axis);
+    let rows = update.shape[axis];
+    let mut out = dest.data.clone();
+    for o in 0..outer {
+        for r in 0..rows {
+            let at = start + r as i64;
+            if at < 0 || at >= size as i64 {
+                continue;
+            }
+            let src = (o * rows + r) * inner;
+            let dst = (o * size + at as usize) * inner;
+            out[dst..dst + inner].copy_from_slice(&update.data[src..src + inner]);
+        }
+    }
+    Value::new(dest.shape.clone(), out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +93,24 @@ mod tests {
     fn v(shape: &[usize]) -> Value {
         let n = shape.iter().product::<usize>();
         Value::new(shape.to_vec(), (0..n).map(|i| i as f32).collect())
+    }
+
+    #[test]
+    fn update_rows_by_hand() {
+        let dest = v(&[2, 3, 2]);
+        let update = Value::new(vec![2, 2, 2], vec![-1.0; 8]);
+        let u = update_rows(&dest, &update, 1, 1);
+        assert_eq!(
+            u.data,
+            [0.0, 1.0, -1.0, -1.0, -1.0, -1.0, 6.0, 7.0, -1.0, -1.0, -1.0, -1.0]
+        );
+        // Rows past either end are dropped.
+        let u = update_rows(&dest, &update, 2, 1);
+        assert_eq!(u.data[4..6], [-1.0, -1.0]);
+        assert_eq!(u.data[..4], dest.data[..4]);
+        let u = update_rows(&dest, &update, -1, 1);
+        assert_eq!(u.data[..2], [-1.0, -1.0]);
+        assert_eq!(u.data[2..6], dest.data[2..6]);
     }
 
     #[test]
