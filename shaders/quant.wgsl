@@ -22,25 +22,33 @@
 // - 1, tiled (prefill): a workgroup owns a 32 x 64 output tile; per block of K it stages the
 //   32 x 32 slice of A and dequantizes the 64 x 32 slice of W into workgroup memory, where every
 //   weight is reused by 32 rows; each thread computes 2 x 4 outputs.
-// Output column c goes to output c / split_width at column c % split_width (QKV split-write).
+// The output columns form up to four segments, each computed from its own weight (or a range of
+// rows of one) and written to its own output: one weight split three ways (QKV split-write), or
+// sibling matmuls of one input (Q, K and V; gate and up) in one dispatch. Segment s covers
+// columns col_ends[s - 1]..col_ends[s]; its column j is weight row w_rows0[s] + j of the
+// weight at w_offsets[s] (format formats[s]) and goes to out_offsets[s] + row * width + j.
 
 struct QuantMatmulParams {
-    // Rows of A (all leading dims folded), columns (weight rows), inner dim (a multiple of 32).
+    // Rows of A (all leading dims folded), columns (all segments), inner dim (a multiple of 32).
     m: u32,
     n: u32,
     k: u32,
-    format: u32,
     a_offset: u32,
-    w_offset: u32,
     bias_offset: u32,
     has_bias: u32,
     // activations.wgsl id, or 0xffffffff for none.
     act: u32,
-    split_width: u32,
     // 0 GEMV, 1 tiled.
     variant: u32,
     // Workgroups in x: the column group is wid.x + wid.y * grid_x; wid.z is the row group.
     grid_x: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    col_ends: vec4<u32>,
+    formats: vec4<u32>,
+    w_offsets: vec4<u32>,
+    w_rows0: vec4<u32>,
     out_offsets: vec4<u32>,
 }
 
@@ -122,7 +130,28 @@ fn load_f32x4(at: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(arena[at], arena[at + 1u], arena[at + 2u], arena[at + 3u]));
 }
 
-// Bias, activation and the (split) store of output element (row, col).
+// The segment holding column c.
+fn segment_of(c: u32) -> u32 {
+    return u32(c >= p.col_ends.x) + u32(c >= p.col_ends.y) + u32(c >= p.col_ends.z);
+}
+
+fn segment_start(s: u32) -> u32 {
+    if (s == 0u) {
+        return 0u;
+    }
+    return p.col_ends[s - 1u];
+}
+
+// Where column c's weight row lies: x the weight's word offset, y the row's first byte in it,
+// z the format.
+fn weight_row(c: u32, blocks: u32) -> vec3<u32> {
+    let s = segment_of(c);
+    let format = p.formats[s];
+    let row = p.w_rows0[s] + c - segment_start(s);
+    return vec3<u32>(p.w_offsets[s], row * blocks * block_bytes(format), format);
+}
+
+// Bias, activation and the store of output element (row, col) into its segment's output.
 fn store_out(row: u32, col: u32, sum: f32) {
     var v = sum;
     if (p.has_bias != 0u) {
@@ -131,8 +160,10 @@ fn store_out(row: u32, col: u32, sum: f32) {
     if (p.act != 0xffffffffu) {
         v = apply_unary(p.act, v);
     }
-    let which = col / p.split_width;
-    arena[p.out_offsets[which] + row * p.split_width + col % p.split_width] = bitcast<u32>(v);
+    let s = segment_of(col);
+    let start = segment_start(s);
+    let width = p.col_ends[s] - start;
+    arena[p.out_offsets[s] + row * width + col - start] = bitcast<u32>(v);
 }
 
 const WG: u32 = 256u;
@@ -160,16 +191,17 @@ fn gemv(tid: u32, group: u32, row0: u32) {
     let col = group * GEMV_COLS + tid / GEMV_LANES;
     let nr = min(GEMV_ROWS, p.m - row0);
     let blocks = p.k / 32u;
-    let bytes = block_bytes(p.format);
     let a0 = p.a_offset + row0 * p.k;
     var acc = vec4<f32>(0.0);
     if (col < p.n) {
-        let row_bytes = col * blocks * bytes;
+        let wr = weight_row(col, blocks);
+        let format = wr.z;
+        let bytes = block_bytes(format);
         for (var u = lane; u < 4u * blocks; u += GEMV_LANES) {
             let blk = u / 4u;
             let i = u % 4u;
-            let w = dequant_quarter(p.format, p.w_offset, row_bytes + blk * bytes, i);
-            let o = quarter_offsets(p.format, i);
+            let w = dequant_quarter(format, wr.x, wr.y + blk * bytes, i);
+            let o = quarter_offsets(format, i);
             let a = a0 + blk * 32u;
             acc.x += dot8(w, a, o);
             if (nr > 1u) {
@@ -211,12 +243,13 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
     let row0 = rgroup * TM;
     let col0 = group * TN;
     let blocks = p.k / 32u;
-    let bytes = block_bytes(p.format);
     // The quarter of W this thread dequantizes each step: tile column cw, quarter qi.
     let cw = tid / 4u;
     let qi = tid % 4u;
     let wcol = col0 + cw;
-    let ko = quarter_offsets(p.format, qi);
+    let wr = weight_row(min(wcol, p.n - 1u), blocks);
+    let bytes = block_bytes(wr.z);
+    let ko = quarter_offsets(wr.z, qi);
     var acc0 = vec4<f32>(0.0); // row ty, columns tx + 16j
     var acc1 = vec4<f32>(0.0); // row ty + 16
     for (var blk = 0u; blk < blocks; blk++) {
@@ -232,7 +265,7 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
         }
         var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
         if (wcol < p.n) {
-            w = dequant_quarter(p.format, p.w_offset, (wcol * blocks + blk) * bytes, qi);
+            w = dequant_quarter(wr.z, wr.x, wr.y + blk * bytes, qi);
         }
         for (var j = 0u; j < 4u; j++) {
             w_tile[(ko.x + j) * W_PITCH + cw] = w[0][j];

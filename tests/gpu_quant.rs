@@ -352,6 +352,52 @@ fn planned_fusions_tiny_bindings() {
     }
 }
 
+/// Matmuls of one input against their own weights of mixed formats, with column counts that do
+/// not fill a workgroup's columns, as one sibling step; rows take the GEMV and tiled variants.
+fn sibling_graph(ms: &[usize], ks: &[usize], ns: &[usize]) -> Case {
+    let mut c = Case::default();
+    let mut seed = 0u64;
+    for &m in ms {
+        for &k in ks {
+            seed += 10;
+            let x = c.input(f32s(&[m, k], seed));
+            for (i, &n) in ns.iter().enumerate() {
+                let dtype = FORMATS[(i + seed as usize / 10) % FORMATS.len()];
+                let w = c.param(quantized(dtype, &[n, k], seed + i as u64 + 1));
+                let y = c.g.matmul_t(x, w).unwrap();
+                c.output(y, Some(k), format!("sibling {i} {dtype} {m}x{k}x{n}"));
+            }
+        }
+    }
+    c
+}
+
+fn sibling_steps(exe: &Executable) -> Vec<usize> {
+    exe.plan()
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::SiblingMatmuls { matmuls } => Some(matmuls.len()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sibling_matmuls_share_one_dispatch() {
+    let c = sibling_graph(&[1, 3, 17, 130], &[32, 96], &[7, 40, 13]);
+    let exe = c.run_planned(&common::device(), "siblings");
+    assert_eq!(sibling_steps(&exe), [3; 8]);
+    // Five siblings: four in one step, the fifth alone.
+    let c = sibling_graph(&[2], &[64], &[8, 3, 16, 5, 24]);
+    let exe = c.run_planned(&common::device(), "five siblings");
+    assert_eq!(sibling_steps(&exe), [4]);
+    let c = sibling_graph(&[1, 12], &[32, 64], &[9, 24]);
+    let exe = c.run_planned(&common::tiny_device(), "tiny siblings");
+    assert_eq!(sibling_steps(&exe), [2; 4]);
+    assert!(exe.plan().scratch_bytes > 0, "some step is staged");
+}
+
 /// One executable for `seq <= 130` runs the tiled variant at long extents and the GEMV at short
 /// ones (the extent change rewrites params and grid of the same pipeline).
 #[test]

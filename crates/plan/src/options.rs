@@ -48,6 +48,8 @@ pub struct FusionOptions {
     pub packed_attention: bool,
     /// `binary(act(a), b)` applies the activation while reading `a` (e.g. SwiGLU).
     pub activation_binary: bool,
+    /// Plain matmuls of one input against their own quantized weights run as one dispatch.
+    pub sibling_matmuls: bool,
 }
 
 impl Default for FusionOptions {
@@ -58,6 +60,7 @@ impl Default for FusionOptions {
             residual_norm: true,
             packed_attention: true,
             activation_binary: true,
+            sibling_matmuls: true,
         }
     }
 }
@@ -71,6 +74,7 @@ impl FusionOptions {
             residual_norm: false,
             packed_attention: false,
             activation_binary: false,
+            sibling_matmuls: false,
         }
     }
 }

@@ -118,6 +118,9 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     if f.activation_binary {
         fusion::act_binary::run(&mut st);
     }
+    if f.sibling_matmuls {
+        fusion::siblings::run(&mut st);
+    }
 
     let mut placement = vec![Placement::Absent; g.len()];
     let mut steps_unordered: Vec<(StepKind, Vec<usize>, Vec<usize>)> = Vec::new();

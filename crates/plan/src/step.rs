@@ -31,6 +31,9 @@ pub enum StepKind {
         binary: usize,
         swap: bool,
     },
+    /// Plain matmuls reading the same input against their own quantized weights, as one
+    /// dispatch writing each product.
+    SiblingMatmuls { matmuls: Vec<usize> },
     /// `attention` reading Q, K and V by strides from `packed`, whose last axis holds them at
     /// the given column offsets.
     PackedAttention {
@@ -56,6 +59,7 @@ impl StepKind {
             StepKind::ResidualNorm { .. } => "residual_norm",
             StepKind::PackedAttention { .. } => "packed_attention",
             StepKind::ActBinary { .. } => "act_binary",
+            StepKind::SiblingMatmuls { .. } => "sibling_matmuls",
         }
     }
 }

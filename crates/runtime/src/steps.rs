@@ -70,8 +70,8 @@ pub fn lower_step(
     extent: &DimBinding,
 ) -> Result<Vec<Dispatch>, LowerError> {
     let nodes = plan.graph.nodes();
-    match step.kind {
-        StepKind::Op { node } => {
+    match &step.kind {
+        &StepKind::Op { node } => {
             let ins = inputs_of(plan, step, extent, node)?;
             let out = operand(plan, step, extent, node)?;
             let d = kiln_kernels::lower(&nodes[node].op, &ins, &out)?;
@@ -92,7 +92,7 @@ pub fn lower_step(
                 _ => Ok(d),
             }
         }
-        StepKind::MatmulEpilogue {
+        &StepKind::MatmulEpilogue {
             matmul: m,
             bias_add,
             act,
@@ -117,7 +117,7 @@ pub fn lower_step(
                 &[&out],
             )
         }
-        StepKind::QkvSplit {
+        &StepKind::QkvSplit {
             matmul: m,
             bias_add,
             outputs,
@@ -148,7 +148,7 @@ pub fn lower_step(
                 &[&outs[0], &outs[1], &outs[2]],
             )
         }
-        StepKind::ResidualNorm { add, norm: n, tee } => {
+        &StepKind::ResidualNorm { add, norm: n, tee } => {
             let Op::Norm { kind, eps, affine } = nodes[n].op else {
                 return Err(LowerError::unsupported(&nodes[n].op, "not a norm"));
             };
@@ -181,7 +181,7 @@ pub fn lower_step(
                 },
             )
         }
-        StepKind::ActBinary { act, binary, swap } => {
+        &StepKind::ActBinary { act, binary, swap } => {
             let Some(kind) = activation_of(&nodes[act].op) else {
                 return Err(LowerError::unsupported(&nodes[act].op, "not an activation"));
             };
@@ -204,7 +204,23 @@ pub fn lower_step(
                 &out,
             )
         }
-        StepKind::PackedAttention {
+        StepKind::SiblingMatmuls { matmuls } => {
+            let first = matmuls.first().copied().unwrap_or(0);
+            let (a, _, _) = matmul_operands(plan, step, extent, first)?;
+            let mut weights = Vec::with_capacity(matmuls.len());
+            let mut outs = Vec::with_capacity(matmuls.len());
+            for &m in matmuls {
+                weights.push(matmul_operands(plan, step, extent, m)?.1);
+                outs.push(operand(plan, step, extent, m)?);
+            }
+            kiln_kernels::families::quant::lower_siblings(
+                &nodes[first].op,
+                &a,
+                &weights.iter().collect::<Vec<_>>(),
+                &outs.iter().collect::<Vec<_>>(),
+            )
+        }
+        &StepKind::PackedAttention {
             attention,
             packed,
             columns,

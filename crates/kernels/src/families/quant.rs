@@ -1,6 +1,8 @@
 //! Block-quantized (GGUF Q4_0, Q4_1, Q8_0) weights dequantized on the fly: a matmul against a
-//! quantized `[N, K]` weight, with bias/activation epilogue and QKV split-write, and the embedding
-//! gather from a quantized `[rows, dim]` table. See `shaders/quant.wgsl` for the kernel designs.
+//! quantized `[N, K]` weight, with bias/activation epilogue and QKV split-write, several
+//! matmuls of one input against their own weights in one dispatch (Q, K and V; gate and up),
+//! and the embedding gather from a quantized `[rows, dim]` table. See `shaders/quant.wgsl` for
+//! the kernel designs.
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::dispatch::MAX_GROUPS_PER_DIM;
@@ -29,6 +31,8 @@ pub const GEMV_COLS: usize = 8;
 /// Tiled: output tile of one workgroup, rows × columns.
 pub const TILE_M: usize = 32;
 pub const TILE_N: usize = 64;
+/// Column segments one dispatch computes, each with its own weight (or rows of one) and output.
+pub const MAX_SEGMENTS: usize = 4;
 
 kernel_params! {
     /// Params of the `quant_matmul` entry point.
@@ -36,20 +40,24 @@ kernel_params! {
         pub m: u32,
         pub n: u32,
         pub k: u32,
-        /// A [`format_code`].
-        pub format: u32,
         pub a_offset: u32,
-        pub w_offset: u32,
         pub bias_offset: u32,
         pub has_bias: u32,
         /// Activation id, or `NO_ACTIVATION`.
         pub act: u32,
-        /// Columns per output; equal to `n` unless split-writing.
-        pub split_width: u32,
         /// A [`Variant`] code.
         pub variant: u32,
         /// Workgroups in x (the column group is `wid.x + wid.y * grid_x`).
         pub grid_x: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
+        /// Per column segment: its end column (cumulative; unused ones hold `n`), weight
+        /// [`format_code`], weight offset in words, first weight row, output offset.
+        pub col_ends: [u32; 4],
+        pub formats: [u32; 4],
+        pub w_offsets: [u32; 4],
+        pub w_rows0: [u32; 4],
         pub out_offsets: [u32; 4],
     }
 }
@@ -157,6 +165,15 @@ fn fold(op: &Op, groups: usize) -> Result<[u32; 2], LowerError> {
     Ok([g.groups[0], g.groups[1]])
 }
 
+/// One column segment of a quantized matmul: `cols` weight rows from `row0` of `weight`,
+/// written to `out`.
+struct Segment<'a> {
+    weight: &'a Operand,
+    row0: usize,
+    cols: usize,
+    out: &'a Operand,
+}
+
 /// Lowers a matmul `act(a × bᵀ + bias)` whose `b` is a quantized `[N, K]` weight, its output
 /// columns split evenly over `outs` (see [`crate::families::matmul::lower_split`]).
 pub fn lower_matmul(
@@ -167,15 +184,7 @@ pub fn lower_matmul(
     epilogue: Epilogue<'_>,
     outs: &[&Operand],
 ) -> Result<Vec<Dispatch>, LowerError> {
-    let format = format_code(b.dtype)
-        .ok_or_else(|| LowerError::unsupported(op, format!("{} is not quantized", b.dtype)))?;
-    require_f32(
-        op,
-        [a].into_iter()
-            .chain(epilogue.bias)
-            .chain(outs.iter().copied()),
-    )?;
-    if !transpose_b || b.dims.len() != 2 {
+    if !transpose_b {
         return Err(LowerError::unsupported(
             op,
             "a quantized weight must be 2-D [N, K] with transpose_b",
@@ -187,21 +196,7 @@ pub fn lower_matmul(
             "a matmul writes one to three outputs",
         ));
     }
-    let (n, k) = (b.dims[0], b.dims[1]);
-    let ar = a.dims.len();
-    if ar < 2 || a.dims[ar - 1] != k {
-        return Err(LowerError::unsupported(
-            op,
-            format!("a {:?} does not match the weight [{n}, {k}]", a.dims),
-        ));
-    }
-    if !k.is_multiple_of(BLOCK) {
-        return Err(LowerError::unsupported(
-            op,
-            format!("K = {k} is not a multiple of the block size {BLOCK}"),
-        ));
-    }
-    packed_bytes(op, b)?;
+    let n = b.dims.first().copied().unwrap_or(0);
     let split = n / outs.len();
     if split * outs.len() != n {
         return Err(LowerError::unsupported(
@@ -209,15 +204,103 @@ pub fn lower_matmul(
             format!("{n} columns do not split into {} outputs", outs.len()),
         ));
     }
+    let segments: Vec<Segment<'_>> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| Segment {
+            weight: b,
+            row0: i * split,
+            cols: split,
+            out,
+        })
+        .collect();
+    lower_segments(op, a, &segments, epilogue)
+}
+
+/// Lowers matmuls of one input `a` against their own quantized `[N_i, K]` weights (plain
+/// products, no epilogue) as one dispatch writing each product to its output.
+pub fn lower_siblings(
+    op: &Op,
+    a: &Operand,
+    weights: &[&Operand],
+    outs: &[&Operand],
+) -> Result<Vec<Dispatch>, LowerError> {
+    if weights.is_empty() || weights.len() != outs.len() || weights.len() > MAX_SEGMENTS {
+        return Err(LowerError::unsupported(
+            op,
+            format!("one to {MAX_SEGMENTS} sibling matmuls, each with its output"),
+        ));
+    }
+    let segments: Vec<Segment<'_>> = weights
+        .iter()
+        .zip(outs)
+        .map(|(w, out)| Segment {
+            weight: w,
+            row0: 0,
+            cols: w.dims.first().copied().unwrap_or(0),
+            out,
+        })
+        .collect();
+    lower_segments(op, a, &segments, Epilogue::default())
+}
+
+fn lower_segments(
+    op: &Op,
+    a: &Operand,
+    segments: &[Segment<'_>],
+    epilogue: Epilogue<'_>,
+) -> Result<Vec<Dispatch>, LowerError> {
+    require_f32(
+        op,
+        [a].into_iter()
+            .chain(epilogue.bias)
+            .chain(segments.iter().map(|s| s.out)),
+    )?;
+    let ar = a.dims.len();
+    let k = a.dims.last().copied().unwrap_or(0);
+    if ar < 2 {
+        return Err(LowerError::unsupported(op, "A must have rows and columns"));
+    }
+    let mut col_ends = [0u32; 4];
+    let mut formats = [0u32; 4];
+    let mut w_offsets = [0u32; 4];
+    let mut w_rows0 = [0u32; 4];
+    let mut out_offsets = [0u32; 4];
+    let mut n = 0usize;
+    for (i, s) in segments.iter().enumerate() {
+        let w = s.weight;
+        formats[i] = format_code(w.dtype)
+            .ok_or_else(|| LowerError::unsupported(op, format!("{} is not quantized", w.dtype)))?;
+        if w.dims.len() != 2 || w.dims[1] != k {
+            return Err(LowerError::unsupported(
+                op,
+                format!(
+                    "a quantized weight must be 2-D [N, {k}] matching A {:?}, got {:?}",
+                    a.dims, w.dims
+                ),
+            ));
+        }
+        if !k.is_multiple_of(BLOCK) {
+            return Err(LowerError::unsupported(
+                op,
+                format!("K = {k} is not a multiple of the block size {BLOCK}"),
+            ));
+        }
+        packed_bytes(op, w)?;
+        n += s.cols;
+        col_ends[i] = u32_of(op, "columns", n)?;
+        w_offsets[i] = w.offset;
+        w_rows0[i] = u32_of(op, "rows", s.row0)?;
+        out_offsets[i] = s.out.offset;
+    }
+    for end in col_ends.iter_mut().skip(segments.len()) {
+        *end = n as u32;
+    }
     let rows: usize = a.dims[..ar - 1].iter().product();
     u32_of(op, "elements", rows.saturating_mul(k))?;
     u32_of(op, "elements", rows.saturating_mul(n))?;
     if rows == 0 || n == 0 {
         return Ok(Vec::new());
-    }
-    let mut out_offsets = [0u32; 4];
-    for (i, o) in outs.iter().enumerate() {
-        out_offsets[i] = o.offset;
     }
     let variant = Variant::for_rows(rows);
     let (col_groups, row_groups) = match variant {
@@ -237,15 +320,19 @@ pub fn lower_matmul(
         m: rows as u32,
         n: n as u32,
         k: k as u32,
-        format,
         a_offset: a.offset,
-        w_offset: b.offset,
         bias_offset: epilogue.bias.map_or(0, |b| b.offset),
         has_bias: u32::from(epilogue.bias.is_some()),
         act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
-        split_width: split as u32,
         variant: variant.code(),
         grid_x: gx,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+        col_ends,
+        formats,
+        w_offsets,
+        w_rows0,
         out_offsets,
     };
     Ok(vec![Dispatch::new(
@@ -316,7 +403,11 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].kernel.name, "quant_matmul");
         let p = params(&d[0]);
-        assert_eq!((p.variant, p.format, p.m, p.n, p.k), (0, 2, 1, 49_152, 576));
+        assert_eq!(
+            (p.variant, p.formats[0], p.m, p.n, p.k),
+            (0, 2, 1, 49_152, 576)
+        );
+        assert_eq!(p.col_ends, [49_152; 4]);
         assert_eq!(d[0].groups, [(49_152 / GEMV_COLS) as u32, 1, 1]);
 
         // Prefill: 128 rows (two leading dims folded) take the tiled variant.

@@ -6,6 +6,7 @@ pub mod epilogue;
 pub mod packed_attention;
 pub mod qkv;
 pub mod residual;
+pub mod siblings;
 
 use crate::step::StepKind;
 use kiln_ir::Graph;
