@@ -6,7 +6,8 @@
 //
 // `argmax` / `topk` pick one element per pass with a workgroup max-reduction of (key, index).
 // Each thread caches the best of its own elements that come after the previous pick; only the
-// thread that owned the pick rescans, so k passes cost about n / 256 + k * (8 + n / 256) steps.
+// thread that owned the pick rescans (not after the last pick), so k passes cost about
+// n / 256 + 8k + (k - 1) * n / 256 steps.
 //
 // `sample` never materialises a sorted candidate list, so it handles any row length, top_k and
 // top_p. Every set it needs (the top_k kept, the top_p nucleus, the drawn prefix) is a prefix of
@@ -154,7 +155,9 @@ fn select_row(row: u32, lid: u32, argmax_keys: bool) {
         if (lid == 0u) {
             write_pick(row, j, base, best.y);
         }
-        if (best.y % WG == lid) {
+        // The owner of the pick rescans for its next candidate, unless that was the last pick
+        // (one thread scanning its n / 256 elements alone costs as much as the whole first pass).
+        if (j + 1u < p.k && best.y % WG == lid) {
             cand = local_best(base, p.n, lid, best.x, best.y, argmax_keys);
         }
     }
