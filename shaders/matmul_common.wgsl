@@ -60,8 +60,11 @@ fn batch_bases(z: u32) -> vec2<u32> {
 const SKINNY_COLS: u32 = 4u;
 const SKINNY_LANES: u32 = 64u;
 
-// Four rows of A at column `k`: `rows` holds their offsets from A's start.
-fn skinny_rows(a: u32, rows: vec4<u32>) -> vec4<f32> {
+// Rows `first..first + 4` of A at column `k` (A's start plus k is `a`); rows past m read row
+// m - 1 and are dropped. The offsets are recomputed at each use rather than kept in 16
+// registers: the tiled kernel shares this entry point and its register budget.
+fn skinny_rows(a: u32, first: u32) -> vec4<f32> {
+    let rows = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.a_stride_m;
     return vec4<f32>(arena[a + rows.x], arena[a + rows.y], arena[a + rows.z], arena[a + rows.w]);
 }
 
@@ -70,12 +73,6 @@ fn skinny(tid: u32, wid: vec3<u32>, a_base: u32, b_base: u32) {
     let c = wid.x * SKINNY_COLS + tid / SKINNY_LANES;
     let b_row = b_base + min(c, p.n - 1u) * p.b_stride_n;
     let out_base = wid.z * p.m * p.out_stride_m;
-    // Rows past m read row m - 1 and are dropped.
-    let last = vec4<u32>(p.m - 1u);
-    let rows0 = min(vec4<u32>(0u, 1u, 2u, 3u), last) * p.a_stride_m;
-    let rows1 = min(vec4<u32>(4u, 5u, 6u, 7u), last) * p.a_stride_m;
-    let rows2 = min(vec4<u32>(8u, 9u, 10u, 11u), last) * p.a_stride_m;
-    let rows3 = min(vec4<u32>(12u, 13u, 14u, 15u), last) * p.a_stride_m;
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
@@ -83,21 +80,21 @@ fn skinny(tid: u32, wid: vec3<u32>, a_base: u32, b_base: u32) {
     // One loop per row count (a uniform branch), so few rows load only what they use.
     if (p.m <= 4u) {
         for (var k = lane; k < p.k; k += SKINNY_LANES) {
-            acc0 = fma(skinny_rows(a_base + k, rows0), vec4<f32>(arena[b_row + k]), acc0);
+            acc0 = fma(skinny_rows(a_base + k, 0u), vec4<f32>(arena[b_row + k]), acc0);
         }
     } else if (p.m <= 8u) {
         for (var k = lane; k < p.k; k += SKINNY_LANES) {
             let w = vec4<f32>(arena[b_row + k]);
-            acc0 = fma(skinny_rows(a_base + k, rows0), w, acc0);
-            acc1 = fma(skinny_rows(a_base + k, rows1), w, acc1);
+            acc0 = fma(skinny_rows(a_base + k, 0u), w, acc0);
+            acc1 = fma(skinny_rows(a_base + k, 4u), w, acc1);
         }
     } else {
         for (var k = lane; k < p.k; k += SKINNY_LANES) {
             let w = vec4<f32>(arena[b_row + k]);
-            acc0 = fma(skinny_rows(a_base + k, rows0), w, acc0);
-            acc1 = fma(skinny_rows(a_base + k, rows1), w, acc1);
-            acc2 = fma(skinny_rows(a_base + k, rows2), w, acc2);
-            acc3 = fma(skinny_rows(a_base + k, rows3), w, acc3);
+            acc0 = fma(skinny_rows(a_base + k, 0u), w, acc0);
+            acc1 = fma(skinny_rows(a_base + k, 4u), w, acc1);
+            acc2 = fma(skinny_rows(a_base + k, 8u), w, acc2);
+            acc3 = fma(skinny_rows(a_base + k, 12u), w, acc3);
         }
     }
     skinny_store(tid, lane, c, 0u, out_base, acc0);
