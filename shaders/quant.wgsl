@@ -42,9 +42,11 @@ struct QuantMatmulParams {
     variant: u32,
     // Workgroups in x: the column group is wid.x + wid.y * grid_x; wid.z is the row group.
     grid_x: u32,
+    // With glu = 1 there are two segments, gate and up, of n / 2 columns each, and the kernel
+    // writes apply_unary(glu_act, gate) * up (SwiGLU) to out_offsets[0] instead of either.
+    glu: u32,
+    glu_act: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
     col_ends: vec4<u32>,
     formats: vec4<u32>,
     w_offsets: vec4<u32>,
@@ -151,6 +153,12 @@ fn weight_row(c: u32, blocks: u32) -> vec3<u32> {
     return vec3<u32>(p.w_offsets[s], row * blocks * block_bytes(format), format);
 }
 
+// The gated product of gate column c: act(gate) * up, into the single output.
+fn store_glu(row: u32, c: u32, gate: f32, up: f32) {
+    let width = p.n / 2u;
+    arena[p.out_offsets[0] + row * width + c] = bitcast<u32>(apply_unary(p.glu_act, gate) * up);
+}
+
 // Bias, activation and the store of output element (row, col) into its segment's output.
 fn store_out(row: u32, col: u32, sum: f32) {
     var v = sum;
@@ -186,9 +194,19 @@ fn dot8(w: array<vec4<f32>, 2>, a: u32, o: vec2<u32>) -> f32 {
     return dot(w[0], load_f32x4(a + o.x)) + dot(w[1], load_f32x4(a + o.y));
 }
 
+// The column that warp `w` of column group `group` computes: eight consecutive columns, or
+// with glu four gate columns (warps 0..4) and the matching four up columns (warps 4..8).
+fn gemv_col(group: u32, w: u32) -> u32 {
+    if (p.glu != 0u) {
+        let half = GEMV_COLS / 2u;
+        return group * half + w % half + select(0u, p.n / 2u, w >= half);
+    }
+    return group * GEMV_COLS + w;
+}
+
 fn gemv(tid: u32, group: u32, row0: u32) {
     let lane = tid % GEMV_LANES;
-    let col = group * GEMV_COLS + tid / GEMV_LANES;
+    let col = gemv_col(group, tid / GEMV_LANES);
     let nr = min(GEMV_ROWS, p.m - row0);
     let blocks = p.k / 32u;
     let a0 = p.a_offset + row0 * p.k;
@@ -232,21 +250,37 @@ fn gemv(tid: u32, group: u32, row0: u32) {
         }
         workgroupBarrier();
     }
-    if (lane < nr && col < p.n) {
+    if (p.glu != 0u) {
+        // Gate warps combine with the up warp four above (same lane, WG / 2 threads later).
+        if (tid < WG / 2u && lane < nr && col < p.n / 2u) {
+            let g = w_tile[lane * WG + tid - lane];
+            let u = w_tile[lane * WG + tid - lane + WG / 2u];
+            store_glu(row0 + lane, col, g, u);
+        }
+    } else if (lane < nr && col < p.n) {
         store_out(row0 + lane, col, w_tile[lane * WG + tid - lane]);
     }
+}
+
+// The column of tile column t: TN consecutive columns, or with glu TN / 2 gate columns then
+// the matching up columns.
+fn tile_col(group: u32, t: u32) -> u32 {
+    if (p.glu != 0u) {
+        let half = TN / 2u;
+        return group * half + t % half + select(0u, p.n / 2u, t >= half);
+    }
+    return group * TN + t;
 }
 
 fn tiled(tid: u32, group: u32, rgroup: u32) {
     let tx = tid % 16u;
     let ty = tid / 16u;
     let row0 = rgroup * TM;
-    let col0 = group * TN;
     let blocks = p.k / 32u;
     // The quarter of W this thread dequantizes each step: tile column cw, quarter qi.
     let cw = tid / 4u;
     let qi = tid % 4u;
-    let wcol = col0 + cw;
+    let wcol = tile_col(group, cw);
     let wr = weight_row(min(wcol, p.n - 1u), blocks);
     let bytes = block_bytes(wr.z);
     let ko = quarter_offsets(wr.z, qi);
@@ -284,8 +318,24 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
         }
         workgroupBarrier();
     }
+    if (p.glu != 0u) {
+        // Columns tx and tx + 16 are gate columns; tx + 32 and tx + 48 their up columns.
+        for (var j = 0u; j < 2u; j++) {
+            let c = tile_col(group, tx + 16u * j);
+            if (c >= p.n / 2u) {
+                continue;
+            }
+            if (row0 + ty < p.m) {
+                store_glu(row0 + ty, c, acc0[j], acc0[j + 2u]);
+            }
+            if (row0 + ty + 16u < p.m) {
+                store_glu(row0 + ty + 16u, c, acc1[j], acc1[j + 2u]);
+            }
+        }
+        return;
+    }
     for (var j = 0u; j < 4u; j++) {
-        let c = col0 + tx + 16u * j;
+        let c = tile_col(group, tx + 16u * j);
         if (c >= p.n) {
             continue;
         }

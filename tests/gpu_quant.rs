@@ -377,7 +377,7 @@ fn sibling_steps(exe: &Executable) -> Vec<usize> {
         .steps
         .iter()
         .filter_map(|s| match &s.kind {
-            StepKind::SiblingMatmuls { matmuls } => Some(matmuls.len()),
+            StepKind::SiblingMatmuls { matmuls, .. } => Some(matmuls.len()),
             _ => None,
         })
         .collect()
@@ -395,6 +395,56 @@ fn sibling_matmuls_share_one_dispatch() {
     let c = sibling_graph(&[1, 12], &[32, 64], &[9, 24]);
     let exe = c.run_planned(&common::tiny_device(), "tiny siblings");
     assert_eq!(sibling_steps(&exe), [2; 4]);
+    assert!(exe.plan().scratch_bytes > 0, "some step is staged");
+}
+
+/// SwiGLU over two quantized projections of one input, `silu(x·gateᵀ) * (x·upᵀ)`, in the
+/// shape a decoder writes it, for gate widths that fill neither a GEMV workgroup's four gate
+/// columns nor a tile's 32, at GEMV and tiled row counts.
+///
+/// Tolerance: each product is within abs_tol(k) of the reference, and the gated product moves
+/// by at most |silu'(g)| |Δg| |u| + |silu(g)| |Δu| ≤ (1.1 |u| + |g|) abs_tol(k); the products
+/// are sums of k terms of magnitude ≤ 1 with random signs, so about sqrt(k) (a few times that
+/// at most here), and abs_tol(4 k²) = 2 sqrt(k) abs_tol(k) covers it.
+fn glu_case(ms: &[usize], k: usize, fs: &[usize]) -> Case {
+    let mut c = Case::default();
+    for (i, &m) in ms.iter().enumerate() {
+        let x = c.input(f32s(&[m, k], 900 + i as u64));
+        for (j, &f) in fs.iter().enumerate() {
+            let dtype = FORMATS[(i + j) % FORMATS.len()];
+            let seed = 100 * i as u64 + 10 * j as u64;
+            let wg = c.param(quantized(dtype, &[f, k], seed + 1));
+            let wu = c.param(quantized(dtype, &[f, k], seed + 2));
+            let gate = c.g.matmul_t(x, wg).unwrap();
+            let up = c.g.matmul_t(x, wu).unwrap();
+            let s = c.g.activation(Activation::Silu, gate).unwrap();
+            let y = if j % 2 == 0 {
+                c.g.mul(s, up).unwrap()
+            } else {
+                c.g.mul(up, s).unwrap()
+            };
+            c.output(y, Some(4 * k * k), format!("swiglu {dtype} {m}x{k}x{f}"));
+        }
+    }
+    c
+}
+
+fn glu_steps(exe: &Executable) -> usize {
+    exe.plan()
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::SiblingMatmuls { glu: Some(_), .. }))
+        .count()
+}
+
+#[test]
+fn swiglu_writes_only_the_gated_product() {
+    let c = glu_case(&[1, 5, 40], 64, &[3, 36, 70]);
+    let exe = c.run_planned(&common::device(), "swiglu");
+    assert_eq!(glu_steps(&exe), 9);
+    let c = glu_case(&[2, 12], 32, &[9, 40, 24]);
+    let exe = c.run_planned(&common::tiny_device(), "tiny swiglu");
+    assert_eq!(glu_steps(&exe), 6);
     assert!(exe.plan().scratch_bytes > 0, "some step is staged");
 }
 

@@ -32,8 +32,12 @@ pub enum StepKind {
         swap: bool,
     },
     /// Plain matmuls reading the same input against their own quantized weights, as one
-    /// dispatch writing each product.
-    SiblingMatmuls { matmuls: Vec<usize> },
+    /// dispatch writing each product; or, with `glu`, two of them (gate, up) whose only use is
+    /// `binary = act(gate) * up`, which the dispatch writes instead (SwiGLU).
+    SiblingMatmuls {
+        matmuls: Vec<usize>,
+        glu: Option<Glu>,
+    },
     /// `attention` reading Q, K and V by strides from `packed`, whose last axis holds them at
     /// the given column offsets.
     PackedAttention {
@@ -62,6 +66,13 @@ impl StepKind {
             StepKind::SiblingMatmuls { .. } => "sibling_matmuls",
         }
     }
+}
+
+/// The gated product a [`StepKind::SiblingMatmuls`] step writes: `binary = act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Glu {
+    pub act: usize,
+    pub binary: usize,
 }
 
 /// The buffer range a step binds.

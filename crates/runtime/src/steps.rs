@@ -204,13 +204,38 @@ pub fn lower_step(
                 &out,
             )
         }
-        StepKind::SiblingMatmuls { matmuls } => {
+        StepKind::SiblingMatmuls { matmuls, glu } => {
             let first = matmuls.first().copied().unwrap_or(0);
             let (a, _, _) = matmul_operands(plan, step, extent, first)?;
             let mut weights = Vec::with_capacity(matmuls.len());
-            let mut outs = Vec::with_capacity(matmuls.len());
             for &m in matmuls {
                 weights.push(matmul_operands(plan, step, extent, m)?.1);
+            }
+            if let Some(glu) = glu {
+                let [gate, up] = weights.as_slice() else {
+                    return Err(LowerError::unsupported(
+                        &nodes[first].op,
+                        "a gated product takes exactly two matmuls",
+                    ));
+                };
+                let Some(act) = activation_of(&nodes[glu.act].op) else {
+                    return Err(LowerError::unsupported(
+                        &nodes[glu.act].op,
+                        "not an activation",
+                    ));
+                };
+                let out = operand(plan, step, extent, glu.binary)?;
+                return kiln_kernels::families::quant::lower_glu(
+                    &nodes[first].op,
+                    &a,
+                    gate,
+                    up,
+                    act,
+                    &out,
+                );
+            }
+            let mut outs = Vec::with_capacity(matmuls.len());
+            for &m in matmuls {
                 outs.push(operand(plan, step, extent, m)?);
             }
             kiln_kernels::families::quant::lower_siblings(

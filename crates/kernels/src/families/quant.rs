@@ -11,7 +11,7 @@ use crate::families::matmul::{Epilogue, NO_ACTIVATION};
 use crate::kernel_params;
 use crate::lower::{grid, repr, require_f32, u32_of, Dispatch, LowerError, Operand, Repr};
 use crate::params::KernelParams;
-use kiln_ir::{DType, Op};
+use kiln_ir::{Activation, DType, Op};
 
 const SOURCE: &str = concat!(
     include_str!("../../../../shaders/activations.wgsl"),
@@ -49,9 +49,11 @@ kernel_params! {
         pub variant: u32,
         /// Workgroups in x (the column group is `wid.x + wid.y * grid_x`).
         pub grid_x: u32,
+        /// 1: two segments (gate, up) and the output `glu_act(gate) * up` (SwiGLU).
+        pub glu: u32,
+        /// Activation id of the gate under `glu`.
+        pub glu_act: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
         /// Per column segment: its end column (cumulative; unused ones hold `n`), weight
         /// [`format_code`], weight offset in words, first weight row, output offset.
         pub col_ends: [u32; 4],
@@ -214,7 +216,7 @@ pub fn lower_matmul(
             out,
         })
         .collect();
-    lower_segments(op, a, &segments, epilogue)
+    lower_segments(op, a, &segments, epilogue, None)
 }
 
 /// Lowers matmuls of one input `a` against their own quantized `[N_i, K]` weights (plain
@@ -231,6 +233,35 @@ pub fn lower_siblings(
             format!("one to {MAX_SEGMENTS} sibling matmuls, each with its output"),
         ));
     }
+    siblings(op, a, weights, outs, None)
+}
+
+/// Lowers `out = act(a × gateᵀ) * (a × upᵀ)` (SwiGLU) with quantized weights of equal shape
+/// as one dispatch that stores neither product.
+pub fn lower_glu(
+    op: &Op,
+    a: &Operand,
+    gate: &Operand,
+    up: &Operand,
+    act: Activation,
+    out: &Operand,
+) -> Result<Vec<Dispatch>, LowerError> {
+    if gate.dims != up.dims {
+        return Err(LowerError::unsupported(
+            op,
+            format!("gate {:?} and up {:?} differ", gate.dims, up.dims),
+        ));
+    }
+    siblings(op, a, &[gate, up], &[out, out], Some(act))
+}
+
+fn siblings(
+    op: &Op,
+    a: &Operand,
+    weights: &[&Operand],
+    outs: &[&Operand],
+    glu: Option<Activation>,
+) -> Result<Vec<Dispatch>, LowerError> {
     let segments: Vec<Segment<'_>> = weights
         .iter()
         .zip(outs)
@@ -241,7 +272,7 @@ pub fn lower_siblings(
             out,
         })
         .collect();
-    lower_segments(op, a, &segments, Epilogue::default())
+    lower_segments(op, a, &segments, Epilogue::default(), glu)
 }
 
 fn lower_segments(
@@ -249,6 +280,7 @@ fn lower_segments(
     a: &Operand,
     segments: &[Segment<'_>],
     epilogue: Epilogue<'_>,
+    glu: Option<Activation>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     require_f32(
         op,
@@ -303,6 +335,8 @@ fn lower_segments(
         return Ok(Vec::new());
     }
     let variant = Variant::for_rows(rows);
+    // Under glu a workgroup's columns are half gate, half up, so n = 2 x gate columns still
+    // counts the workgroups.
     let (col_groups, row_groups) = match variant {
         Variant::Gemv => (n.div_ceil(GEMV_COLS), rows.div_ceil(GEMV_ROWS)),
         Variant::Tiled => (n.div_ceil(TILE_N), rows.div_ceil(TILE_M)),
@@ -326,9 +360,9 @@ fn lower_segments(
         act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
         variant: variant.code(),
         grid_x: gx,
+        glu: u32::from(glu.is_some()),
+        glu_act: glu.map_or(NO_ACTIVATION, activation_id),
         _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
         col_ends,
         formats,
         w_offsets,

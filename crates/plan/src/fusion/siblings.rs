@@ -3,10 +3,14 @@
 //! that computes every product in one dispatch, each column range from its own weight into its
 //! own output. At decode, each of those matmuls is a GEMV whose cost is mostly its launch and
 //! its latency, so merging them saves whole dispatches.
+//!
+//! A gate/up pair whose products are read only by `act(gate) * up` (SwiGLU, found by the
+//! activation-binary pass) goes further: the step writes the gated product itself, so neither
+//! product is stored.
 
 use super::{FusionState, Group};
-use crate::step::StepKind;
-use kiln_ir::Op;
+use crate::step::{Glu, StepKind};
+use kiln_ir::{BinaryOp, Op};
 
 /// The most products one step computes (the kernel's column segments).
 pub const MAX_SIBLINGS: usize = 4;
@@ -22,7 +26,48 @@ fn candidate(st: &FusionState<'_>, i: usize) -> bool {
     matches!(w.op, Op::Param { .. }) && w.dtype.is_quantized() && w.shape.rank() == 2
 }
 
+/// `act(gate) * up` over two sibling products, from an activation-binary group: the group's
+/// index and the step replacing it.
+fn glu_of(st: &FusionState<'_>, idx: usize) -> Option<Group> {
+    let StepKind::ActBinary { act, binary, swap } = st.groups[idx].kind else {
+        return None;
+    };
+    if !matches!(
+        st.node(binary).op,
+        Op::Binary {
+            kind: BinaryOp::Mul
+        }
+    ) {
+        return None;
+    }
+    let gate = st.input(act, 0);
+    let up = st.input(binary, usize::from(!swap));
+    let siblings = gate != up
+        && candidate(st, gate)
+        && candidate(st, up)
+        && st.input(gate, 0) == st.input(up, 0)
+        && st.sole_consumer(gate) == Some(act)
+        && st.sole_consumer(up) == Some(binary)
+        // The gated product has the products' shape (no broadcast).
+        && st.node(gate).shape.same_extents(&st.node(binary).shape)
+        && st.node(up).shape.same_extents(&st.node(binary).shape);
+    siblings.then(|| Group {
+        kind: StepKind::SiblingMatmuls {
+            matmuls: vec![gate, up],
+            glu: Some(Glu { act, binary }),
+        },
+        writes: vec![binary],
+        internal: vec![gate, up, act],
+    })
+}
+
 pub fn run(st: &mut FusionState<'_>) {
+    for idx in 0..st.groups.len() {
+        if let Some(group) = glu_of(st, idx) {
+            st.take(idx);
+            st.claim(group);
+        }
+    }
     for a in 0..st.graph.len() {
         let siblings: Vec<usize> = st.consumers[a]
             .iter()
@@ -36,6 +81,7 @@ pub fn run(st: &mut FusionState<'_>) {
             st.claim(Group {
                 kind: StepKind::SiblingMatmuls {
                     matmuls: chunk.to_vec(),
+                    glu: None,
                 },
                 writes: chunk.to_vec(),
                 internal: Vec::new(),
@@ -76,7 +122,8 @@ mod tests {
         assert_eq!(
             gs[0].kind,
             StepKind::SiblingMatmuls {
-                matmuls: ids.clone()
+                matmuls: ids.clone(),
+                glu: None
             }
         );
     }
@@ -107,5 +154,39 @@ mod tests {
         }
         let sizes: Vec<usize> = groups(&g).iter().map(|gr| gr.writes.len()).collect();
         assert_eq!(sizes, [4, 2]);
+    }
+
+    #[test]
+    fn swiglu_over_siblings_writes_the_gated_product() {
+        use kiln_ir::Activation;
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, [1, 64]).unwrap();
+        let wg = g.param("gate", DType::Q4_1, [96, 64]).unwrap();
+        let wu = g.param("up", DType::Q4_1, [96, 64]).unwrap();
+        let gate = g.matmul_t(x, wg).unwrap();
+        let up = g.matmul_t(x, wu).unwrap();
+        let s = g.activation(Activation::Silu, gate).unwrap();
+        let y = g.mul(up, s).unwrap(); // the activation second: the group swaps
+        g.output(y).unwrap();
+        let mut st = FusionState::new(&g);
+        crate::fusion::act_binary::run(&mut st);
+        run(&mut st);
+        let live: Vec<&Group> = st
+            .groups
+            .iter()
+            .filter(|gr| !gr.writes.is_empty())
+            .collect();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            live[0].kind,
+            StepKind::SiblingMatmuls {
+                matmuls: vec![gate.0, up.0],
+                glu: Some(Glu {
+                    act: s.0,
+                    binary: y.0
+                })
+            }
+        );
+        assert_eq!(live[0].writes, vec![y.0]);
     }
 }
