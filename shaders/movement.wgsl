@@ -8,7 +8,8 @@
 // the output), a cast, or a plain copy for staging between arena regions.
 // `gather` is numpy take: out[o, j, i] = table[o, idx[j], i].
 // `update_rows` writes out[o, start + r, i] = update[o, r, i] for the rows inside out (the rest
-// of out is dest, already there when updating in place, else copied by a preceding dispatch).
+// of out is dest, already there when updating in place, else copied by a preceding dispatch);
+// wid.z picks one of up to four such updates of equal shapes and start (a decoder's K and V).
 
 struct CopyParams {
     numel: u32,
@@ -42,10 +43,13 @@ struct UpdateRowsParams {
     dest_rows: u32,
     rows: u32,
     inner: u32,
-    update_offset: u32,
     start_offset: u32,
-    out_offset: u32,
     grid_width: u32,
+    _pad0: u32,
+    _pad1: u32,
+    // Per job (wid.z).
+    update_offsets: vec4<u32>,
+    out_offsets: vec4<u32>,
 }
 
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
@@ -114,6 +118,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(64)
 fn update_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let job = gid.z;
     let i = gid.x + gid.y * up.grid_width;
     if (i >= up.outer * up.rows * up.inner) {
         return;
@@ -126,5 +131,6 @@ fn update_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (at < 0i || u32(at) >= up.dest_rows) {
         return;
     }
-    arena[up.out_offset + (o * up.dest_rows + u32(at)) * up.inner + inner_i] = arena[up.update_offset + i];
+    let dst = up.out_offsets[job] + (o * up.dest_rows + u32(at)) * up.inner + inner_i;
+    arena[dst] = arena[up.update_offsets[job] + i];
 }

@@ -4,7 +4,9 @@
 // and, when the output is another tensor than the input, `tail` = head_dim - rotary_dims
 // elements to copy. One invocation handles one pair or one tail element. Operands are addressed
 // by element offsets and (batch, seq, head) strides, so BSHD, BHSD and strided views all work.
-// Grids larger than 65535 workgroups are folded into y.
+// Grids larger than 65535 workgroups are folded into y. One dispatch may rotate two tensors
+// with the same attributes and positions (a decoder's Q and K): invocations below `split` work
+// on job 0, the rest on job 1, each with its own heads, offsets and strides.
 
 struct RopeParams {
     // rows * per_row invocations do work.
@@ -13,23 +15,24 @@ struct RopeParams {
     per_row: u32,
     half: u32,
     seq: u32,
-    heads: u32,
     interleaved: u32,
     has_offset_input: u32,
     offset_word: u32,
     position_offset: u32,
-    x_offset: u32,
-    out_offset: u32,
     grid_width: u32,
     // -2 log2(theta) / rotary_dims (computed in f64 on the host): pair i turns by
     // pos * exp2(i * this).
     log2_freq_step: f32,
+    // Invocations of job 0 (= work with one job).
+    split: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    // (batch, seq, head, unused) strides in elements; head_dim is contiguous.
-    x_strides: vec4<u32>,
-    out_strides: vec4<u32>,
+    // Per job (x: job 0, y: job 1): heads, input and output offsets.
+    heads: vec4<u32>,
+    x_offsets: vec4<u32>,
+    out_offsets: vec4<u32>,
+    // Per job, (batch, seq, head, unused) strides in elements; head_dim is contiguous.
+    x_strides: array<vec4<u32>, 2>,
+    out_strides: array<vec4<u32>, 2>,
 }
 
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
@@ -68,19 +71,22 @@ fn pair(i: u32) -> vec2<u32> {
 
 @compute @workgroup_size(64)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = gid.x + gid.y * p.grid_width;
-    if (n >= p.work) {
+    let g = gid.x + gid.y * p.grid_width;
+    if (g >= p.work) {
         return;
     }
+    let job = u32(g >= p.split);
+    let n = g - select(0u, p.split, job == 1u);
+    let heads = p.heads[job];
     let row = n / p.per_row;
     let item = n % p.per_row;
-    let h = row % p.heads;
-    let s = (row / p.heads) % p.seq;
-    let b = row / (p.heads * p.seq);
-    let xs = p.x_strides;
-    let os = p.out_strides;
-    let x_base = p.x_offset + b * xs.x + s * xs.y + h * xs.z;
-    let o_base = p.out_offset + b * os.x + s * os.y + h * os.z;
+    let h = row % heads;
+    let s = (row / heads) % p.seq;
+    let b = row / (heads * p.seq);
+    let xs = p.x_strides[job];
+    let os = p.out_strides[job];
+    let x_base = p.x_offsets[job] + b * xs.x + s * xs.y + h * xs.z;
+    let o_base = p.out_offsets[job] + b * os.x + s * os.y + h * os.z;
 
     if (item >= p.half) {
         // A pass-through element after the rotary dims.

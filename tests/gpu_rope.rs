@@ -230,3 +230,57 @@ fn head_dim_256_and_a_long_sequence() {
     };
     check(&c);
 }
+
+/// Q and K rotated with the same positions (9 and 3 heads, a tail of 2 kept) become one
+/// batched dispatch on the planned executable, whole arena and 8 KiB bindings; both match the
+/// reference as separate ropes.
+#[test]
+fn q_and_k_batch_into_one_dispatch() {
+    use kiln::plan::StepKind;
+    use kiln::runtime::{CompileOptions, Executable};
+    let c = Case {
+        dims: [1, 5, 9, 8],
+        layout: HeadLayout::Bshd,
+        rotary_dims: 6,
+        theta: 10_000.0,
+        style: RopeStyle::Interleaved,
+        position_offset: 0,
+        offset_input: Some(37),
+        seed: 3,
+    };
+    let mut g = Graph::new();
+    let pos = g.input("pos", DType::I32, [1]).unwrap();
+    let q = g.input("q", DType::F32, [1, 5, 9, 8]).unwrap();
+    let k = g.input("k", DType::F32, [1, 5, 3, 8]).unwrap();
+    let rq = g.add(c.op(), &[q, pos]).unwrap();
+    let rk = g.add(c.op(), &[k, pos]).unwrap();
+    g.output(rq).unwrap();
+    g.output(rk).unwrap();
+    let inputs = [
+        ("pos", HostTensor::from_i32(&[1], &[37]).unwrap()),
+        (
+            "q",
+            HostTensor::from_f32(&[1, 5, 9, 8], &values(360, 1, -1.5, 1.5)).unwrap(),
+        ),
+        (
+            "k",
+            HostTensor::from_f32(&[1, 5, 3, 8], &values(120, 2, -1.5, 1.5)).unwrap(),
+        ),
+    ];
+    let want = evaluate(&g, &[], &inputs).unwrap();
+    for dev in [common::device(), common::tiny_device()] {
+        let mut exe = Executable::compile(&dev, &g, &CompileOptions::default()).unwrap();
+        let batched = exe
+            .plan()
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::Batched { .. }))
+            .count();
+        assert_eq!(batched, 1);
+        let refs: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+        let got = exe.run(&refs).unwrap();
+        for (gt, wt) in got.iter().zip(&want) {
+            common::assert_close(&gt.to_f32(), &wt.to_f32(), c.tol(), 0.0, "batched rope");
+        }
+    }
+}

@@ -50,6 +50,9 @@ pub struct FusionOptions {
     pub activation_binary: bool,
     /// Plain matmuls of one input against their own quantized weights run as one dispatch.
     pub sibling_matmuls: bool,
+    /// Independent ropes (or row updates) with the same attributes and positions run as one
+    /// dispatch.
+    pub batch: bool,
 }
 
 impl Default for FusionOptions {
@@ -61,6 +64,7 @@ impl Default for FusionOptions {
             packed_attention: true,
             activation_binary: true,
             sibling_matmuls: true,
+            batch: true,
         }
     }
 }
@@ -75,6 +79,7 @@ impl FusionOptions {
             packed_attention: false,
             activation_binary: false,
             sibling_matmuls: false,
+            batch: false,
         }
     }
 }

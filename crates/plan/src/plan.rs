@@ -121,16 +121,30 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     if f.sibling_matmuls {
         fusion::siblings::run(&mut st);
     }
+    if f.batch {
+        fusion::batch::run(&mut st);
+    }
 
     let mut placement = vec![Placement::Absent; g.len()];
     let mut steps_unordered: Vec<(StepKind, Vec<usize>, Vec<usize>)> = Vec::new();
     // Groups first, so the slots they write are known when views of them are resolved.
     for grp in st.groups.iter().filter(|grp| !grp.writes.is_empty()) {
+        let mut writes = Vec::with_capacity(grp.writes.len());
         for &w in &grp.writes {
-            placement[w] = Placement::Slot { offset: 0 };
+            // A batched row update of an input may still be in place (see below).
+            if let Some(dest) = in_place_dest(&st, w) {
+                placement[w] = Placement::View {
+                    of: dest,
+                    offset: 0,
+                };
+                writes.push(dest);
+            } else {
+                placement[w] = Placement::Slot { offset: 0 };
+                writes.push(w);
+            }
         }
         let covered: Vec<usize> = grp.writes.iter().chain(&grp.internal).copied().collect();
-        steps_unordered.push((grp.kind.clone(), grp.writes.clone(), covered));
+        steps_unordered.push((grp.kind.clone(), writes, covered));
     }
     for (id, node) in g.nodes().iter().enumerate() {
         if st.claimed[id].is_some() {

@@ -38,6 +38,9 @@ pub enum StepKind {
         matmuls: Vec<usize>,
         glu: Option<Glu>,
     },
+    /// Independent ops of one kind run as jobs of one dispatch: two ropes with the same
+    /// attributes and positions, or up to four row updates with the same start and shapes.
+    Batched { nodes: Vec<usize> },
     /// `attention` reading Q, K and V by strides from `packed`, whose last axis holds them at
     /// the given column offsets.
     PackedAttention {
@@ -64,6 +67,7 @@ impl StepKind {
             StepKind::PackedAttention { .. } => "packed_attention",
             StepKind::ActBinary { .. } => "act_binary",
             StepKind::SiblingMatmuls { .. } => "sibling_matmuls",
+            StepKind::Batched { .. } => "batched",
         }
     }
 }

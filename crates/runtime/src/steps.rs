@@ -245,6 +245,28 @@ pub fn lower_step(
                 &outs.iter().collect::<Vec<_>>(),
             )
         }
+        StepKind::Batched { nodes: members } => {
+            let mut ins = Vec::with_capacity(members.len());
+            for &n in members {
+                ins.push((
+                    inputs_of(plan, step, extent, n)?,
+                    operand(plan, step, extent, n)?,
+                ));
+            }
+            let jobs: Vec<(&[Operand], &Operand)> =
+                ins.iter().map(|(i, o)| (i.as_slice(), o)).collect();
+            let first = members.first().map(|&n| &nodes[n].op);
+            match (first, jobs.as_slice()) {
+                (Some(op @ Op::Rope { .. }), &[a, b]) => {
+                    kiln_kernels::families::rope::lower_pair(op, a, b)
+                }
+                (Some(op @ Op::UpdateRows { axis }), _) => {
+                    kiln_kernels::families::movement::lower_update_rows(op, *axis, &jobs)
+                }
+                (Some(op), _) => Err(LowerError::unsupported(op, "cannot be batched")),
+                (None, _) => Ok(Vec::new()),
+            }
+        }
         &StepKind::PackedAttention {
             attention,
             packed,

@@ -54,10 +54,13 @@ kernel_params! {
         pub dest_rows: u32,
         pub rows: u32,
         pub inner: u32,
-        pub update_offset: u32,
         pub start_offset: u32,
-        pub out_offset: u32,
         pub grid_width: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        /// Per job (the grid's z).
+        pub update_offsets: [u32; 4],
+        pub out_offsets: [u32; 4],
     }
 }
 
@@ -314,33 +317,63 @@ fn update_rows(
     axis: usize,
     out: &Operand,
 ) -> Result<Vec<Dispatch>, LowerError> {
-    let [dest, update, start] = inputs else {
-        return Err(LowerError::unsupported(
-            op,
-            "expects dest, update and start",
-        ));
-    };
-    if repr(start.dtype) != Repr::I32 {
-        return Err(LowerError::unsupported(op, "the start must be an integer"));
+    lower_update_rows(op, axis, &[(inputs, out)])
+}
+
+/// Up to four row updates with equal shapes and the same start, each `(inputs, out)` with
+/// inputs `dest, update, start`, as one dispatch (after the copies of those not in place).
+pub fn lower_update_rows(
+    op: &Op,
+    axis: usize,
+    jobs: &[(&[Operand], &Operand)],
+) -> Result<Vec<Dispatch>, LowerError> {
+    if jobs.is_empty() || jobs.len() > 4 {
+        return Err(LowerError::unsupported(op, "one to four row updates"));
     }
-    let outer: usize = dest.dims[..axis].iter().product();
-    let inner: usize = dest.dims[axis + 1..].iter().product();
-    let mut ds = Vec::with_capacity(2);
-    if out.offset != dest.offset {
-        ds.push(copy_words(op, dest.offset, out.offset, dest.numel())?);
+    let mut ds = Vec::with_capacity(jobs.len() + 1);
+    let mut p = UpdateRowsParams::default();
+    let mut shape: Option<(&[usize], &[usize], u32)> = None;
+    for (j, &(inputs, out)) in jobs.iter().enumerate() {
+        let [dest, update, start] = inputs else {
+            return Err(LowerError::unsupported(
+                op,
+                "expects dest, update and start",
+            ));
+        };
+        packed(op, dest)?;
+        if repr(start.dtype) != Repr::I32 {
+            return Err(LowerError::unsupported(op, "the start must be an integer"));
+        }
+        let this = (dest.dims.as_slice(), update.dims.as_slice(), start.offset);
+        if shape.is_some_and(|s| s != this) {
+            return Err(LowerError::unsupported(
+                op,
+                "batched row updates must share shapes and start",
+            ));
+        }
+        shape = Some(this);
+        if out.offset != dest.offset {
+            ds.push(copy_words(op, dest.offset, out.offset, dest.numel())?);
+        }
+        p.update_offsets[j] = update.offset;
+        p.out_offsets[j] = out.offset;
     }
-    let g = grid(op, update.numel(), 64)?;
-    let p = UpdateRowsParams {
-        outer: u32_of(op, "outer", outer)?,
-        dest_rows: u32_of(op, "rows", dest.dims[axis])?,
-        rows: u32_of(op, "rows", update.dims[axis])?,
-        inner: u32_of(op, "inner", inner)?,
-        update_offset: update.offset,
-        start_offset: start.offset,
-        out_offset: out.offset,
-        grid_width: g.grid_width,
+    // `shape` is set: `jobs` is not empty.
+    let Some((dest, update, start)) = shape else {
+        return Ok(ds);
     };
-    ds.push(Dispatch::new(&UPDATE_ROWS, &p, g.groups));
+    let outer: usize = dest[..axis].iter().product();
+    let inner: usize = dest[axis + 1..].iter().product();
+    let numel: usize = update.iter().product();
+    let g = grid(op, numel, 64)?;
+    p.outer = u32_of(op, "outer", outer)?;
+    p.dest_rows = u32_of(op, "rows", dest[axis])?;
+    p.rows = u32_of(op, "rows", update[axis])?;
+    p.inner = u32_of(op, "inner", inner)?;
+    p.start_offset = start;
+    p.grid_width = g.grid_width;
+    let groups = [g.groups[0], g.groups[1], jobs.len() as u32];
+    ds.push(Dispatch::new(&UPDATE_ROWS, &p, groups));
     Ok(ds)
 }
 

@@ -20,23 +20,24 @@ kernel_params! {
         /// rotary_dims / 2.
         pub half: u32,
         pub seq: u32,
-        pub heads: u32,
         /// 1 for [`RopeStyle::Interleaved`].
         pub interleaved: u32,
         pub has_offset_input: u32,
         pub offset_word: u32,
         pub position_offset: u32,
-        pub x_offset: u32,
-        pub out_offset: u32,
         pub grid_width: u32,
         /// -2 log2(theta) / rotary_dims.
         pub log2_freq_step: f32,
+        /// Invocations of job 0 (all of `work` with one job).
+        pub split: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
-        /// (batch, seq, head, 0) strides in elements; head_dim is contiguous.
-        pub x_strides: [u32; 4],
-        pub out_strides: [u32; 4],
+        /// Per job (index 0 and 1): heads, input and output offsets.
+        pub heads: [u32; 4],
+        pub x_offsets: [u32; 4],
+        pub out_offsets: [u32; 4],
+        /// Per job, (batch, seq, head, 0) strides in elements; head_dim is contiguous.
+        pub x_strides: [[u32; 4]; 2],
+        pub out_strides: [[u32; 4]; 2],
     }
 }
 
@@ -139,38 +140,71 @@ fn position_offset(op: &Op, offset: usize) -> Result<u32, LowerError> {
 
 /// Lowers a rope op to one dispatch over every pair (and tail element) of every head vector.
 pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    lower_jobs(op, &[(inputs, out)])
+}
+
+/// Lowers one or two rope ops with the same attributes and position inputs (e.g. a decoder's
+/// Q and K) to one dispatch; each is `(inputs, out)`.
+pub fn lower_pair(
+    op: &Op,
+    first: (&[Operand], &Operand),
+    second: (&[Operand], &Operand),
+) -> Result<Vec<Dispatch>, LowerError> {
+    lower_jobs(op, &[first, second])
+}
+
+fn lower_jobs(op: &Op, jobs: &[(&[Operand], &Operand)]) -> Result<Vec<Dispatch>, LowerError> {
     let a = attrs(op)?;
-    check(op, &a, inputs, out)?;
-    let x = &inputs[0];
     let (ba, sa, ha, _) = a.layout.axes();
     let half = a.rotary_dims / 2;
-    // Rotating in place leaves the tail where it is: no copy needed.
-    let tail = if out.offset == x.offset {
+    let (first_x, first_out) = match jobs.first() {
+        Some((inputs, out)) if jobs.len() <= 2 => (inputs.first(), *out),
+        _ => return Err(LowerError::unsupported(op, "one or two rope jobs")),
+    };
+    // Rotating in place leaves the tail where it is: a single in-place job copies nothing
+    // (a pair copies every tail, onto itself where in place).
+    let in_place = jobs.len() == 1 && first_x.is_some_and(|x| x.offset == first_out.offset);
+    let tail = if in_place {
         0
     } else {
         a.head_dim - a.rotary_dims
     };
-    let rows = x.dims[ba] * x.dims[sa] * x.dims[ha];
-    let work = rows * (half + tail);
-    let g = grid(op, work, 64)?;
-    let p = RopeParams {
-        work: u32_of(op, "elements", work)?,
+    let mut p = RopeParams {
         per_row: u32_of(op, "head_dim", half + tail)?,
         half: u32_of(op, "rotary_dims", half)?,
-        seq: u32_of(op, "seq", x.dims[sa])?,
-        heads: u32_of(op, "heads", x.dims[ha])?,
         interleaved: u32::from(a.style == RopeStyle::Interleaved),
         has_offset_input: u32::from(a.has_offset_input),
-        offset_word: inputs.get(1).map_or(0, |o| o.offset),
         position_offset: position_offset(op, a.position_offset)?,
-        x_offset: x.offset,
-        out_offset: out.offset,
-        grid_width: g.grid_width,
         log2_freq_step: (-2.0 * (a.theta as f64).log2() / a.rotary_dims as f64) as f32,
-        x_strides: head_strides(op, x, a.layout)?,
-        out_strides: head_strides(op, out, a.layout)?,
         ..Default::default()
     };
+    let mut work = 0usize;
+    for (j, &(inputs, out)) in jobs.iter().enumerate() {
+        check(op, &a, inputs, out)?;
+        let x = &inputs[0];
+        let seq = u32_of(op, "seq", x.dims[sa])?;
+        let offset_word = inputs.get(1).map_or(0, |o| o.offset);
+        if j > 0 && (seq != p.seq || offset_word != p.offset_word) {
+            return Err(LowerError::unsupported(
+                op,
+                "paired rope jobs must share the sequence and the position input",
+            ));
+        }
+        p.seq = seq;
+        p.offset_word = offset_word;
+        p.heads[j] = u32_of(op, "heads", x.dims[ha])?;
+        p.x_offsets[j] = x.offset;
+        p.out_offsets[j] = out.offset;
+        p.x_strides[j] = head_strides(op, x, a.layout)?;
+        p.out_strides[j] = head_strides(op, out, a.layout)?;
+        work += x.dims[ba] * x.dims[sa] * x.dims[ha] * (half + tail);
+        if j == 0 {
+            p.split = u32_of(op, "elements", work)?;
+        }
+    }
+    let g = grid(op, work, 64)?;
+    p.work = u32_of(op, "elements", work)?;
+    p.grid_width = g.grid_width;
     Ok(vec![Dispatch::new(&ROPE, &p, g.groups)])
 }
 
@@ -203,8 +237,9 @@ mod tests {
         let d = lower(&op(4, true), &[x, off], &out).unwrap();
         let p: RopeParams = bytemuck::pod_read_unaligned(&d[0].params);
         assert_eq!((p.half, p.per_row, p.work), (2, 6, 30 * 6));
-        assert_eq!((p.seq, p.heads, p.interleaved), (5, 3, 1));
-        assert_eq!(p.x_strides, [120, 8, 40, 0]);
+        assert_eq!((p.seq, p.heads[0], p.interleaved), (5, 3, 1));
+        assert_eq!(p.x_strides[0], [120, 8, 40, 0]);
+        assert_eq!(p.split, p.work);
         assert_eq!((p.offset_word, p.position_offset), (240, 3));
         assert!((p.log2_freq_step - (-10000f32.log2() / 2.0)).abs() < 1e-6);
     }

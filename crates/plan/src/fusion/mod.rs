@@ -2,6 +2,7 @@
 //! nodes into a fused step; each can be switched off in [`crate::FusionOptions`].
 
 pub mod act_binary;
+pub mod batch;
 pub mod epilogue;
 pub mod packed_attention;
 pub mod qkv;

@@ -1,0 +1,165 @@
+//! Horizontal batching: independent ops of one kind whose kernel can run several of them as
+//! jobs of one dispatch. A decoder rotates Q and K with the same positions, and writes its new
+//! keys and values into the two caches at the same position: two dispatches each, one after
+//! batching. Neither op of a batch reads the other, so running them together changes nothing.
+
+use super::{FusionState, Group};
+use crate::step::StepKind;
+use kiln_ir::Op;
+
+/// Ropes per batch (`rope.wgsl` runs two jobs).
+pub const MAX_ROPES: usize = 2;
+/// Row updates per batch (`update_rows` runs up to four jobs).
+pub const MAX_UPDATES: usize = 4;
+
+/// What must agree for two nodes to share a dispatch, or `None` if `i` never batches.
+fn batch_key(st: &FusionState<'_>, i: usize) -> Option<(Op, Vec<usize>, String)> {
+    let node = st.node(i);
+    match &node.op {
+        // Same attributes, the same position input (the offset), the same sequence length.
+        Op::Rope { layout, .. } => {
+            let (_, sa, _, _) = layout.axes();
+            let seq = node.shape.dims().get(sa).map(|d| d.to_string())?;
+            Some((
+                node.op.clone(),
+                node.inputs[1..].iter().map(|n| n.0).collect(),
+                seq,
+            ))
+        }
+        // The same start, and equal shapes of dest and update.
+        Op::UpdateRows { .. } => {
+            let update = st.node(st.input(i, 1));
+            let shapes = format!("{} {}", node.shape, update.shape);
+            Some((node.op.clone(), vec![st.input(i, 2)], shapes))
+        }
+        _ => None,
+    }
+}
+
+fn limit(op: &Op) -> usize {
+    match op {
+        Op::Rope { .. } => MAX_ROPES,
+        _ => MAX_UPDATES,
+    }
+}
+
+/// Whether `a` reads `b` directly (a batch's members must be independent; members are only
+/// ever read through their outputs, so a direct edge is the only way one could need another).
+fn reads(st: &FusionState<'_>, a: usize, b: usize) -> bool {
+    st.node(a).inputs.iter().any(|i| i.0 == b)
+}
+
+pub fn run(st: &mut FusionState<'_>) {
+    let mut taken = vec![false; st.graph.len()];
+    for i in 0..st.graph.len() {
+        if taken[i] || !st.is_free(i) {
+            continue;
+        }
+        let Some(key) = batch_key(st, i) else {
+            continue;
+        };
+        let mut members = vec![i];
+        for (j, &used) in taken.iter().enumerate().skip(i + 1) {
+            if members.len() == limit(&key.0) {
+                break;
+            }
+            let fits = !used
+                && st.is_free(j)
+                && batch_key(st, j).as_ref() == Some(&key)
+                && members
+                    .iter()
+                    .all(|&m| !reads(st, j, m) && !reads(st, m, j));
+            if fits {
+                members.push(j);
+            }
+        }
+        if members.len() < 2 {
+            continue;
+        }
+        for &m in &members {
+            taken[m] = true;
+        }
+        st.claim(Group {
+            kind: StepKind::Batched {
+                nodes: members.clone(),
+            },
+            writes: members,
+            internal: Vec::new(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{DType, Graph, HeadLayout, RopeStyle};
+
+    fn rope(heads_dim: usize) -> Op {
+        Op::Rope {
+            head_dim: heads_dim,
+            rotary_dims: heads_dim,
+            theta: 10_000.0,
+            style: RopeStyle::Interleaved,
+            layout: HeadLayout::Bshd,
+            position_offset: 0,
+            has_offset_input: true,
+        }
+    }
+
+    fn groups(g: &Graph) -> Vec<Group> {
+        let mut st = FusionState::new(g);
+        run(&mut st);
+        st.groups
+    }
+
+    #[test]
+    fn q_and_k_ropes_and_the_two_cache_updates_batch() {
+        let mut g = Graph::new();
+        let pos = g.input("pos", DType::I32, [1]).unwrap();
+        let q = g.input("q", DType::F32, [1, 1, 9, 64]).unwrap();
+        let k = g.input("k", DType::F32, [1, 1, 3, 64]).unwrap();
+        let v = g.input("v", DType::F32, [1, 1, 3, 64]).unwrap();
+        let kc = g.input("kc", DType::F32, [1, 16, 3, 64]).unwrap();
+        let vc = g.input("vc", DType::F32, [1, 16, 3, 64]).unwrap();
+        let rq = g.add(rope(64), &[q, pos]).unwrap();
+        let rk = g.add(rope(64), &[k, pos]).unwrap();
+        let uk = g.update_rows(kc, rk, pos, 1).unwrap();
+        let uv = g.update_rows(vc, v, pos, 1).unwrap();
+        for n in [rq, uk, uv] {
+            g.output(n).unwrap();
+        }
+        let gs = groups(&g);
+        let kinds: Vec<&StepKind> = gs.iter().map(|g| &g.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &StepKind::Batched {
+                    nodes: vec![rq.0, rk.0]
+                },
+                &StepKind::Batched {
+                    nodes: vec![uk.0, uv.0]
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn not_across_positions_attributes_or_dependencies() {
+        let mut g = Graph::new();
+        let p1 = g.input("p1", DType::I32, [1]).unwrap();
+        let p2 = g.input("p2", DType::I32, [1]).unwrap();
+        let x = g.input("x", DType::F32, [1, 1, 2, 8]).unwrap();
+        let a = g.add(rope(8), &[x, p1]).unwrap();
+        let b = g.add(rope(8), &[x, p2]).unwrap(); // another position input
+        let c = g.add(rope(8), &[a, p1]).unwrap(); // reads a
+        let mut other = rope(8);
+        if let Op::Rope { theta, .. } = &mut other {
+            *theta = 500.0;
+        }
+        let d = g.add(other, &[x, p1]).unwrap(); // another theta
+        for n in [b, c, d] {
+            g.output(n).unwrap();
+        }
+        assert!(groups(&g).is_empty());
+    }
+}
