@@ -27,6 +27,8 @@ pub enum PlanError {
         bytes: u64,
         limit: u64,
     },
+    #[error("a fused {what} step depends on itself through other steps (a planner bug)")]
+    Cycle { what: String },
     #[error("the arena needs {bytes} bytes, more than the largest buffer ({limit})")]
     ArenaTooLarge { bytes: u64, limit: u64 },
     #[error("node {node}: size overflows")]

@@ -209,7 +209,7 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
             }
         })
         .collect();
-    let order = schedule(&pending);
+    let order = schedule(&pending)?;
     let mut ordered = Vec::with_capacity(order.len());
     for i in order {
         ordered.push(std::mem::take(&mut pending[i]));
@@ -443,7 +443,7 @@ fn view_offset(g: &Graph, id: usize, policy: StoragePolicy) -> Option<u64> {
 
 /// A topological order of steps: a step runs after every step writing what it reads, and
 /// among ready steps the one with the smallest node id goes first (graph order).
-fn schedule(steps: &[Pending]) -> Vec<usize> {
+fn schedule(steps: &[Pending]) -> Result<Vec<usize>, PlanError> {
     let mut writer = std::collections::HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         for &w in &step.writes {
@@ -483,12 +483,15 @@ fn schedule(steps: &[Pending]) -> Vec<usize> {
             }
         }
     }
-    // The passes only fuse along dependencies, so there is no cycle; any step left over
-    // would mean a fusion bug, and is appended in graph order rather than dropped.
-    let mut rest: Vec<usize> = (0..n).filter(|i| !order.contains(i)).collect();
-    rest.sort_by_key(|&i| key(i));
-    order.extend(rest);
-    order
+    // A step left over sits on a cycle, which only a fusion bug could create.
+    if order.len() == n {
+        Ok(order)
+    } else {
+        let stuck = (0..n).find(|i| !order.contains(i)).unwrap_or(0);
+        Err(PlanError::Cycle {
+            what: steps[stuck].kind.name().to_string(),
+        })
+    }
 }
 
 /// The binding of one step when the arena exceeds one binding: a window over its operands, or

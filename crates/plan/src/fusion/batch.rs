@@ -43,10 +43,28 @@ fn limit(op: &Op) -> usize {
     }
 }
 
-/// Whether `a` reads `b` directly (a batch's members must be independent; members are only
-/// ever read through their outputs, so a direct edge is the only way one could need another).
-fn reads(st: &FusionState<'_>, a: usize, b: usize) -> bool {
-    st.node(a).inputs.iter().any(|i| i.0 == b)
+/// Whether node `j` depends, directly or through other nodes, on any of `members` (all of
+/// which come before it in graph order, as every input does). A batch's members must be
+/// independent: a decoder's layer-2 cache update depends on layer 1's through the attention
+/// between them, and batching those two would need each before the other.
+fn depends_on_any(st: &FusionState<'_>, j: usize, members: &[usize]) -> bool {
+    let lowest = members.iter().copied().min().unwrap_or(j);
+    let mut seen = vec![false; j + 1];
+    let mut stack = vec![j];
+    while let Some(n) = stack.pop() {
+        for i in &st.node(n).inputs {
+            let i = i.0;
+            if members.contains(&i) {
+                return true;
+            }
+            // Nothing below the lowest member can lead back to one.
+            if i > lowest && !seen[i] {
+                seen[i] = true;
+                stack.push(i);
+            }
+        }
+    }
+    false
 }
 
 pub fn run(st: &mut FusionState<'_>) {
@@ -66,9 +84,7 @@ pub fn run(st: &mut FusionState<'_>) {
             let fits = !used
                 && st.is_free(j)
                 && batch_key(st, j).as_ref() == Some(&key)
-                && members
-                    .iter()
-                    .all(|&m| !reads(st, j, m) && !reads(st, m, j));
+                && !depends_on_any(st, j, &members);
             if fits {
                 members.push(j);
             }
@@ -160,6 +176,22 @@ mod tests {
         for n in [b, c, d] {
             g.output(n).unwrap();
         }
+        assert!(groups(&g).is_empty());
+    }
+
+    #[test]
+    fn not_when_one_depends_on_the_other_through_other_nodes() {
+        let mut g = Graph::new();
+        let pos = g.input("pos", DType::I32, [1]).unwrap();
+        let c1 = g.input("c1", DType::F32, [1, 8, 2, 4]).unwrap();
+        let c2 = g.input("c2", DType::F32, [1, 8, 2, 4]).unwrap();
+        let k = g.input("k", DType::F32, [1, 1, 2, 4]).unwrap();
+        let u1 = g.update_rows(c1, k, pos, 1).unwrap();
+        // The second update's rows come from the first's result (like a next layer's keys).
+        let r = g.narrow(u1, 1, 0, 1).unwrap();
+        let k2 = g.activation(kiln_ir::Activation::Neg, r).unwrap();
+        let u2 = g.update_rows(c2, k2, pos, 1).unwrap();
+        g.output(u2).unwrap();
         assert!(groups(&g).is_empty());
     }
 }
