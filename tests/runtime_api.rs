@@ -214,3 +214,30 @@ fn a_run_submits_once_and_creates_no_buffer_bind_group_or_pipeline() {
         (before.buffers, before.bind_groups, before.pipelines)
     );
 }
+
+/// `profile` times every step and `profile_run` the whole run; both upload like a run, and the
+/// executable computes the same afterwards. A device without timestamps says so.
+#[test]
+fn profiling_times_steps_and_whole_runs() {
+    let mut exe = compiled();
+    exe.set_param("w", &f32s(&[4], &[1.0, -1.0, 2.0, 0.5]))
+        .unwrap();
+    let x = f32s(&[4], &[1.0, 2.0, 3.0, 4.0]);
+    let s = f32s(&[4], &[0.0; 4]);
+    let inputs = [("x", &x), ("state", &s)];
+    match (exe.profile(&inputs), exe.profile_run(&inputs)) {
+        (Ok(steps), Ok(total)) => {
+            assert_eq!(steps.len(), exe.plan().steps.len());
+            assert!(steps
+                .iter()
+                .all(|t| t.gpu_ns.is_finite() && t.gpu_ns >= 0.0));
+            assert!(total.is_finite() && total >= 0.0);
+        }
+        (Err(RunError::Unsupported { detail, .. }), Err(RunError::Unsupported { .. })) => {
+            assert!(detail.contains("TIMESTAMP_QUERY"), "{detail}");
+        }
+        (a, b) => panic!("profile and profile_run disagree: {a:?} / {b:?}"),
+    }
+    let out = exe.run(&inputs).unwrap();
+    assert_eq!(out[0].to_f32(), [1.0, 0.0, 6.0, 2.0]);
+}

@@ -673,6 +673,74 @@ impl Executable {
     /// Runs once with GPU timestamps around every dispatch (each in a pass of its own) and
     /// returns the GPU time of each step, in plan order. Needs `TIMESTAMP_QUERY`.
     pub fn profile(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<Vec<StepTime>, RunError> {
+        // Upload and validate exactly as a run does.
+        self.run_read_outputs(inputs, &[])?;
+        let count = self.dispatch_count.max(1) as u32 * 2;
+        let ticks = self.timestamps(count, |encoder, queries| {
+            self.encode_profiled(encoder, queries)
+        })?;
+        let period = self.device.queue().get_timestamp_period() as f64;
+        let mut times = Vec::with_capacity(self.plan.steps.len());
+        let mut index_of = std::collections::HashMap::new();
+        let mut k = 0usize;
+        for (ai, a) in self.actions.iter().enumerate() {
+            if matches!(a, Action::Dispatch { .. }) {
+                index_of.insert(ai, k);
+                k += 1;
+            }
+        }
+        for (si, step) in self.plan.steps.iter().enumerate() {
+            let mut ns = 0.0;
+            for a in &self.step_actions[si] {
+                let d = index_of[a];
+                ns += ticks[2 * d + 1].saturating_sub(ticks[2 * d]) as f64 * period;
+            }
+            times.push(StepTime {
+                step: si,
+                name: step_name(&self.plan, step),
+                dispatches: self.step_actions[si].len(),
+                gpu_ns: ns,
+            });
+        }
+        Ok(times)
+    }
+
+    /// The GPU time in nanoseconds of one whole run's work, encoded as `run` encodes it (one
+    /// compute pass, split only around staging copies) between two timestamps, after
+    /// uploading `inputs` as a run does. Unlike [`Executable::profile`], which gives every
+    /// dispatch a pass of its own, this includes the barriers between dispatches and nothing
+    /// else.
+    pub fn profile_run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<f64, RunError> {
+        self.run_read_outputs(inputs, &[])?;
+        let ticks = self.timestamps(2, |encoder, queries| {
+            // Empty passes carry the timestamps: one before the run's work, one after.
+            let mark = |encoder: &mut wgpu::CommandEncoder, begin: bool| {
+                let index = Some(u32::from(!begin));
+                drop(encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("kiln profile mark"),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: queries,
+                        beginning_of_pass_write_index: index.filter(|_| begin),
+                        end_of_pass_write_index: index.filter(|_| !begin),
+                    }),
+                }));
+            };
+            mark(encoder, true);
+            self.encode(encoder);
+            mark(encoder, false);
+            2
+        })?;
+        let period = self.device.queue().get_timestamp_period() as f64;
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * period)
+    }
+
+    /// Encodes with `encode` (which returns how many of the `count` queries it wrote), resolves
+    /// the timestamps, submits and reads them back.
+    fn timestamps(
+        &self,
+        count: u32,
+        encode: impl FnOnce(&mut wgpu::CommandEncoder, &wgpu::QuerySet) -> u32,
+    ) -> Result<Vec<u64>, RunError> {
         if !self
             .device
             .info()
@@ -685,9 +753,6 @@ impl Executable {
                 detail: "the device has no TIMESTAMP_QUERY".into(),
             });
         }
-        // Upload and validate exactly as a run does.
-        self.run_read_outputs(inputs, &[])?;
-        let count = self.dispatch_count.max(1) as u32 * 2;
         let wdev = self.device.wgpu_device();
         let queries = wdev.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("kiln profile"),
@@ -707,6 +772,20 @@ impl Executable {
             mapped_at_creation: false,
         });
         let mut encoder = wdev.create_command_encoder(&Default::default());
+        let written = encode(&mut encoder, &queries);
+        encoder.resolve_query_set(&queries, 0..written.max(2), &resolve, 0);
+        encoder.copy_buffer_to_buffer(&resolve, 0, &read, 0, count as u64 * 8);
+        self.device.submit([encoder.finish()]);
+        let data = crate::readback::map_read(&self.device, &read)?;
+        Ok(data
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")))
+            .collect())
+    }
+
+    /// Encodes every action, each dispatch in a pass of its own between two timestamps;
+    /// returns the number of queries written.
+    fn encode_profiled(&self, encoder: &mut wgpu::CommandEncoder, queries: &wgpu::QuerySet) -> u32 {
         let mut q = 0u32;
         for action in &self.actions {
             match action {
@@ -719,7 +798,7 @@ impl Executable {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("kiln profile"),
                         timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: &queries,
+                            query_set: queries,
                             beginning_of_pass_write_index: Some(q),
                             end_of_pass_write_index: Some(q + 1),
                         }),
@@ -758,38 +837,7 @@ impl Executable {
                 }
             }
         }
-        encoder.resolve_query_set(&queries, 0..q.max(2), &resolve, 0);
-        encoder.copy_buffer_to_buffer(&resolve, 0, &read, 0, count as u64 * 8);
-        self.device.submit([encoder.finish()]);
-        let data = crate::readback::map_read(&self.device, &read)?;
-        let ticks: Vec<u64> = data
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")))
-            .collect();
-        let period = self.device.queue().get_timestamp_period() as f64;
-        let mut times = Vec::with_capacity(self.plan.steps.len());
-        let mut index_of = std::collections::HashMap::new();
-        let mut k = 0usize;
-        for (ai, a) in self.actions.iter().enumerate() {
-            if matches!(a, Action::Dispatch { .. }) {
-                index_of.insert(ai, k);
-                k += 1;
-            }
-        }
-        for (si, step) in self.plan.steps.iter().enumerate() {
-            let mut ns = 0.0;
-            for a in &self.step_actions[si] {
-                let d = index_of[a];
-                ns += ticks[2 * d + 1].saturating_sub(ticks[2 * d]) as f64 * period;
-            }
-            times.push(StepTime {
-                step: si,
-                name: step_name(&self.plan, step),
-                dispatches: self.step_actions[si].len(),
-                gpu_ns: ns,
-            });
-        }
-        Ok(times)
+        q
     }
 
     /// Reads the current GPU value of an input (e.g. state fed back from an output).
