@@ -241,3 +241,48 @@ fn profiling_times_steps_and_whole_runs() {
     let out = exe.run(&inputs).unwrap();
     assert_eq!(out[0].to_f32(), [1.0, 0.0, 6.0, 2.0]);
 }
+
+/// Feedback registered at a short extent still carries the whole state at a longer one.
+#[test]
+fn feedback_set_up_at_a_short_extent_copies_whole_states_later() {
+    use kiln::ir::{Dim, Shape};
+    let shape = Shape(vec![Dim::bounded("seq", 8), Dim::Static(4)]);
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape.clone()).unwrap();
+    let state = g.input("state", DType::F32, shape).unwrap();
+    let s = g.add_op(state, x).unwrap();
+    g.output(s).unwrap();
+    let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    exe.set_active_extent("seq", 2).unwrap();
+    exe.feed_back(0, "state").unwrap();
+    let ones = f32s(&[8, 4], &[1.0; 32]);
+    let zeros = f32s(&[8, 4], &[0.0; 32]);
+    let first = exe.run(&[("x", &ones), ("state", &zeros)]).unwrap();
+    assert_eq!(first[0].to_f32(), vec![1.0; 32]);
+    // The state comes back from the GPU: every one of the 8 rows, not only the first 2.
+    let second = exe.run(&[("x", &ones)]).unwrap();
+    assert_eq!(second[0].to_f32(), vec![2.0; 32]);
+}
+
+/// A run refused for a bad input leaves the active extent where it was.
+#[test]
+fn a_refused_run_does_not_change_the_extent() {
+    use kiln::ir::{Dim, Shape};
+    let shape = Shape(vec![Dim::bounded("seq", 8), Dim::Static(4)]);
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape.clone()).unwrap();
+    let y = g.input("y", DType::F32, shape).unwrap();
+    let s = g.add_op(x, y).unwrap();
+    g.output(s).unwrap();
+    let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    exe.set_active_extent("seq", 2).unwrap();
+    let x3 = f32s(&[3, 4], &[1.0; 12]);
+    let bad = HostTensor::from_i32(&[3, 4], &[1; 12]).unwrap(); // wrong dtype
+    assert!(matches!(
+        exe.run(&[("x", &x3), ("y", &bad)]),
+        Err(RunError::Mismatch { .. })
+    ));
+    assert_eq!(exe.active_extent().get("seq"), Some(2));
+    let out = exe.run(&[("x", &x3), ("y", &x3)]).unwrap();
+    assert_eq!(out[0].to_f32(), vec![2.0; 12]);
+}

@@ -30,10 +30,22 @@ pub enum TensorError {
 }
 
 impl HostTensor {
+    /// The bytes a `dtype` tensor of `shape` takes, or `None` if the shape cannot hold one
+    /// (its size overflows, or a quantized last dim is not whole blocks).
+    pub fn expected_bytes(dtype: DType, shape: &[usize]) -> Option<usize> {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        dtype.storage_bytes(numel, shape.last().copied().unwrap_or(1))
+    }
+
+    /// Whether the bytes are exactly what the dtype and shape call for (the fields are public,
+    /// so a tensor built by hand may not be).
+    pub fn is_consistent(&self) -> bool {
+        Self::expected_bytes(self.dtype, &self.shape) == Some(self.bytes.len())
+    }
+
     /// Wraps bytes, checking their length against the dtype and shape.
     pub fn from_bytes(dtype: DType, shape: &[usize], bytes: Vec<u8>) -> Result<Self, TensorError> {
-        let numel: usize = shape.iter().product();
-        let expected = dtype.storage_bytes(numel, shape.last().copied().unwrap_or(1));
+        let expected = Self::expected_bytes(dtype, shape);
         if expected != Some(bytes.len()) {
             return Err(TensorError::Size {
                 dtype,
@@ -51,12 +63,12 @@ impl HostTensor {
 
     /// Converts `values` to `dtype` (see [`encode`]) and checks the count against the shape.
     pub fn from_values(dtype: DType, shape: &[usize], values: &[f32]) -> Result<Self, TensorError> {
-        let numel: usize = shape.iter().product();
-        if numel != values.len() || dtype.is_quantized() {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if numel != Some(values.len()) || dtype.is_quantized() {
             return Err(TensorError::Count {
                 shape: shape.to_vec(),
                 got: values.len(),
-                expected: numel,
+                expected: numel.unwrap_or(usize::MAX),
             });
         }
         HostTensor::from_bytes(dtype, shape, encode(dtype, values))
@@ -144,6 +156,24 @@ pub fn round_to(dtype: DType, v: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_or_inconsistent_shapes_are_errors_not_overflows() {
+        let huge = [usize::MAX, 2];
+        assert!(HostTensor::from_values(DType::F32, &huge, &[1.0]).is_err());
+        assert!(HostTensor::from_bytes(DType::F32, &huge, vec![0; 8]).is_err());
+        assert_eq!(HostTensor::expected_bytes(DType::F32, &huge), None);
+        // Public fields: a tensor assembled by hand can disagree with itself.
+        let t = HostTensor {
+            dtype: DType::F32,
+            shape: vec![3],
+            bytes: vec![0; 8],
+        };
+        assert!(!t.is_consistent());
+        assert!(HostTensor::from_f32(&[2], &[1.0, 2.0])
+            .unwrap()
+            .is_consistent());
+    }
 
     #[test]
     fn roundtrip_each_dtype() {

@@ -76,11 +76,11 @@ pub fn run_eager(
                     Op::Input { .. } => RunError::MissingInput { name: name.clone() },
                     _ => RunError::MissingParam { name: name.clone() },
                 })?;
-                if t.dtype != node.dtype || t.shape != operands[id].dims {
+                if t.dtype != node.dtype || t.shape != operands[id].dims || !t.is_consistent() {
                     return Err(RunError::Mismatch {
                         name: name.clone(),
                         expected: format!("{}{:?}", node.dtype, operands[id].dims),
-                        got: format!("{}{:?}", t.dtype, t.shape),
+                        got: format!("{}{:?} ({} bytes)", t.dtype, t.shape, t.bytes.len()),
                     });
                 }
                 to_arena(t)

@@ -466,7 +466,16 @@ impl Executable {
                 got: format!("output {output}: {}{}", out.dtype, out.shape),
             });
         }
-        let need = self.bytes_at(out.dtype, &out.shape).max(4);
+        // Sized for the bound, so the copy stays whole at any later extent.
+        let bound = dims_at(&out.shape, &kiln_ir::DimBinding::new());
+        let need = crate::transfer::words(
+            out.dtype,
+            bound.iter().product(),
+            bound.last().copied().unwrap_or(1),
+        )
+        .unwrap_or(0) as u64
+            * 4;
+        let need = need.max(4);
         // An input updated in place is its own output: nothing to copy, no hop needed.
         let in_place = out.offset == inp.offset;
         if !in_place && self.hop.as_ref().is_none_or(|h| h.size() < need) {
@@ -527,11 +536,16 @@ impl Executable {
                     detail: e.to_string(),
                 }
             })?;
-            if ds.len() != self.step_actions[i].len() {
+            // A step keeps its pipelines and bind groups: only params and grid may change.
+            let same_kernels = ds.len() == self.step_actions[i].len()
+                && ds.iter().zip(&self.step_actions[i]).all(|(d, &a)| {
+                    matches!(&self.actions[a], Action::Dispatch { kernel, .. } if kernel.name == d.kernel.name)
+                });
+            if !same_kernels {
                 return Err(RunError::Unsupported {
                     node: i,
                     op: "step",
-                    detail: "its dispatches change with the extent".into(),
+                    detail: "its kernels change with the extent".into(),
                 });
             }
             updates.push((i, ds));
@@ -545,7 +559,7 @@ impl Executable {
                     ..
                 } = &mut self.actions[a]
                 {
-                    debug_assert_eq!(kernel.name, d.kernel.name);
+                    debug_assert_eq!(kernel.name, d.kernel.name, "checked above");
                     *groups = d.groups;
                     self.device
                         .queue()
@@ -591,9 +605,14 @@ impl Executable {
                 });
             }
         }
-        self.follow_input_extents(inputs)?;
+        // The extent the inputs ask for is checked with everything else before it is applied.
+        let wanted = self.input_extents(inputs)?;
+        let mut extent = self.extent.clone();
+        for (sym, v) in &wanted {
+            extent.set(sym, *v);
+        }
         for (name, t) in inputs {
-            check_tensor(name, &self.inputs[*name], &self.extent, t)?;
+            check_tensor(name, &self.inputs[*name], &extent, t)?;
         }
         for name in self.inputs.keys() {
             let given = inputs.iter().any(|(n, _)| n == name);
@@ -606,6 +625,9 @@ impl Executable {
         }
         if let Some((name, _)) = self.params.iter().find(|(_, p)| !p.set) {
             return Err(RunError::MissingParam { name: name.clone() });
+        }
+        for (sym, v) in wanted {
+            self.set_active_extent(&sym, v)?;
         }
 
         let queue = self.device.queue();
@@ -873,8 +895,12 @@ impl Executable {
             * 4
     }
 
-    /// Sets the extent of every symbol that the given inputs' shapes determine.
-    fn follow_input_extents(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<(), RunError> {
+    /// The value of every symbol that the given inputs' shapes determine, each within its
+    /// bound (not applied yet).
+    fn input_extents(
+        &self,
+        inputs: &[(&str, &HostTensor)],
+    ) -> Result<Vec<(String, usize)>, RunError> {
         let mut wanted: Vec<(String, usize)> = Vec::new();
         for (name, t) in inputs {
             let src = &self.inputs[*name];
@@ -897,10 +923,21 @@ impl Executable {
                 }
             }
         }
-        for (sym, v) in wanted {
-            self.set_active_extent(&sym, v)?;
+        for (sym, v) in &wanted {
+            let max = self
+                .bounds
+                .iter()
+                .find(|(n, _)| n == sym)
+                .map_or(0, |(_, m)| *m);
+            if *v == 0 || *v > max {
+                return Err(RunError::ExtentOutOfRange {
+                    symbol: sym.clone(),
+                    value: *v,
+                    max,
+                });
+            }
         }
-        Ok(())
+        Ok(wanted)
     }
 
     /// Encodes every action: dispatches in compute passes, broken only by staging copies.
@@ -965,6 +1002,7 @@ impl Executable {
         for f in &self.feedback {
             let o = &self.outputs[f.output];
             let i = &self.inputs[&f.input];
+            // The hop holds the output at its bound (`feed_back`), so this never truncates.
             let bytes = self.bytes_at(o.dtype, &o.shape).min(hop.size());
             if bytes > 0 && o.offset != i.offset {
                 encoder.copy_buffer_to_buffer(&self.arena, o.offset, hop, 0, bytes);
@@ -994,8 +1032,8 @@ fn check_tensor(
     t: &HostTensor,
 ) -> Result<(), RunError> {
     let dims = dims_at(&src.shape, extent);
-    let ok_len = HostTensor::from_bytes(t.dtype, &t.shape, t.bytes.clone()).is_ok();
-    if t.dtype != src.dtype || t.shape != dims || !ok_len {
+    // No copy of the bytes: this runs for every input of every run.
+    if t.dtype != src.dtype || t.shape != dims || !t.is_consistent() {
         return Err(RunError::Mismatch {
             name: name.into(),
             expected: format!("{}{:?}", src.dtype, dims),

@@ -100,7 +100,8 @@ pub const MATMUL_COOP: KernelDesc = KernelDesc {
 /// step keeps one pipeline whichever variant its rows pick.
 pub fn use_cooperative(dispatches: &mut [Dispatch]) {
     for d in dispatches {
-        if !std::ptr::eq(d.kernel, &MATMUL) {
+        // By name: a `const` item has no guaranteed single address.
+        if d.kernel.name != MATMUL.name {
             continue;
         }
         d.kernel = &MATMUL_COOP;
