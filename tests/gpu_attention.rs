@@ -601,6 +601,12 @@ fn one_executable_switches_variants_across_extents() {
         ];
         let mut exe = Executable::compile(&dev, &g, &CompileOptions::default())
             .unwrap_or_else(|e| panic!("{e}"));
+        // The premise: attention reads Q, K and V in place from the projection.
+        assert!(exe
+            .plan()
+            .steps
+            .iter()
+            .any(|s| matches!(s.kind, kiln::plan::StepKind::PackedAttention { .. })));
         for (n, t) in &params {
             exe.set_param(n, t).unwrap();
         }

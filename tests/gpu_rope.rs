@@ -279,6 +279,7 @@ fn q_and_k_batch_into_one_dispatch() {
         assert_eq!(batched, 1);
         let refs: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
         let got = exe.run(&refs).unwrap();
+        assert_eq!(got.len(), want.len());
         for (gt, wt) in got.iter().zip(&want) {
             common::assert_close(&gt.to_f32(), &wt.to_f32(), c.tol(), 0.0, "batched rope");
         }

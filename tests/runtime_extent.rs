@@ -147,6 +147,7 @@ fn check(dev: &Device, batch: usize, causal: bool) {
         let want = run(&mut exact, &ins);
         let got = run(&mut bounded, &ins);
         assert_eq!(bounded.active_extent().get("seq"), Some(len));
+        assert_eq!(got.len(), want.len());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert_eq!(a, b, "batch {batch} causal {causal} len {len} output {i}");
         }

@@ -197,11 +197,17 @@ pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// A 1-D grid over `n` invocations at `workgroup` per group, or a typed error when too large.
+/// The kernels compute a u32 flat index from the grid, so `n` must fit one.
 pub fn grid(op: &Op, n: usize, workgroup: u32) -> Result<crate::dispatch::Grid1d, LowerError> {
-    crate::dispatch::grid_1d(n as u64, workgroup).ok_or(LowerError::TooLarge {
+    let limit = (65_535u64 * 65_535 * workgroup as u64).min(u32::MAX as u64);
+    let too_large = LowerError::TooLarge {
         op: op.name(),
         what: "invocations",
         value: n as u64,
-        limit: 65_535u64 * 65_535 * workgroup as u64,
-    })
+        limit,
+    };
+    if n as u64 > limit {
+        return Err(too_large);
+    }
+    crate::dispatch::grid_1d(n as u64, workgroup).ok_or(too_large)
 }

@@ -100,6 +100,14 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     let legal = legalize(graph)?;
     let g = &legal.graph;
     let bytes = sizes(g, options.storage)?;
+    // No tensor may exceed the largest buffer; this also keeps the placement's sums of sizes
+    // far from u64 overflow.
+    if let Some(&b) = bytes.iter().find(|&&b| b > options.limits.max_buffer) {
+        return Err(PlanError::ArenaTooLarge {
+            bytes: b,
+            limit: options.limits.max_buffer,
+        });
+    }
 
     let mut st = FusionState::new(g);
     let f = options.fusion;
@@ -389,10 +397,11 @@ fn sizes(g: &Graph, policy: StoragePolicy) -> Result<Vec<u64>, PlanError> {
                 })?;
             let b = policy
                 .bytes(n.dtype, numel, dims.last().copied().unwrap_or(1))
+                .and_then(|b| b.checked_next_multiple_of(4))
                 .ok_or_else(|| PlanError::Overflow {
                     node: node_name(g, NodeId(i)),
                 })?;
-            Ok(b.next_multiple_of(4))
+            Ok(b)
         })
         .collect()
 }
@@ -434,8 +443,10 @@ fn view_offset(g: &Graph, id: usize, policy: StoragePolicy) -> Option<u64> {
             {
                 return None;
             }
-            let inner: usize = dims[axis + 1..].iter().product();
-            policy.bytes(input.dtype, start * inner, *dims.last()?)
+            let inner = dims[axis + 1..]
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))?;
+            policy.bytes(input.dtype, start.checked_mul(inner)?, *dims.last()?)
         }
         _ => None,
     }
@@ -467,7 +478,8 @@ fn schedule(steps: &[Pending]) -> Result<Vec<usize>, PlanError> {
             dependents[d].push(i);
         }
     }
-    let key = |i: usize| steps[i].writes.iter().copied().min().unwrap_or(usize::MAX);
+    // By the nodes a step computes (an in-place step writes an input's slot, whose id is low).
+    let key = |i: usize| steps[i].covered.iter().copied().min().unwrap_or(usize::MAX);
     let mut ready: std::collections::BTreeSet<(usize, usize)> = (0..n)
         .filter(|&i| indegree[i] == 0)
         .map(|i| (key(i), i))

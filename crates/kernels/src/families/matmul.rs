@@ -49,8 +49,8 @@ kernel_params! {
     }
 }
 
-/// The `act` value meaning "no activation".
-pub const NO_ACTIVATION: u32 = u32::MAX;
+/// The `act` value meaning "no activation" (one value for every kernel).
+pub use crate::families::elementwise::NO_ACTIVATION;
 
 pub const MATMUL: KernelDesc = KernelDesc {
     name: "matmul",
@@ -169,6 +169,12 @@ pub fn lower_split(
         ));
     }
     let (ar, br) = (a.dims.len(), b.dims.len());
+    if ar < 2 || br < 2 {
+        return Err(LowerError::unsupported(
+            op,
+            format!("operands {:?} and {:?} must be matrices", a.dims, b.dims),
+        ));
+    }
     let (m, k) = (a.dims[ar - 2], a.dims[ar - 1]);
     let n = if transpose_b {
         b.dims[br - 2]

@@ -362,6 +362,12 @@ pub fn lower_update_rows(
     let Some((dest, update, start)) = shape else {
         return Ok(ds);
     };
+    if axis >= dest.len() || update.len() != dest.len() {
+        return Err(LowerError::unsupported(
+            op,
+            format!("axis {axis} of dest {dest:?} and update {update:?}"),
+        ));
+    }
     let outer: usize = dest[..axis].iter().product();
     let inner: usize = dest[axis + 1..].iter().product();
     let numel: usize = update.iter().product();

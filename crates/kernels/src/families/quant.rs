@@ -156,17 +156,6 @@ fn packed_bytes(op: &Op, o: &Operand) -> Result<usize, LowerError> {
     Ok(bytes)
 }
 
-/// Folds `groups` workgroups into x and y; returns `[x, y]`.
-fn fold(op: &Op, groups: usize) -> Result<[u32; 2], LowerError> {
-    let g = crate::dispatch::grid_1d(groups as u64, 1).ok_or(LowerError::TooLarge {
-        op: op.name(),
-        what: "workgroups",
-        value: groups as u64,
-        limit: MAX_GROUPS_PER_DIM as u64 * MAX_GROUPS_PER_DIM as u64,
-    })?;
-    Ok([g.groups[0], g.groups[1]])
-}
-
 /// One column segment of a quantized matmul: `cols` weight rows from `row0` of `weight`,
 /// written to `out`.
 struct Segment<'a> {
@@ -331,6 +320,20 @@ fn lower_segments(
     let rows: usize = a.dims[..ar - 1].iter().product();
     u32_of(op, "elements", rows.saturating_mul(k))?;
     u32_of(op, "elements", rows.saturating_mul(n))?;
+    // Each output holds its segment's columns for every row (under glu, the one output holds
+    // the gate's columns); a smaller one would be written past its slot.
+    for s in segments {
+        let cols = if glu.is_some() { n / 2 } else { s.cols };
+        if s.out.numel() != rows.saturating_mul(cols) {
+            return Err(LowerError::unsupported(
+                op,
+                format!(
+                    "output {:?} does not hold {rows} rows of {cols} columns",
+                    s.out.dims
+                ),
+            ));
+        }
+    }
     if rows == 0 || n == 0 {
         return Ok(Vec::new());
     }
@@ -341,7 +344,9 @@ fn lower_segments(
         Variant::Gemv => (n.div_ceil(GEMV_COLS), rows.div_ceil(GEMV_ROWS)),
         Variant::Tiled => (n.div_ceil(TILE_N), rows.div_ceil(TILE_M)),
     };
-    let [gx, gy] = fold(op, col_groups)?;
+    // Column groups folded into x and y (one "invocation" per workgroup).
+    let g = grid(op, col_groups, 1)?;
+    let [gx, gy] = [g.groups[0], g.groups[1]];
     if row_groups > MAX_GROUPS_PER_DIM as usize {
         return Err(LowerError::TooLarge {
             op: op.name(),

@@ -5,6 +5,7 @@
 //! a sequential loop (a workgroup scan would serve long lines better).
 
 use crate::desc::{Binding, KernelDesc, Needs};
+use crate::families::elementwise::pack_dims;
 use crate::kernel_params;
 use crate::lower::{grid, require_f32, strides, u32_of, Dispatch, LowerError, Operand};
 use crate::params::KernelParams;
@@ -156,25 +157,8 @@ impl SubShape {
     }
 
     fn packed(&self, op: &Op) -> Result<(Packed, Packed), LowerError> {
-        Ok((pack(op, &self.dims)?, pack(op, &self.strides)?))
+        Ok((pack_dims(op, &self.dims)?, pack_dims(op, &self.strides)?))
     }
-}
-
-/// Packs up to [`MAX_RANK`] values into the shader's vec4 pairs.
-fn pack(op: &Op, values: &[usize]) -> Result<Packed, LowerError> {
-    if values.len() > MAX_RANK {
-        return Err(LowerError::TooLarge {
-            op: op.name(),
-            what: "rank after merging adjacent axes",
-            value: values.len() as u64,
-            limit: MAX_RANK as u64,
-        });
-    }
-    let mut out = [[0u32; 4]; 2];
-    for (i, &v) in values.iter().enumerate() {
-        out[i / 4][i % 4] = u32_of(op, "dim or stride", v)?;
-    }
-    Ok(out)
 }
 
 /// Splits the input's axes into the kept and the reduced sub-shapes. Size-1 axes are dropped:

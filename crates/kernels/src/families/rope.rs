@@ -161,6 +161,10 @@ fn lower_jobs(op: &Op, jobs: &[(&[Operand], &Operand)]) -> Result<Vec<Dispatch>,
         Some((inputs, out)) if jobs.len() <= 2 => (inputs.first(), *out),
         _ => return Err(LowerError::unsupported(op, "one or two rope jobs")),
     };
+    // Operands and attributes first: the tail below assumes rotary_dims <= head_dim.
+    for &(inputs, out) in jobs {
+        check(op, &a, inputs, out)?;
+    }
     // Rotating in place leaves the tail where it is: a single in-place job copies nothing
     // (a pair copies every tail, onto itself where in place).
     let in_place = jobs.len() == 1 && first_x.is_some_and(|x| x.offset == first_out.offset);
@@ -180,7 +184,6 @@ fn lower_jobs(op: &Op, jobs: &[(&[Operand], &Operand)]) -> Result<Vec<Dispatch>,
     };
     let mut work = 0usize;
     for (j, &(inputs, out)) in jobs.iter().enumerate() {
-        check(op, &a, inputs, out)?;
         let x = &inputs[0];
         let seq = u32_of(op, "seq", x.dims[sa])?;
         let offset_word = inputs.get(1).map_or(0, |o| o.offset);

@@ -43,24 +43,36 @@ fn limit(op: &Op) -> usize {
     }
 }
 
-/// Whether node `j` depends, directly or through other nodes, on any of `members` (all of
-/// which come before it in graph order, as every input does). A batch's members must be
-/// independent: a decoder's layer-2 cache update depends on layer 1's through the attention
-/// between them, and batching those two would need each before the other.
-fn depends_on_any(st: &FusionState<'_>, j: usize, members: &[usize]) -> bool {
-    let lowest = members.iter().copied().min().unwrap_or(j);
-    let mut seen = vec![false; j + 1];
-    let mut stack = vec![j];
-    while let Some(n) = stack.pop() {
-        for i in &st.node(n).inputs {
-            let i = i.0;
-            if members.contains(&i) {
-                return true;
-            }
-            // Nothing below the lowest member can lead back to one.
-            if i > lowest && !seen[i] {
-                seen[i] = true;
-                stack.push(i);
+/// Whether the value of node `from` needs any of `targets` first, once fused steps are taken
+/// into account: a node claimed by a step is only available when its whole step has run, so
+/// the walk goes through the inputs of every node of that step. A batch's members must be
+/// independent in this sense: a decoder's layer-2 cache update depends on layer 1's through
+/// the attention between them, and batching those two would need each before the other; a
+/// path may also run through another batch or a residual-norm step.
+fn needs(st: &FusionState<'_>, from: usize, targets: &[usize]) -> bool {
+    let mut seen = vec![false; st.graph.len()];
+    seen[from] = true;
+    let mut stack = vec![from];
+    while let Some(x) = stack.pop() {
+        let step: Vec<usize> = match st.claimed[x] {
+            Some(g) => st.groups[g]
+                .writes
+                .iter()
+                .chain(&st.groups[g].internal)
+                .copied()
+                .collect(),
+            None => vec![x],
+        };
+        for y in step {
+            for i in &st.node(y).inputs {
+                let i = i.0;
+                if targets.contains(&i) {
+                    return true;
+                }
+                if !seen[i] {
+                    seen[i] = true;
+                    stack.push(i);
+                }
             }
         }
     }
@@ -68,32 +80,28 @@ fn depends_on_any(st: &FusionState<'_>, j: usize, members: &[usize]) -> bool {
 }
 
 pub fn run(st: &mut FusionState<'_>) {
-    let mut taken = vec![false; st.graph.len()];
     for i in 0..st.graph.len() {
-        if taken[i] || !st.is_free(i) {
+        if !st.is_free(i) {
             continue;
         }
         let Some(key) = batch_key(st, i) else {
             continue;
         };
         let mut members = vec![i];
-        for (j, &used) in taken.iter().enumerate().skip(i + 1) {
+        for j in i + 1..st.graph.len() {
             if members.len() == limit(&key.0) {
                 break;
             }
-            let fits = !used
-                && st.is_free(j)
+            let fits = st.is_free(j)
                 && batch_key(st, j).as_ref() == Some(&key)
-                && !depends_on_any(st, j, &members);
+                && !needs(st, j, &members)
+                && !members.iter().any(|&m| needs(st, m, &[j]));
             if fits {
                 members.push(j);
             }
         }
         if members.len() < 2 {
             continue;
-        }
-        for &m in &members {
-            taken[m] = true;
         }
         st.claim(Group {
             kind: StepKind::Batched {
@@ -193,5 +201,59 @@ mod tests {
         let u2 = g.update_rows(c2, k2, pos, 1).unwrap();
         g.output(u2).unwrap();
         assert!(groups(&g).is_empty());
+    }
+
+    /// Paths through other fused steps count: here through the other batch
+    /// (`{A1, B1}` and `{A2, B2}` would each need the other), and through a residual-norm step
+    /// whose norm reads the first update while the second update reads its sum.
+    #[test]
+    fn not_when_a_path_runs_through_another_fused_step() {
+        let mut g = Graph::new();
+        let pos = g.input("pos", DType::I32, [1]).unwrap();
+        let k = g.input("k", DType::F32, [1, 1, 2, 8]).unwrap();
+        let v = g.input("v", DType::F32, [1, 1, 2, 8]).unwrap();
+        let kc = g.input("kc", DType::F32, [1, 4, 2, 8]).unwrap();
+        let vc = g.input("vc", DType::F32, [1, 4, 2, 8]).unwrap();
+        let a1 = g.add(rope(8), &[k, pos]).unwrap();
+        let a2 = g.update_rows(kc, a1, pos, 1).unwrap();
+        let b2 = g.update_rows(vc, v, pos, 1).unwrap();
+        let row = g.narrow(b2, 1, 0, 1).unwrap();
+        let b1 = g.add(rope(8), &[row, pos]).unwrap();
+        for n in [a2, b1] {
+            g.output(n).unwrap();
+        }
+        let mut st = FusionState::new(&g);
+        run(&mut st);
+        let batches = st.groups.iter().filter(|gr| gr.writes.len() > 1).count();
+        assert!(batches <= 1, "{:?}", st.groups);
+
+        let mut g = Graph::new();
+        let pos = g.input("pos", DType::I32, [1]).unwrap();
+        let x = g.input("x", DType::F32, [1, 1, 2, 8]).unwrap();
+        let r = g.input("r", DType::F32, [1, 1, 2, 8]).unwrap();
+        let c1 = g.input("c1", DType::F32, [1, 4, 2, 8]).unwrap();
+        let c2 = g.input("c2", DType::F32, [1, 4, 2, 8]).unwrap();
+        let a = g.update_rows(c1, x, pos, 1).unwrap();
+        let gamma = g
+            .reduce(kiln_ir::ReduceOp::Sum, a, &[0, 1, 2], false)
+            .unwrap();
+        let s = g.add_op(x, r).unwrap();
+        let b = g.update_rows(c2, s, pos, 1).unwrap();
+        let y = g.rms_norm(s, Some(gamma), 1e-6).unwrap();
+        for n in [b, y] {
+            g.output(n).unwrap();
+        }
+        let mut st = FusionState::new(&g);
+        crate::fusion::residual::run(&mut st);
+        run(&mut st);
+        assert!(
+            !st.groups
+                .iter()
+                .any(|gr| matches!(gr.kind, StepKind::Batched { .. })),
+            "{:?}",
+            st.groups
+        );
+        // And the whole plan schedules.
+        crate::plan(&g, &crate::PlanOptions::default()).unwrap();
     }
 }

@@ -13,7 +13,8 @@ fn three_way_split(st: &FusionState<'_>, o: usize) -> Option<[usize; 3]> {
     }
     let rank = st.node(o).shape.rank();
     let n = st.node(o).shape.dims().last()?.as_static()?;
-    if n % 3 != 0 {
+    // A zero-width projection has nothing to split (and w = 0 below would divide by zero).
+    if n == 0 || n % 3 != 0 {
         return None;
     }
     let w = n / 3;

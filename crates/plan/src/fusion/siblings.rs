@@ -29,6 +29,10 @@ fn candidate(st: &FusionState<'_>, i: usize) -> bool {
 /// `act(gate) * up` over two sibling products, from an activation-binary group: the group's
 /// index and the step replacing it.
 fn glu_of(st: &FusionState<'_>, idx: usize) -> Option<Group> {
+    // A group another pass took apart keeps its kind but covers nothing.
+    if st.groups[idx].writes.is_empty() {
+        return None;
+    }
     let StepKind::ActBinary { act, binary, swap } = st.groups[idx].kind else {
         return None;
     };
