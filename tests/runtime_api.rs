@@ -286,3 +286,38 @@ fn a_refused_run_does_not_change_the_extent() {
     let out = exe.run(&[("x", &x3), ("y", &x3)]).unwrap();
     assert_eq!(out[0].to_f32(), vec![2.0; 12]);
 }
+
+/// More dispatches than one query set can time is a typed error, not a device panic.
+#[test]
+fn profiling_more_dispatches_than_a_query_set_holds_is_an_error() {
+    let mut g = Graph::new();
+    let mut y = g.input("x", DType::F32, [4]).unwrap();
+    for i in 0..2100 {
+        let act = if i % 2 == 0 {
+            Activation::Neg
+        } else {
+            Activation::Abs
+        };
+        y = g.activation(act, y).unwrap();
+    }
+    g.output(y).unwrap();
+    let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    let x = f32s(&[4], &[1.0, -2.0, 3.0, -4.0]);
+    match exe.profile(&[("x", &x)]) {
+        Err(RunError::Unsupported { detail, .. }) => {
+            assert!(
+                detail.contains("TIMESTAMP_QUERY") || detail.contains("query set"),
+                "{detail}"
+            )
+        }
+        other => panic!("expected a typed refusal, got {other:?}"),
+    }
+    // The whole-run measure needs two timestamps only.
+    assert!(
+        exe.profile_run(&[("x", &x)]).is_ok_and(|ns| ns >= 0.0)
+            || !common::device()
+                .info()
+                .features
+                .contains(kiln::runtime::wgpu::Features::TIMESTAMP_QUERY)
+    );
+}

@@ -45,6 +45,8 @@ pub enum CompileError {
     },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error("the outputs need {bytes} bytes of readback, more than the largest buffer ({limit})")]
+    ReadbackTooLarge { bytes: u64, limit: u64 },
 }
 
 /// A named input or param: where it lives and what it holds.
@@ -346,6 +348,12 @@ impl Executable {
                 staging_offset: staging,
             });
             staging += bytes;
+        }
+        if staging > device.info().limits.max_buffer_size {
+            return Err(CompileError::ReadbackTooLarge {
+                bytes: staging,
+                limit: device.info().limits.max_buffer_size,
+            });
         }
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln readback"),
@@ -773,6 +781,17 @@ impl Executable {
                 node: 0,
                 op: "profile",
                 detail: "the device has no TIMESTAMP_QUERY".into(),
+            });
+        }
+        if count > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(RunError::Unsupported {
+                node: 0,
+                op: "profile",
+                detail: format!(
+                    "{} timestamps, more than one query set holds ({}): profile fewer dispatches",
+                    count,
+                    wgpu::QUERY_SET_MAX_QUERIES
+                ),
             });
         }
         let wdev = self.device.wgpu_device();
