@@ -104,7 +104,52 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
         )));
     }
     check_params_layout(k, &module).map_err(mismatch)?;
+    check_loops_step(&module).map_err(mismatch)?;
     Ok(module)
+}
+
+/// Every loop must be a `for` with a step (naga's `continuing` block): pipelines are built
+/// without wgpu's infinite-loop guard (see `pipelines.rs`), which is sound only while each loop
+/// counts towards a bound. `loop {}`, `while` and a `for` without a step have no continuing
+/// block and are refused here, so a new kernel cannot slip one in unreviewed.
+fn check_loops_step(module: &naga::Module) -> Result<(), String> {
+    fn walk(block: &naga::Block, function: &str) -> Result<(), String> {
+        for statement in block.iter() {
+            match statement {
+                naga::Statement::Loop {
+                    body, continuing, ..
+                } => {
+                    if continuing.is_empty() {
+                        return Err(format!(
+                            "function `{function}` has a loop without a step (`loop`, `while` or \
+                             a `for` with no update); kernels may only use counted `for` loops"
+                        ));
+                    }
+                    walk(body, function)?;
+                    walk(continuing, function)?;
+                }
+                naga::Statement::Block(b) => walk(b, function)?,
+                naga::Statement::If { accept, reject, .. } => {
+                    walk(accept, function)?;
+                    walk(reject, function)?;
+                }
+                naga::Statement::Switch { cases, .. } => {
+                    for case in cases {
+                        walk(&case.body, function)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    for (_, f) in module.functions.iter() {
+        walk(&f.body, f.name.as_deref().unwrap_or("?"))?;
+    }
+    for e in &module.entry_points {
+        walk(&e.function.body, &e.name)?;
+    }
+    Ok(())
 }
 
 /// Compares the descriptor's Rust params layout with the WGSL struct of the same name.
@@ -197,6 +242,29 @@ mod tests {
         const SRC: &str = "// @file a.wgsl\nfn f() {}\n// @file b.wgsl\nstruct P { a: u32, b: u32 }\n@compute @workgroup_size(64) fn main() { let x = ; }";
         let err = validate_kernel(&desc(SRC)).unwrap_err();
         assert!(err.to_string().starts_with("shaders/b.wgsl:3:"), "{err}");
+    }
+
+    #[test]
+    fn loops_without_a_step_fail() {
+        for body in [
+            "loop { if p.a > 3u { break; } }",
+            "var i = 0u; while i < p.a { i++; }",
+            "for (var i = 0u; i < p.a;) { if i == 0u { break; } }",
+        ] {
+            let src = format!(
+                "struct P {{ a: u32, b: u32 }}\n@group(0) @binding(0) var<uniform> p: P;\n\
+                 @compute @workgroup_size(64) fn main() {{ {body} }}"
+            );
+            let err = validate_kernel(&desc(Box::leak(src.into_boxed_str()))).unwrap_err();
+            assert!(
+                err.to_string().contains("loop without a step"),
+                "{body}: {err}"
+            );
+        }
+        const COUNTED: &str = "struct P { a: u32, b: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@compute @workgroup_size(64) fn main() { for (var i = 0u; i < p.a; i++) { _ = i; } }";
+        validate_kernel(&desc(COUNTED)).unwrap();
     }
 
     #[test]
