@@ -18,19 +18,6 @@ const TK: u32 = 16u;
 var<workgroup> a_tile: array<vec4<f32>, 256>; // [kk * 16 + row / 4][row % 4]
 var<workgroup> b_tile: array<vec4<f32>, 256>; // [kk * 16 + col / 4][col % 4]
 
-fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
-    if (r >= p.m) {
-        return;
-    }
-    for (var j = 0u; j < 4u; j++) {
-        let c = col0 + j;
-        if (c >= p.n) {
-            return;
-        }
-        store_one(out_base, r, c, v[j]);
-    }
-}
-
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let tid = lid.y * 16u + lid.x;
@@ -40,10 +27,6 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let bases = batch_bases(wid.z);
     let a_base = bases.x;
     let b_base = bases.y;
-    if (p.variant == 1u) {
-        skinny(tid, wid, a_base, b_base);
-        return;
-    }
     // B stored [N, K] is read along k by consecutive invocations, [K, N] along n.
     let b_k_fastest = p.b_stride_k == 1u;
 

@@ -1,7 +1,7 @@
 // @file matmul_coop.wgsl
 // f32 matmul on cooperative matrices (tensor cores): f16 inputs, f32 accumulation. Same params,
-// bindings, epilogue and skinny variant as `matmul` (matmul_common.wgsl and activations.wgsl
-// are appended), so a planned step can use either kernel.
+// bindings and epilogue as `matmul` (matmul_common.wgsl and activations.wgsl are appended), so
+// a planned step can use either kernel.
 //
 // A workgroup of 256 invocations (8 subgroups of 32: the runtime only picks this kernel where
 // the adapter's subgroup size is exactly 32) computes a 128x64 output tile. Each k-step stages
@@ -23,7 +23,6 @@ const LDB: u32 = 72u;
 var<workgroup> a_half: array<f16, 9216>; // CM x LDA
 var<workgroup> b_half: array<f16, 4608>; // CK x LDB
 var<workgroup> c_frag: array<f32, 2048>; // one 16x16 fragment per subgroup
-var<workgroup> a_tile: array<vec4<f32>, 256>; // the skinny variant's sums (matmul_common)
 
 // Writes subgroup `sg`'s staged fragment (tile-relative origin r0, c0) through the epilogue.
 fn store_fragment(out_base: u32, sg: u32, lane: u32, r0: u32, c0: u32) {
@@ -154,10 +153,6 @@ fn matmul_coop(
     let bases = batch_bases(wid.z);
     let a_base = bases.x;
     let b_base = bases.y;
-    if (p.variant == 1u) {
-        skinny(tid, wid, a_base, b_base);
-        return;
-    }
     let row0 = wid.y * CM;
     let col0 = wid.x * CN;
     let sg = tid / 32u;

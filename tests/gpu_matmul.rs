@@ -153,3 +153,96 @@ fn skinny_and_tiled_variants_across_extents_on_one_executable() {
         );
     }
 }
+
+/// Which f32 matmul kernel the lowering picks for `a [batch, m, k]` times `b [batch, n, k]`
+/// (transposed) or `[batch, k, n]`.
+fn kernel_for(batch: usize, m: usize, k: usize, n: usize, transpose: bool) -> &'static str {
+    use kiln::kernels::{lower, Operand};
+    let a = Operand::new(0, &[batch, m, k], DType::F32);
+    let bdims = if transpose {
+        [batch, n, k]
+    } else {
+        [batch, k, n]
+    };
+    let b = Operand::new(1 << 24, &bdims, DType::F32);
+    let out = Operand::new(2 << 24, &[batch, m, n], DType::F32);
+    let op = kiln::ir::Op::MatMul {
+        transpose_b: transpose,
+    };
+    lower(&op, &[a, b], &out).expect("lowers")[0].kernel.name
+}
+
+#[test]
+fn wide_tiles_with_ragged_edges_and_batches() {
+    // 64 batches of 130 x 33 x 200: 2 x 2 tiles of 128 each, 256 in all, the wide kernel.
+    let (batch, m, k, n) = (64, 130, 33, 200);
+    for transpose in [false, true] {
+        assert_eq!(kernel_for(batch, m, k, n, transpose), "matmul_wide");
+        let mut g = Graph::new();
+        let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
+        let bshape = if transpose {
+            [batch, n, k]
+        } else {
+            [batch, k, n]
+        };
+        let b = g.input("b", DType::F32, bshape).unwrap();
+        let y = if transpose {
+            g.matmul_t(a, b).unwrap()
+        } else {
+            g.matmul(a, b).unwrap()
+        };
+        g.output(y).unwrap();
+        let inputs = [
+            ("a", tensor(&[batch, m, k], 11)),
+            ("b", tensor(&bshape, 12)),
+        ];
+        check(&g, &[], &inputs, k, &format!("wide t={transpose}"));
+    }
+}
+
+#[test]
+fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
+    use kiln::ir::{Dim, Shape};
+    use kiln::runtime::{CompileOptions, Executable};
+    let (k, n) = (33, 200);
+    let dims = |rows: Dim| Shape(vec![Dim::bounded("batch", 64), rows, Dim::Static(k)]);
+    let mut g = Graph::new();
+    let a = g
+        .input("a", DType::F32, dims(Dim::bounded("seq", 130)))
+        .unwrap();
+    let w = g.input("w", DType::F32, dims(Dim::Static(n))).unwrap();
+    let y = g.matmul_t(a, w).unwrap();
+    g.output(y).unwrap();
+    let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    // Each extent's kernel, asserted so the test keeps covering every switch.
+    let extents = [
+        (64, 130, "matmul_wide"),
+        (64, 9, "matmul_skinny"),
+        (3, 130, "matmul"),
+        (64, 130, "matmul_wide"),
+        (2, 5, "matmul_skinny"),
+    ];
+    for (batch, seq, kernel) in extents {
+        assert_eq!(kernel_for(batch, seq, k, n, true), kernel);
+        exe.set_active_extent("batch", batch).unwrap();
+        exe.set_active_extent("seq", seq).unwrap();
+        let x = tensor(&[batch, seq, k], seq as u64);
+        let wt = tensor(&[batch, n, k], batch as u64);
+        let got = exe.run(&[("a", &x), ("w", &wt)]).unwrap();
+        let bound = g
+            .bind(
+                &kiln::ir::DimBinding::new()
+                    .with("seq", seq)
+                    .with("batch", batch),
+            )
+            .unwrap();
+        let want = evaluate(&bound, &[], &[("a", x.clone()), ("w", wt.clone())]).unwrap();
+        common::assert_close(
+            &got[0].to_f32(),
+            &want[0].to_f32(),
+            1e-5 * (k as f32).sqrt(),
+            0.0,
+            &format!("batch {batch}, seq {seq}"),
+        );
+    }
+}

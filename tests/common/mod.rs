@@ -32,6 +32,10 @@ pub fn tiny_device() -> Device {
             Device::new(&DeviceOptions {
                 backends: Some(kiln::runtime::wgpu::Backends::VULKAN),
                 max_storage_binding: Some(TINY_BINDING),
+                // The tests on this device also run the kernels with wgpu's bounds checks,
+                // those on `device()` without (the default, unless KILN_KERNEL_BOUNDS_CHECKS
+                // says otherwise).
+                kernel_bounds_checks: Some(true),
                 ..Default::default()
             })
             .unwrap_or_else(|e| panic!("{e}"))

@@ -52,4 +52,12 @@ impl KernelDesc {
     pub const fn invocations(&self) -> u32 {
         self.workgroup_size[0] * self.workgroup_size[1] * self.workgroup_size[2]
     }
+
+    /// Whether a bind group made for `self` also binds `other`: the same bindings and params
+    /// size give equal bind group layouts, which WebGPU treats as interchangeable. A planned
+    /// step may move between such kernels when its extent changes (e.g. a matmul whose rows
+    /// shrink to the skinny kernel's range).
+    pub fn binds_like(&self, other: &KernelDesc) -> bool {
+        self.bindings == other.bindings && self.params.size == other.params.size
+    }
 }

@@ -23,6 +23,8 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &elementwise::UNARY,
         &elementwise::WHERE,
         &matmul::MATMUL,
+        &matmul::MATMUL_WIDE,
+        &matmul::MATMUL_SKINNY,
         &matmul::MATMUL_COOP,
         &norm::NORM,
         &movement::STRIDED_COPY,
@@ -39,6 +41,19 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &quant::QUANT_MATMUL,
         &quant::QUANT_GATHER,
     ]
+}
+
+/// The kernels a planned dispatch of `kernel` may switch to when the active extent changes
+/// (each binds like it; see [`KernelDesc::binds_like`]), `kernel` among them; empty for kernels
+/// that keep one entry point at every extent. The runtime builds their pipelines at compile
+/// time, so an extent change never compiles a shader.
+pub fn extent_variants(kernel: &KernelDesc) -> &'static [&'static KernelDesc] {
+    let matmuls = &families::matmul::EXTENT_VARIANTS;
+    if matmuls.iter().any(|k| k.name == kernel.name) {
+        matmuls
+    } else {
+        &[]
+    }
 }
 
 #[cfg(test)]

@@ -32,13 +32,18 @@ pub struct Compiled {
 #[derive(Debug)]
 pub struct PipelineCache {
     device: wgpu::Device,
+    /// Whether shaders are built with wgpu's bounds checks (index clamping).
+    bounds_checks: bool,
     compiled: Mutex<HashMap<&'static str, Arc<Compiled>>>,
 }
 
 impl PipelineCache {
-    pub fn new(device: wgpu::Device) -> Self {
+    /// Pipelines for `device`; `bounds_checks` keeps wgpu's index clamping in the kernels
+    /// (see `kiln_runtime::DeviceOptions::kernel_bounds_checks`).
+    pub fn new(device: wgpu::Device, bounds_checks: bool) -> Self {
         PipelineCache {
             device,
+            bounds_checks,
             compiled: Mutex::new(HashMap::new()),
         }
     }
@@ -143,15 +148,18 @@ impl PipelineCache {
             // A source from outside the binary gets every runtime check wgpu offers.
             self.device.create_shader_module(desc)
         } else {
-            // SAFETY: `force_loop_bounding` only guards against infinite loops, and every loop
-            // in shaders/ terminates: each is a `for` counting to a bound taken from constants
-            // or params, or a reduction halving a constant stride to zero (the kernels are
-            // ours, validated by naga in CI and tested against the reference). Bounds checks
-            // stay on. The guard costs a 64-bit counter per loop iteration and keeps drivers
-            // from unrolling counted loops: on the H200 it made the f32 4096^3 matmul 9.44 ms
-            // instead of 7.66 and SmolLM2 prefill 15.4 ms instead of 11.5 (docs/PERFORMANCE.md).
+            // SAFETY: the shaders are kiln's own, validated by naga in CI and tested against
+            // the reference on random inputs. `force_loop_bounding` only guards against
+            // infinite loops, and every loop in shaders/ terminates: each is a `for` counting
+            // to a bound from constants or params, or halving a constant stride to zero
+            // (`validate_kernel` refuses loops without a step). The guard costs a 64-bit
+            // counter per iteration and keeps drivers from unrolling counted loops: on the
+            // H200 the f32 4096^3 matmul took 9.44 ms with it, 7.66 without. Bounds checks
+            // are the caller's choice (off by default: every index comes from params that
+            // lowering computed from validated shapes; see `DeviceOptions`).
             let mut checks = wgpu::ShaderRuntimeChecks::checked();
             checks.force_loop_bounding = false;
+            checks.bounds_checks = self.bounds_checks;
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         };
         let pipeline = self

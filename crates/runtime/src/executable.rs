@@ -257,6 +257,9 @@ impl Executable {
             for d in ds {
                 at = at.next_multiple_of(align);
                 let compiled = device.pipelines().get(d.kernel)?;
+                if !step.extent.is_empty() {
+                    prepare_extent_variants(device, d.kernel, cooperative)?;
+                }
                 let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(d.kernel.name),
                     layout: &compiled.bind_group_layout,
@@ -544,30 +547,54 @@ impl Executable {
                     detail: e.to_string(),
                 }
             })?;
-            // A step keeps its pipelines and bind groups: only params and grid may change.
-            let same_kernels = ds.len() == self.step_actions[i].len()
-                && ds.iter().zip(&self.step_actions[i]).all(|(d, &a)| {
-                    matches!(&self.actions[a], Action::Dispatch { kernel, .. } if kernel.name == d.kernel.name)
-                });
-            if !same_kernels {
+            // A step keeps its bind groups: params and grid may change, and a kernel only for
+            // one with the same bindings (another variant of the same operation).
+            if ds.len() != self.step_actions[i].len() {
                 return Err(RunError::Unsupported {
                     node: i,
                     op: "step",
-                    detail: "its kernels change with the extent".into(),
+                    detail: "its dispatch count changes with the extent".into(),
                 });
             }
-            updates.push((i, ds));
+            let mut pipelines = Vec::with_capacity(ds.len());
+            for (d, &a) in ds.iter().zip(&self.step_actions[i]) {
+                let Action::Dispatch { kernel, .. } = &self.actions[a] else {
+                    unreachable!("step_actions lists dispatches only");
+                };
+                if kernel.name == d.kernel.name {
+                    pipelines.push(None);
+                } else if kernel.binds_like(d.kernel) {
+                    pipelines.push(Some(
+                        self.device.pipelines().get(d.kernel)?.pipeline.clone(),
+                    ));
+                } else {
+                    return Err(RunError::Unsupported {
+                        node: i,
+                        op: "step",
+                        detail: format!(
+                            "its kernel `{}` would become `{}`, which binds differently",
+                            kernel.name, d.kernel.name
+                        ),
+                    });
+                }
+            }
+            updates.push((i, ds, pipelines));
         }
-        for (i, ds) in updates {
-            for (d, &a) in ds.into_iter().zip(&self.step_actions[i]) {
+        for (i, ds, pipelines) in updates {
+            for ((d, &a), new_pipeline) in ds.into_iter().zip(&self.step_actions[i]).zip(pipelines)
+            {
                 if let Action::Dispatch {
                     groups,
                     kernel,
+                    pipeline,
                     uniform_at,
                     ..
                 } = &mut self.actions[a]
                 {
-                    debug_assert_eq!(kernel.name, d.kernel.name, "checked above");
+                    if let Some(p) = new_pipeline {
+                        *pipeline = p;
+                    }
+                    *kernel = d.kernel;
                     *groups = d.groups;
                     self.device
                         .queue()
@@ -1058,6 +1085,22 @@ fn check_tensor(
             expected: format!("{}{:?}", src.dtype, dims),
             got: format!("{}{:?} ({} bytes)", t.dtype, t.shape, t.bytes.len()),
         });
+    }
+    Ok(())
+}
+
+/// Builds the pipelines a dispatch of `kernel` may switch to on extent changes, so that
+/// `set_active_extent` finds them cached (the cooperative kernel only where it is used).
+fn prepare_extent_variants(
+    device: &Device,
+    kernel: &'static kiln_kernels::KernelDesc,
+    cooperative: bool,
+) -> Result<(), PipelineError> {
+    for v in kiln_kernels::extent_variants(kernel) {
+        if v.needs.cooperative_matrix && !cooperative {
+            continue;
+        }
+        device.pipelines().get(v)?;
     }
     Ok(())
 }

@@ -8,13 +8,20 @@ use crate::lower::{broadcast_strides, require_f32, u32_of, Dispatch, LowerError,
 use crate::params::KernelParams;
 use kiln_ir::{Activation, Op};
 
-/// Output tile edge of one workgroup.
+/// Output tile edge of one workgroup of [`MATMUL`].
 pub const TILE: usize = 64;
-/// Up to this many rows of A, with B stored `[N, K]`, the matmul runs its skinny variant (a
-/// few output columns per workgroup, lanes striding K). Both variants are one entry point, so a
-/// planned step can switch between them when the active extent changes the rows.
+/// Output tile edge of one workgroup of [`MATMUL_WIDE`].
+pub const WIDE_TILE: usize = 128;
+/// From this many 128x128 output tiles on, the tiled matmul runs [`MATMUL_WIDE`]: its
+/// invocations do 4x the work of [`MATMUL`]'s for half the workgroup-memory reads per fma, but
+/// fewer workgroups leave SMs idle on smaller outputs (an H200 has 132).
+pub const WIDE_MIN_TILES: usize = 256;
+/// Up to this many rows of A, with B stored `[N, K]`, the matmul runs [`MATMUL_SKINNY`] (a
+/// few output columns per workgroup, lanes striding K). All f32 matmul kernels take the same
+/// params and bindings, so a planned step can switch between them when the active extent
+/// changes its rows.
 pub const SKINNY_MAX_ROWS: usize = 16;
-/// Output columns per workgroup of the skinny variant (`SKINNY_COLS` in matmul_common.wgsl).
+/// Output columns per workgroup of the skinny kernel (`SKINNY_COLS` in matmul_skinny.wgsl).
 pub const SKINNY_COLS: usize = 4;
 
 /// Batch dims the kernel unravels (more are folded where contiguous, else rejected).
@@ -39,8 +46,7 @@ kernel_params! {
         /// Columns per output; equal to `n` unless split-writing.
         pub split_width: u32,
         pub out_stride_m: u32,
-        /// 0 tiled, 1 skinny (see [`SKINNY_MAX_ROWS`]).
-        pub variant: u32,
+        pub _pad0: u32,
         pub _pad1: u32,
         pub out_offsets: [u32; 4],
         pub batch_dims: [u32; 4],
@@ -66,6 +72,41 @@ pub const MATMUL: KernelDesc = KernelDesc {
     params: MatmulParams::LAYOUT,
     needs: Needs::BASELINE,
 };
+
+/// [`MATMUL`] with 128x128 output tiles, 8x8 values per invocation (see [`WIDE_MIN_TILES`]).
+pub const MATMUL_WIDE: KernelDesc = KernelDesc {
+    name: "matmul_wide",
+    file: "matmul_wide.wgsl",
+    source: concat!(
+        include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul_common.wgsl"),
+        include_str!("../../../../shaders/matmul_wide.wgsl")
+    ),
+    entry: "matmul_wide",
+    workgroup_size: [256, 1, 1],
+    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    params: MatmulParams::LAYOUT,
+    needs: Needs::BASELINE,
+};
+
+/// The matmul for few rows of A against B stored `[N, K]` (see [`SKINNY_MAX_ROWS`]).
+pub const MATMUL_SKINNY: KernelDesc = KernelDesc {
+    name: "matmul_skinny",
+    file: "matmul_skinny.wgsl",
+    source: concat!(
+        include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul_common.wgsl"),
+        include_str!("../../../../shaders/matmul_skinny.wgsl")
+    ),
+    entry: "matmul_skinny",
+    workgroup_size: [256, 1, 1],
+    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    params: MatmulParams::LAYOUT,
+    needs: Needs::BASELINE,
+};
+
+/// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
+pub const EXTENT_VARIANTS: [&KernelDesc; 4] = [&MATMUL, &MATMUL_WIDE, &MATMUL_SKINNY, &MATMUL_COOP];
 
 /// Output tile of the cooperative-matrix kernel: rows, columns.
 pub const COOP_TILE: [usize; 2] = [128, 64];
@@ -94,23 +135,20 @@ pub const MATMUL_COOP: KernelDesc = KernelDesc {
     },
 };
 
-/// Moves the f32 matmul dispatches among `dispatches` to [`MATMUL_COOP`] (f16 inputs), keeping
-/// their params; tiled ones get the coop kernel's grid, skinny ones keep theirs (the coop entry
-/// point runs the same skinny code). Re-lowering at another extent must call this again, so a
-/// step keeps one pipeline whichever variant its rows pick.
+/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`]) to
+/// [`MATMUL_COOP`] (f16 inputs), keeping their params and giving them the coop kernel's grid;
+/// skinny ones stay as they are. Re-lowering at another extent must call this again.
 pub fn use_cooperative(dispatches: &mut [Dispatch]) {
     for d in dispatches {
         // By name: a `const` item has no guaranteed single address.
-        if d.kernel.name != MATMUL.name {
+        if d.kernel.name != MATMUL.name && d.kernel.name != MATMUL_WIDE.name {
             continue;
         }
         d.kernel = &MATMUL_COOP;
         // The params were written by `lower_split` from a `MatmulParams`.
         let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
-        if p.variant == 0 {
-            d.groups[0] = (p.n as usize).div_ceil(COOP_TILE[1]) as u32;
-            d.groups[1] = (p.m as usize).div_ceil(COOP_TILE[0]) as u32;
-        }
+        d.groups[0] = (p.n as usize).div_ceil(COOP_TILE[1]) as u32;
+        d.groups[1] = (p.m as usize).div_ceil(COOP_TILE[0]) as u32;
     }
 }
 
@@ -242,25 +280,32 @@ pub fn lower_split(
         act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
         split_width: u32_of(op, "columns", split)?,
         out_stride_m: u32_of(op, "columns", split)?,
-        variant: u32::from(skinny),
+        _pad0: 0,
         _pad1: 0,
         out_offsets,
         batch_dims: pack(&batch_dims)?,
         a_batch_strides: pack(&a_batch)?,
         b_batch_strides: pack(&b_batch)?,
     };
-    let groups = if skinny {
-        [
+    let wide_tiles = rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE) * batch.max(1);
+    let (kernel, edge) = if skinny {
+        (&MATMUL_SKINNY, None)
+    } else if wide_tiles >= WIDE_MIN_TILES {
+        (&MATMUL_WIDE, Some(WIDE_TILE))
+    } else {
+        (&MATMUL, Some(TILE))
+    };
+    let groups = match edge {
+        None => [
             u32_of(op, "column groups", n.div_ceil(SKINNY_COLS))?,
             1,
             u32_of(op, "batches", batch.max(1))?,
-        ]
-    } else {
-        [
-            u32_of(op, "column tiles", n.div_ceil(TILE))?,
-            u32_of(op, "row tiles", rows.div_ceil(TILE))?,
+        ],
+        Some(edge) => [
+            u32_of(op, "column tiles", n.div_ceil(edge))?,
+            u32_of(op, "row tiles", rows.div_ceil(edge))?,
             u32_of(op, "batches", batch.max(1))?,
-        ]
+        ],
     };
     if groups
         .iter()
@@ -273,7 +318,7 @@ pub fn lower_split(
             limit: crate::dispatch::MAX_GROUPS_PER_DIM as u64,
         });
     }
-    Ok(vec![Dispatch::new(&MATMUL, &p, groups)])
+    Ok(vec![Dispatch::new(kernel, &p, groups)])
 }
 
 /// Merges adjacent batch dims that both operands traverse contiguously, so deep batch shapes
@@ -321,15 +366,40 @@ mod tests {
     }
 
     #[test]
+    fn kernel_by_shape() {
+        assert_eq!(matmul_dispatch(4, 64, 100).kernel.name, "matmul_skinny");
+        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul");
+        let wide = matmul_dispatch(4096, 64, 1024);
+        assert_eq!(wide.kernel.name, "matmul_wide");
+        assert_eq!(wide.groups, [8, 32, 1]);
+        // Just under the tile count that fills the GPU: the 64x64 kernel.
+        let edge = WIDE_TILE * WIDE_MIN_TILES / 4;
+        assert_eq!(
+            matmul_dispatch(edge, 64, 3 * WIDE_TILE).kernel.name,
+            "matmul"
+        );
+        assert_eq!(
+            matmul_dispatch(edge, 64, 3 * WIDE_TILE + 1).kernel.name,
+            "matmul_wide"
+        );
+    }
+
+    #[test]
     fn cooperative_swap_regrids_tiled_and_keeps_skinny() {
-        let mut ds = vec![matmul_dispatch(300, 64, 100), matmul_dispatch(4, 64, 100)];
+        let mut ds = vec![
+            matmul_dispatch(300, 64, 100),
+            matmul_dispatch(4, 64, 100),
+            matmul_dispatch(4096, 64, 1024),
+        ];
         assert_eq!(ds[0].groups, [2, 5, 1]); // 64x64 tiles
         let skinny_groups = ds[1].groups;
         let params: Vec<Vec<u8>> = ds.iter().map(|d| d.params.clone()).collect();
         use_cooperative(&mut ds);
-        assert!(ds.iter().all(|d| d.kernel.name == "matmul_coop"));
+        let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
+        assert_eq!(names, ["matmul_coop", "matmul_skinny", "matmul_coop"]);
         assert_eq!(ds[0].groups, [2, 3, 1]); // 128x64 tiles
         assert_eq!(ds[1].groups, skinny_groups);
+        assert_eq!(ds[2].groups, [16, 32, 1]);
         assert_eq!(
             params,
             ds.iter().map(|d| d.params.clone()).collect::<Vec<_>>()
@@ -342,12 +412,12 @@ mod tests {
 
     #[test]
     fn skinny_columns_agree_with_the_shader() {
-        let module = crate::validate_kernel(&MATMUL).expect("valid WGSL");
+        let module = crate::validate_kernel(&MATMUL_SKINNY).expect("valid WGSL");
         let (_, constant) = module
             .constants
             .iter()
             .find(|(_, c)| c.name.as_deref() == Some("SKINNY_COLS"))
-            .expect("matmul_common.wgsl declares SKINNY_COLS");
+            .expect("matmul_skinny.wgsl declares SKINNY_COLS");
         let value = match module.global_expressions[constant.init] {
             naga::Expression::Literal(naga::Literal::U32(v)) => v as usize,
             ref other => panic!("SKINNY_COLS is not a u32 literal: {other:?}"),
