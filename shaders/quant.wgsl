@@ -14,12 +14,13 @@
 // The work unit everywhere is a quarter block, 8 values: for Q8_0 bytes 8i..8i+8 (elements
 // 8i..8i+8), for Q4 bytes 4i..4i+4 (elements 4i..4i+4 and 16+4i..16+4i+4).
 //
-// `quant_matmul` has two variants, picked by `variant` (one pipeline, so a planned executable
-// can switch between them when the active extent changes M):
-// - 0, GEMV (few rows of A, decode): a workgroup of 256 owns 8 weight rows (output columns),
+// The matmul has two entry points with the same params and bindings (a planned step moves
+// between them when the active extent changes M; `variant` records which one the params are
+// for):
+// - `quant_gemv`, variant 0 (few rows of A, decode): a workgroup of 256 owns 8 weight rows (output columns),
 //   32 threads per row stride K by quarter blocks, so a row's bytes are read contiguously, each
 //   thread accumulates up to 4 rows of A (wid.z picks which 4), then a workgroup tree reduction.
-// - 1, tiled (prefill): a workgroup owns a 32 x 64 output tile; per block of K it stages the
+// - `quant_tiled`, variant 1 (prefill): a workgroup owns a 32 x 64 output tile; per block of K it stages the
 //   32 x 32 slice of A and dequantizes the 64 x 32 slice of W into workgroup memory, where every
 //   weight is reused by 32 rows; each thread computes 2 x 4 outputs.
 // The output columns form up to four segments, each computed from its own weight (or a range of
@@ -349,13 +350,13 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
 }
 
 @compute @workgroup_size(256)
-fn quant_matmul(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let group = wid.x + wid.y * p.grid_x;
-    if (p.variant == 0u) {
-        gemv(tid, group, wid.z * GEMV_ROWS);
-    } else {
-        tiled(tid, group, wid.z);
-    }
+fn quant_gemv(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    gemv(tid, wid.x + wid.y * p.grid_x, wid.z * GEMV_ROWS);
+}
+
+@compute @workgroup_size(256)
+fn quant_tiled(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    tiled(tid, wid.x + wid.y * p.grid_x, wid.z);
 }
 
 // Embedding lookup: out[j, :] = dequantized table[idx[j], :], one quarter block per invocation.

@@ -38,7 +38,8 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &select::ARGMAX,
         &select::TOPK,
         &select::SAMPLE,
-        &quant::QUANT_MATMUL,
+        &quant::QUANT_GEMV,
+        &quant::QUANT_TILED,
         &quant::QUANT_GATHER,
     ]
 }
@@ -48,12 +49,14 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
 /// that keep one entry point at every extent. The runtime builds their pipelines at compile
 /// time, so an extent change never compiles a shader.
 pub fn extent_variants(kernel: &KernelDesc) -> &'static [&'static KernelDesc] {
-    let matmuls = &families::matmul::EXTENT_VARIANTS;
-    if matmuls.iter().any(|k| k.name == kernel.name) {
-        matmuls
-    } else {
-        &[]
-    }
+    let families: [&'static [&'static KernelDesc]; 2] = [
+        &families::matmul::EXTENT_VARIANTS,
+        &families::quant::EXTENT_VARIANTS,
+    ];
+    families
+        .into_iter()
+        .find(|f| f.iter().any(|k| k.name == kernel.name))
+        .unwrap_or(&[])
 }
 
 #[cfg(test)]

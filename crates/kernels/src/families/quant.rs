@@ -35,7 +35,7 @@ pub const TILE_N: usize = 64;
 pub const MAX_SEGMENTS: usize = 4;
 
 kernel_params! {
-    /// Params of the `quant_matmul` entry point.
+    /// Params of the `quant_gemv` and `quant_tiled` entry points.
     pub struct QuantMatmulParams as "QuantMatmulParams" {
         pub m: u32,
         pub n: u32,
@@ -78,17 +78,32 @@ kernel_params! {
     }
 }
 
-/// The quantized matmul: both variants are one pipeline (see [`Variant`]).
-pub const QUANT_MATMUL: KernelDesc = KernelDesc {
-    name: "quant_matmul",
+/// The quantized matmul for few rows of A (see [`Variant::Gemv`]).
+pub const QUANT_GEMV: KernelDesc = KernelDesc {
+    name: "quant_gemv",
     file: "quant.wgsl",
     source: SOURCE,
-    entry: "quant_matmul",
+    entry: "quant_gemv",
     workgroup_size: [256, 1, 1],
     bindings: BINDINGS,
     params: QuantMatmulParams::LAYOUT,
     needs: NEEDS,
 };
+
+/// The quantized matmul for many rows of A (see [`Variant::Tiled`]).
+pub const QUANT_TILED: KernelDesc = KernelDesc {
+    name: "quant_tiled",
+    file: "quant.wgsl",
+    source: SOURCE,
+    entry: "quant_tiled",
+    workgroup_size: [256, 1, 1],
+    bindings: BINDINGS,
+    params: QuantMatmulParams::LAYOUT,
+    needs: NEEDS,
+};
+
+/// The quantized matmul kernels a step moves between when its extent changes its rows.
+pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&QUANT_GEMV, &QUANT_TILED];
 
 pub const QUANT_GATHER: KernelDesc = KernelDesc {
     name: "quant_gather",
@@ -101,9 +116,9 @@ pub const QUANT_GATHER: KernelDesc = KernelDesc {
     needs: NEEDS,
 };
 
-/// Which algorithm `quant_matmul` runs. They share one entry point, so that a planned
-/// executable, which keeps each step's pipeline and rewrites only params and grid when the
-/// active extent changes, may switch between them (prefill at M = prompt, decode at M = 1).
+/// Which quantized matmul kernel runs. Both take the same params and bindings, so a planned
+/// step may switch between them when the active extent changes its rows (prefill at M =
+/// prompt, decode at M = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// Few rows: 32 threads per weight row stride K, workgroup reduction.
@@ -374,11 +389,11 @@ fn lower_segments(
         w_rows0,
         out_offsets,
     };
-    Ok(vec![Dispatch::new(
-        &QUANT_MATMUL,
-        &p,
-        [gx, gy, row_groups as u32],
-    )])
+    let kernel = match variant {
+        Variant::Gemv => &QUANT_GEMV,
+        Variant::Tiled => &QUANT_TILED,
+    };
+    Ok(vec![Dispatch::new(kernel, &p, [gx, gy, row_groups as u32])])
 }
 
 /// Lowers `Gather` along axis 0 of a quantized 2-D table: the rows come out as f32.
@@ -440,7 +455,7 @@ mod tests {
         let x = operand(0, &[1, 576], DType::F32);
         let d = matmul::lower(&op, &[x, w.clone()], &out).unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].kernel.name, "quant_matmul");
+        assert_eq!(d[0].kernel.name, "quant_gemv");
         let p = params(&d[0]);
         assert_eq!(
             (p.variant, p.formats[0], p.m, p.n, p.k),
@@ -455,6 +470,7 @@ mod tests {
         let d = matmul::lower(&op, &[x, w], &out).unwrap();
         let p = params(&d[0]);
         assert_eq!((p.variant, p.m), (1, 128));
+        assert_eq!(d[0].kernel.name, "quant_tiled");
         assert_eq!(d[0].groups, [49_152 / 64, 1, 4]);
     }
 
