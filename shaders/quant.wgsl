@@ -48,6 +48,18 @@ struct QuantMatmulParams {
     glu: u32,
     glu_act: u32,
     _pad0: u32,
+    // With norm = 1, an RMSNorm prologue: A's rows are x (a_offset) plus the residual (if
+    // has_residual) times gamma (if has_gamma) as they are read, and each row's dot products
+    // are scaled by 1 / sqrt(mean(row²) + eps); column group 0 writes x + residual to
+    // sum_offset (if has_sum). See `prologue`.
+    norm: u32,
+    eps: f32,
+    residual_offset: u32,
+    gamma_offset: u32,
+    sum_offset: u32,
+    has_residual: u32,
+    has_gamma: u32,
+    has_sum: u32,
     col_ends: vec4<u32>,
     formats: vec4<u32>,
     w_offsets: vec4<u32>,
@@ -188,12 +200,74 @@ const A_PITCH: u32 = 33u; // a_tile[r * A_PITCH + kk]
 const W_PITCH: u32 = 65u; // w_tile[kk * W_PITCH + c]
 
 var<workgroup> a_tile: array<f32, 1056>; // TM * A_PITCH
-// The tiled variant's W slice (32 * W_PITCH); the GEMV's partial sums (GEMV_ROWS * WG) reuse it.
+// The tiled variant's W slice (32 * W_PITCH); the GEMV's partial sums (products and sums of
+// squares, 2 * GEMV_ROWS * WG) and the tiled norm prologue's reuse it.
 var<workgroup> w_tile: array<f32, 2080>;
 
-fn dot8(w: array<vec4<f32>, 2>, a: u32, o: vec2<u32>) -> f32 {
-    return dot(w[0], load_f32x4(a + o.x)) + dot(w[1], load_f32x4(a + o.y));
+// Each row's norm scale (1.0 without a norm prologue), for the workgroup's rows.
+var<workgroup> row_scale: array<f32, 32>; // TM
+
+// Four values of A from element `i` (row * k + column `c`), before the row's norm scale: x,
+// plus the residual and times gamma under a norm prologue (uniform branches).
+fn a4(i: u32, c: u32) -> vec4<f32> {
+    var v = load_f32x4(p.a_offset + i);
+    if (p.norm != 0u) {
+        if (p.has_residual != 0u) {
+            v += load_f32x4(p.residual_offset + i);
+        }
+        if (p.has_gamma != 0u) {
+            v *= load_f32x4(p.gamma_offset + c);
+        }
+    }
+    return v;
 }
+
+// The tiled variant's norm prologue for rows row0..row0 + rows (at most 32), `lanes` invocations per row (a
+// power of two, lanes * rows <= WG): each row's sum of squares of x + residual into
+// row_scale as 1 / sqrt(mean + eps), and, in column group 0, the sum stored (the tee).
+// Without a norm every scale is 1. Uses w_tile as scratch; ends with a barrier.
+fn prologue(tid: u32, group: u32, row0: u32, rows: u32, lanes: u32) {
+    if (p.norm == 0u) {
+        if (tid < 32u) {
+            row_scale[tid] = 1.0;
+        }
+        workgroupBarrier();
+        return;
+    }
+    let r = tid / lanes;
+    let lane = tid % lanes;
+    var ss = 0.0;
+    if (r < rows) {
+        let base = (row0 + r) * p.k;
+        for (var c = lane * 4u; c < p.k; c += lanes * 4u) {
+            var v = load_f32x4(p.a_offset + base + c);
+            if (p.has_residual != 0u) {
+                v += load_f32x4(p.residual_offset + base + c);
+                if (p.has_sum != 0u && group == 0u) {
+                    let at = p.sum_offset + base + c;
+                    arena[at] = bitcast<u32>(v.x);
+                    arena[at + 1u] = bitcast<u32>(v.y);
+                    arena[at + 2u] = bitcast<u32>(v.z);
+                    arena[at + 3u] = bitcast<u32>(v.w);
+                }
+            }
+            ss += dot(v, v);
+        }
+    }
+    w_tile[tid] = ss;
+    workgroupBarrier();
+    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            w_tile[tid] += w_tile[tid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && r < 32u) {
+        row_scale[r] = inverseSqrt(w_tile[tid] / f32(p.k) + p.eps);
+    }
+    workgroupBarrier();
+}
+
 
 // The column that warp `w` of column group `group` computes: eight consecutive columns, or
 // with glu four gate columns (warps 0..4) and the matching four up columns (warps 4..8).
@@ -205,13 +279,42 @@ fn gemv_col(group: u32, w: u32) -> u32 {
     return group * GEMV_COLS + w;
 }
 
+// Row `row` of A at the two vec4s of a quarter (block column kb, offsets o) before gamma: x,
+// plus the residual under a norm prologue.
+fn row8(row: u32, kb: u32, o: vec2<u32>) -> array<vec4<f32>, 2> {
+    let i = row * p.k + kb;
+    var v = array<vec4<f32>, 2>(load_f32x4(p.a_offset + i + o.x), load_f32x4(p.a_offset + i + o.y));
+    if (p.has_residual != 0u) {
+        v[0] += load_f32x4(p.residual_offset + i + o.x);
+        v[1] += load_f32x4(p.residual_offset + i + o.y);
+    }
+    return v;
+}
+
+// The GEMV of one A row's quarter: x: the dot product with the weights (A times gamma), y: the
+// sum of squares of A (the norm prologue's; every warp reads all of K, so each warp has its
+// rows' full sums after its reduction, with no extra pass or barrier). Warp 0 of column
+// group 0 writes the residual sum (the tee).
+fn gemv_quarter(w: array<vec4<f32>, 2>, g: array<vec4<f32>, 2>, row: u32, kb: u32, o: vec2<u32>, tee: bool) -> vec2<f32> {
+    let a = row8(row, kb, o);
+    if (tee) {
+        let at = p.sum_offset + row * p.k + kb;
+        for (var j = 0u; j < 4u; j++) {
+            arena[at + o.x + j] = bitcast<u32>(a[0][j]);
+            arena[at + o.y + j] = bitcast<u32>(a[1][j]);
+        }
+    }
+    return vec2<f32>(dot(w[0], a[0] * g[0]) + dot(w[1], a[1] * g[1]), dot(a[0], a[0]) + dot(a[1], a[1]));
+}
+
 fn gemv(tid: u32, group: u32, row0: u32) {
     let lane = tid % GEMV_LANES;
     let col = gemv_col(group, tid / GEMV_LANES);
     let nr = min(GEMV_ROWS, p.m - row0);
     let blocks = p.k / 32u;
-    let a0 = p.a_offset + row0 * p.k;
+    let tee = p.has_sum != 0u && group == 0u && tid < GEMV_LANES;
     var acc = vec4<f32>(0.0);
+    var sq = vec4<f32>(0.0);
     if (col < p.n) {
         let wr = weight_row(col, blocks);
         let format = wr.z;
@@ -221,45 +324,64 @@ fn gemv(tid: u32, group: u32, row0: u32) {
             let i = u % 4u;
             let w = dequant_quarter(format, wr.x, wr.y + blk * bytes, i);
             let o = quarter_offsets(format, i);
-            let a = a0 + blk * 32u;
-            acc.x += dot8(w, a, o);
+            let kb = blk * 32u;
+            var g = array<vec4<f32>, 2>(vec4<f32>(1.0), vec4<f32>(1.0));
+            if (p.has_gamma != 0u) {
+                g = array<vec4<f32>, 2>(load_f32x4(p.gamma_offset + kb + o.x), load_f32x4(p.gamma_offset + kb + o.y));
+            }
+            var d = gemv_quarter(w, g, row0, kb, o, tee);
+            acc.x += d.x;
+            sq.x += d.y;
             if (nr > 1u) {
-                acc.y += dot8(w, a + p.k, o);
+                d = gemv_quarter(w, g, row0 + 1u, kb, o, tee);
+                acc.y += d.x;
+                sq.y += d.y;
             }
             if (nr > 2u) {
-                acc.z += dot8(w, a + 2u * p.k, o);
+                d = gemv_quarter(w, g, row0 + 2u, kb, o, tee);
+                acc.z += d.x;
+                sq.z += d.y;
             }
             if (nr > 3u) {
-                acc.w += dot8(w, a + 3u * p.k, o);
+                d = gemv_quarter(w, g, row0 + 3u, kb, o, tee);
+                acc.w += d.x;
+                sq.w += d.y;
             }
         }
     }
-    // Tree reduction over each row's 32 lanes (only the nr rows in use; nr is uniform).
+    // Tree reduction over each row's 32 lanes (only the nr rows in use, and their sums of
+    // squares under a norm prologue; nr and p.norm are uniform).
     for (var r = 0u; r < GEMV_ROWS; r++) {
         if (r < nr) {
             w_tile[r * WG + tid] = acc[r];
+            w_tile[(GEMV_ROWS + r) * WG + tid] = sq[r];
         }
     }
     workgroupBarrier();
     for (var s = GEMV_LANES / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
-            for (var r = 0u; r < GEMV_ROWS; r++) {
-                if (r < nr) {
+            for (var r = 0u; r < 2u * GEMV_ROWS; r++) {
+                if (r % GEMV_ROWS < nr && r < select(GEMV_ROWS, 2u * GEMV_ROWS, p.norm != 0u)) {
                     w_tile[r * WG + tid] += w_tile[r * WG + tid + s];
                 }
             }
         }
         workgroupBarrier();
     }
+    // Row `lane`'s norm scale, from this warp's sum of squares (1 without a norm).
+    var scale = 1.0;
+    if (p.norm != 0u && lane < nr) {
+        scale = inverseSqrt(w_tile[(GEMV_ROWS + lane) * WG + tid - lane] / f32(p.k) + p.eps);
+    }
     if (p.glu != 0u) {
         // Gate warps combine with the up warp four above (same lane, WG / 2 threads later).
         if (tid < WG / 2u && lane < nr && col < p.n / 2u) {
             let g = w_tile[lane * WG + tid - lane];
             let u = w_tile[lane * WG + tid - lane + WG / 2u];
-            store_glu(row0 + lane, col, g, u);
+            store_glu(row0 + lane, col, g * scale, u * scale);
         }
     } else if (lane < nr && col < p.n) {
-        store_out(row0 + lane, col, w_tile[lane * WG + tid - lane]);
+        store_out(row0 + lane, col, w_tile[lane * WG + tid - lane] * scale);
     }
 }
 
@@ -285,18 +407,19 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
     let wr = weight_row(min(wcol, p.n - 1u), blocks);
     let bytes = block_bytes(wr.z);
     let ko = quarter_offsets(wr.z, qi);
+    prologue(tid, group, row0, min(TM, p.m - row0), WG / TM);
     var acc0 = vec4<f32>(0.0); // row ty, columns tx + 16j
     var acc1 = vec4<f32>(0.0); // row ty + 16
     for (var blk = 0u; blk < blocks; blk++) {
-        for (var i = 0u; i < 4u; i++) {
-            let e = tid + i * WG;
-            let r = e / 32u;
-            let kk = e % 32u;
-            var v = 0.0;
-            if (row0 + r < p.m) {
-                v = bitcast<f32>(arena[p.a_offset + (row0 + r) * p.k + blk * 32u + kk]);
-            }
-            a_tile[r * A_PITCH + kk] = v;
+        // Each invocation stages four consecutive values of one row (a vec4 of A).
+        let r = tid / 8u;
+        let kq = (tid % 8u) * 4u;
+        var v = vec4<f32>(0.0);
+        if (row0 + r < p.m) {
+            v = a4((row0 + r) * p.k + blk * 32u + kq, blk * 32u + kq);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            a_tile[r * A_PITCH + kq + j] = v[j];
         }
         var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
         if (wcol < p.n) {
@@ -319,6 +442,8 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
         }
         workgroupBarrier();
     }
+    acc0 *= row_scale[ty];
+    acc1 *= row_scale[ty + 16u];
     if (p.glu != 0u) {
         // Columns tx and tx + 16 are gate columns; tx + 32 and tx + 48 their up columns.
         for (var j = 0u; j < 2u; j++) {

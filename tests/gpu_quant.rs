@@ -511,3 +511,80 @@ fn gather_then_quantized_matmul() {
     c.run_planned(&common::device(), "planned");
     c.run_planned(&common::tiny_device(), "tiny");
 }
+
+/// A decoder block's two norm sites in one graph, per row count: `s = x + r` (also an
+/// output: the tee) → RMSNorm → three sibling projections, and `rms_norm(x)` (no residual) →
+/// SwiGLU over gate/up. Each norm folds into its sibling step, which normalises rows as it
+/// reads them. Rows: GEMV (1, 3) and tiled (40: two row tiles, the second partial).
+///
+/// Tolerance as for the plain products and SwiGLU: the normalised rows have entries of about
+/// the inputs' size, and the scale is within a few ulps of the reference's. The sum is one
+/// f32 addition, which the reference rounds the same way: compared exactly.
+fn norm_prologue_case(ms: &[usize], k: usize, widths: [usize; 3]) -> Case {
+    let mut c = Case::default();
+    for (i, &m) in ms.iter().enumerate() {
+        let seed = 700 + 10 * i as u64;
+        let x = c.input(f32s(&[m, k], seed));
+        let r = c.input(f32s(&[m, k], seed + 1));
+        let gamma = c.param(f32s(&[k], seed + 2));
+        let s = c.g.add_op(x, r).unwrap();
+        c.output(s, None, format!("residual sum {m}x{k}"));
+        let n = c.g.rms_norm(s, Some(gamma), 1e-5).unwrap();
+        for (j, width) in widths.into_iter().enumerate() {
+            let dtype = FORMATS[(i + j) % FORMATS.len()];
+            let w = c.param(quantized(dtype, &[width, k], seed + 3 + j as u64));
+            let y = c.g.matmul_t(n, w).unwrap();
+            c.output(
+                y,
+                Some(k),
+                format!("normed sibling {j} {dtype} {m}x{k}x{width}"),
+            );
+        }
+        let n2 = c.g.rms_norm(x, Some(gamma), 1e-6).unwrap();
+        let wg = c.param(quantized(DType::Q4_1, &[40, k], seed + 7));
+        let wu = c.param(quantized(DType::Q8_0, &[40, k], seed + 8));
+        let gate = c.g.matmul_t(n2, wg).unwrap();
+        let up = c.g.matmul_t(n2, wu).unwrap();
+        let a = c.g.activation(Activation::Silu, gate).unwrap();
+        let y = c.g.mul(a, up).unwrap();
+        c.output(y, Some(4 * k * k), format!("normed swiglu {m}x{k}x40"));
+    }
+    c
+}
+
+fn prologue_steps(exe: &Executable) -> usize {
+    exe.plan()
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.kind,
+                StepKind::SiblingMatmuls {
+                    prologue: Some(_),
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn rms_norm_folds_into_the_sibling_matmuls_that_read_it() {
+    // K = 288: 36 quarter blocks, more than a warp's 32 lanes (each lane loops twice).
+    for k in [64, 288] {
+        let c = norm_prologue_case(&[1, 3, 40], k, [k, 32, 32]);
+        let exe = c.run_planned(&common::device(), &format!("norm prologue k={k}"));
+        assert_eq!(prologue_steps(&exe), 6, "k={k}: every norm folded");
+        assert!(
+            !exe.plan()
+                .steps
+                .iter()
+                .any(|s| s.kind.name() == "residual_norm" || s.kind.name() == "norm"),
+            "k={k}: no norm step is left"
+        );
+    }
+    let c = norm_prologue_case(&[2, 9], 32, [32, 8, 8]);
+    let exe = c.run_planned(&common::tiny_device(), "tiny norm prologue");
+    assert_eq!(prologue_steps(&exe), 4);
+    assert!(exe.plan().scratch_bytes > 0, "some step is staged");
+}

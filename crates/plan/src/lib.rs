@@ -17,4 +17,4 @@ pub mod svg;
 pub use error::PlanError;
 pub use options::{Capabilities, DeviceLimits, FusionOptions, PlanOptions, StoragePolicy};
 pub use plan::{plan, ExecutionPlan, Placement, TensorSlot};
-pub use step::{Binding, ExtentDep, Glu, Staged, Step, StepKind};
+pub use step::{Binding, ExtentDep, Glu, NormPrologue, Staged, Step, StepKind};

@@ -50,6 +50,9 @@ pub struct FusionOptions {
     pub activation_binary: bool,
     /// Plain matmuls of one input against their own quantized weights run as one dispatch.
     pub sibling_matmuls: bool,
+    /// An RMSNorm (of a residual sum) read only by sibling matmuls is computed by their
+    /// dispatch as it reads its input rows.
+    pub norm_prologue: bool,
     /// Independent ropes (or row updates) with the same attributes and positions run as one
     /// dispatch.
     pub batch: bool,
@@ -64,6 +67,7 @@ impl Default for FusionOptions {
             packed_attention: true,
             activation_binary: true,
             sibling_matmuls: true,
+            norm_prologue: true,
             batch: true,
         }
     }
@@ -79,6 +83,7 @@ impl FusionOptions {
             packed_attention: false,
             activation_binary: false,
             sibling_matmuls: false,
+            norm_prologue: false,
             batch: false,
         }
     }

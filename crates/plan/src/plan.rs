@@ -129,6 +129,9 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     if f.sibling_matmuls {
         fusion::siblings::run(&mut st);
     }
+    if f.norm_prologue {
+        fusion::norm_prologue::run(&mut st);
+    }
     if f.batch {
         fusion::batch::run(&mut st);
     }

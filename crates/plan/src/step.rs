@@ -33,10 +33,12 @@ pub enum StepKind {
     },
     /// Plain matmuls reading the same input against their own quantized weights, as one
     /// dispatch writing each product; or, with `glu`, two of them (gate, up) whose only use is
-    /// `binary = act(gate) * up`, which the dispatch writes instead (SwiGLU).
+    /// `binary = act(gate) * up`, which the dispatch writes instead (SwiGLU). With `prologue`
+    /// their common input is an RMSNorm (of a residual sum) that the dispatch computes itself.
     SiblingMatmuls {
         matmuls: Vec<usize>,
         glu: Option<Glu>,
+        prologue: Option<NormPrologue>,
     },
     /// Independent ops of one kind run as jobs of one dispatch: two ropes with the same
     /// attributes and positions, or up to four row updates with the same start and shapes.
@@ -77,6 +79,16 @@ impl StepKind {
 pub struct Glu {
     pub act: usize,
     pub binary: usize,
+}
+
+/// The RMSNorm a [`StepKind::SiblingMatmuls`] step applies to its input rows while reading
+/// them: `norm` (absent) is `rms_norm(x, gamma)` with `x` either a graph tensor or, with `add`,
+/// the sum `add = a + b`, which the step also writes when `tee` (it has other readers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NormPrologue {
+    pub norm: usize,
+    pub add: Option<usize>,
+    pub tee: bool,
 }
 
 /// The buffer range a step binds.

@@ -174,14 +174,16 @@ fn fusion_strategy() -> impl Strategy<Value = FusionOptions> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(a, b, c, d, e, f, h)| FusionOptions {
+        .prop_map(|(a, b, c, d, e, f, h, n)| FusionOptions {
             matmul_epilogue: a,
             qkv_split: b,
             residual_norm: c,
             packed_attention: d,
             activation_binary: e,
             sibling_matmuls: f,
+            norm_prologue: n,
             batch: h,
         })
 }

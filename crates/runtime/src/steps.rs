@@ -2,7 +2,7 @@
 //! step's binding (an arena window, or scratch when staged).
 
 use kiln_ir::{Activation, DimBinding, Op, Shape};
-use kiln_kernels::families::{matmul, norm};
+use kiln_kernels::families::{matmul, norm, quant};
 use kiln_kernels::{Dispatch, LowerError, Operand};
 use kiln_plan::{Binding, ExecutionPlan, Step, StepKind};
 
@@ -204,13 +204,55 @@ pub fn lower_step(
                 &out,
             )
         }
-        StepKind::SiblingMatmuls { matmuls, glu } => {
+        StepKind::SiblingMatmuls {
+            matmuls,
+            glu,
+            prologue,
+        } => {
             let first = matmuls.first().copied().unwrap_or(0);
-            let (a, _, _) = matmul_operands(plan, step, extent, first)?;
             let mut weights = Vec::with_capacity(matmuls.len());
             for &m in matmuls {
-                weights.push(matmul_operands(plan, step, extent, m)?.1);
+                weights.push(input_operand(plan, step, extent, m, 1)?);
             }
+            // The input rows: the matmuls' input, or with a norm prologue the norm's source
+            // (the residual sum's first term) with the rest of the norm as arguments.
+            let (a, residual, gamma, sum, eps) = match prologue {
+                None => (
+                    input_operand(plan, step, extent, first, 0)?,
+                    None,
+                    None,
+                    None,
+                    0.0,
+                ),
+                Some(p) => {
+                    let Op::Norm { eps, .. } = nodes[p.norm].op else {
+                        return Err(LowerError::unsupported(&nodes[p.norm].op, "not a norm"));
+                    };
+                    let src = p.add.unwrap_or(p.norm);
+                    let (x, residual) = match p.add {
+                        Some(add) => (
+                            input_operand(plan, step, extent, add, 0)?,
+                            Some(input_operand(plan, step, extent, add, 1)?),
+                        ),
+                        None => (input_operand(plan, step, extent, src, 0)?, None),
+                    };
+                    let gamma = match nodes[p.norm].inputs.get(1) {
+                        Some(g) => Some(operand(plan, step, extent, g.0)?),
+                        None => None,
+                    };
+                    let sum = match (p.add, p.tee) {
+                        (Some(add), true) => Some(operand(plan, step, extent, add)?),
+                        _ => None,
+                    };
+                    (x, residual, gamma, sum, eps)
+                }
+            };
+            let norm_args = prologue.map(|_| quant::NormPrologueArgs {
+                eps,
+                residual: residual.as_ref(),
+                gamma: gamma.as_ref(),
+                sum: sum.as_ref(),
+            });
             if let Some(glu) = glu {
                 let [gate, up] = weights.as_slice() else {
                     return Err(LowerError::unsupported(
@@ -225,24 +267,26 @@ pub fn lower_step(
                     ));
                 };
                 let out = operand(plan, step, extent, glu.binary)?;
-                return kiln_kernels::families::quant::lower_glu(
+                return quant::lower_glu(
                     &nodes[first].op,
                     &a,
                     gate,
                     up,
                     act,
                     &out,
+                    norm_args.as_ref(),
                 );
             }
             let mut outs = Vec::with_capacity(matmuls.len());
             for &m in matmuls {
                 outs.push(operand(plan, step, extent, m)?);
             }
-            kiln_kernels::families::quant::lower_siblings(
+            quant::lower_siblings(
                 &nodes[first].op,
                 &a,
                 &weights.iter().collect::<Vec<_>>(),
                 &outs.iter().collect::<Vec<_>>(),
+                norm_args.as_ref(),
             )
         }
         StepKind::Batched { nodes: members } => {
@@ -304,6 +348,21 @@ pub fn lower_step(
 }
 
 /// A, B and whether B is transposed, for a MatMul or FusedMatMulBiasAct node.
+/// The operand of input `k` of `node`.
+fn input_operand(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+    node: usize,
+    k: usize,
+) -> Result<Operand, LowerError> {
+    let n = &plan.graph.nodes()[node];
+    match n.inputs.get(k) {
+        Some(i) => operand(plan, step, extent, i.0),
+        None => Err(LowerError::unsupported(&n.op, format!("has no input {k}"))),
+    }
+}
+
 fn matmul_operands(
     plan: &ExecutionPlan,
     step: &Step,

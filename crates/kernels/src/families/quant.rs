@@ -54,6 +54,17 @@ kernel_params! {
         /// Activation id of the gate under `glu`.
         pub glu_act: u32,
         pub _pad0: u32,
+        /// 1: an RMSNorm prologue (see [`NormPrologueArgs`]): A's rows are `x (+ residual)`
+        /// times `gamma` as read, each row's products scaled by `1 / sqrt(mean(row²) + eps)`.
+        pub norm: u32,
+        pub eps: f32,
+        pub residual_offset: u32,
+        pub gamma_offset: u32,
+        /// Where column group 0 writes `x + residual` (the tee), under `has_sum`.
+        pub sum_offset: u32,
+        pub has_residual: u32,
+        pub has_gamma: u32,
+        pub has_sum: u32,
         /// Per column segment: its end column (cumulative; unused ones hold `n`), weight
         /// [`format_code`], weight offset in words, first weight row, output offset.
         pub col_ends: [u32; 4],
@@ -220,16 +231,29 @@ pub fn lower_matmul(
             out,
         })
         .collect();
-    lower_segments(op, a, &segments, epilogue, None)
+    lower_segments(op, a, &segments, epilogue, None, None)
+}
+
+/// An RMSNorm the matmul applies to its input rows as it reads them: A (the `a` operand, `x`)
+/// plus `residual` (if any), times `gamma` (if any), each row scaled by
+/// `1 / sqrt(mean(row²) + eps)`; `sum` (if any) receives `x + residual`.
+#[derive(Debug, Clone, Copy)]
+pub struct NormPrologueArgs<'a> {
+    pub eps: f32,
+    pub residual: Option<&'a Operand>,
+    pub gamma: Option<&'a Operand>,
+    pub sum: Option<&'a Operand>,
 }
 
 /// Lowers matmuls of one input `a` against their own quantized `[N_i, K]` weights (plain
-/// products, no epilogue) as one dispatch writing each product to its output.
+/// products, no epilogue) as one dispatch writing each product to its output; with `norm`,
+/// `a` is first normalised (see [`NormPrologueArgs`]).
 pub fn lower_siblings(
     op: &Op,
     a: &Operand,
     weights: &[&Operand],
     outs: &[&Operand],
+    norm: Option<&NormPrologueArgs<'_>>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     if weights.is_empty() || weights.len() != outs.len() || weights.len() > MAX_SEGMENTS {
         return Err(LowerError::unsupported(
@@ -237,7 +261,7 @@ pub fn lower_siblings(
             format!("one to {MAX_SEGMENTS} sibling matmuls, each with its output"),
         ));
     }
-    siblings(op, a, weights, outs, None)
+    siblings(op, a, weights, outs, None, norm)
 }
 
 /// Lowers `out = act(a × gateᵀ) * (a × upᵀ)` (SwiGLU) with quantized weights of equal shape
@@ -249,6 +273,7 @@ pub fn lower_glu(
     up: &Operand,
     act: Activation,
     out: &Operand,
+    norm: Option<&NormPrologueArgs<'_>>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     if gate.dims != up.dims {
         return Err(LowerError::unsupported(
@@ -256,7 +281,7 @@ pub fn lower_glu(
             format!("gate {:?} and up {:?} differ", gate.dims, up.dims),
         ));
     }
-    siblings(op, a, &[gate, up], &[out, out], Some(act))
+    siblings(op, a, &[gate, up], &[out, out], Some(act), norm)
 }
 
 fn siblings(
@@ -265,6 +290,7 @@ fn siblings(
     weights: &[&Operand],
     outs: &[&Operand],
     glu: Option<Activation>,
+    norm: Option<&NormPrologueArgs<'_>>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     let segments: Vec<Segment<'_>> = weights
         .iter()
@@ -276,7 +302,49 @@ fn siblings(
             out,
         })
         .collect();
-    lower_segments(op, a, &segments, Epilogue::default(), glu)
+    lower_segments(op, a, &segments, Epilogue::default(), glu, norm)
+}
+
+/// The prologue's params: (norm, eps, residual, gamma, sum offsets, has_residual, has_gamma,
+/// has_sum), checked against A `a` of K columns.
+fn norm_params(
+    op: &Op,
+    a: &Operand,
+    k: usize,
+    norm: Option<&NormPrologueArgs<'_>>,
+) -> Result<[u32; 8], LowerError> {
+    let Some(n) = norm else {
+        return Ok([0, 0f32.to_bits(), 0, 0, 0, 0, 0, 0]);
+    };
+    require_f32(op, [n.residual, n.gamma, n.sum].into_iter().flatten())?;
+    for (what, o) in [("residual", n.residual), ("sum", n.sum)] {
+        if let Some(o) = o {
+            if o.dims != a.dims {
+                return Err(LowerError::unsupported(
+                    op,
+                    format!("the norm's {what} {:?} differs from A {:?}", o.dims, a.dims),
+                ));
+            }
+        }
+    }
+    if let Some(g) = n.gamma {
+        if g.numel() != k {
+            return Err(LowerError::unsupported(
+                op,
+                format!("gamma {:?} does not hold K = {k} values", g.dims),
+            ));
+        }
+    }
+    Ok([
+        1,
+        n.eps.to_bits(),
+        n.residual.map_or(0, |o| o.offset),
+        n.gamma.map_or(0, |o| o.offset),
+        n.sum.map_or(0, |o| o.offset),
+        u32::from(n.residual.is_some()),
+        u32::from(n.gamma.is_some()),
+        u32::from(n.sum.is_some()),
+    ])
 }
 
 fn lower_segments(
@@ -285,6 +353,7 @@ fn lower_segments(
     segments: &[Segment<'_>],
     epilogue: Epilogue<'_>,
     glu: Option<Activation>,
+    norm: Option<&NormPrologueArgs<'_>>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     require_f32(
         op,
@@ -333,6 +402,7 @@ fn lower_segments(
         *end = n as u32;
     }
     let rows: usize = a.dims[..ar - 1].iter().product();
+    let norm_flags = norm_params(op, a, k, norm)?;
     u32_of(op, "elements", rows.saturating_mul(k))?;
     u32_of(op, "elements", rows.saturating_mul(n))?;
     // Each output holds its segment's columns for every row (under glu, the one output holds
@@ -383,6 +453,14 @@ fn lower_segments(
         glu: u32::from(glu.is_some()),
         glu_act: glu.map_or(NO_ACTIVATION, activation_id),
         _pad0: 0,
+        norm: norm_flags[0],
+        eps: f32::from_bits(norm_flags[1]),
+        residual_offset: norm_flags[2],
+        gamma_offset: norm_flags[3],
+        sum_offset: norm_flags[4],
+        has_residual: norm_flags[5],
+        has_gamma: norm_flags[6],
+        has_sum: norm_flags[7],
         col_ends,
         formats,
         w_offsets,

@@ -59,6 +59,7 @@ fn glu_of(st: &FusionState<'_>, idx: usize) -> Option<Group> {
         kind: StepKind::SiblingMatmuls {
             matmuls: vec![gate, up],
             glu: Some(Glu { act, binary }),
+            prologue: None,
         },
         writes: vec![binary],
         internal: vec![gate, up, act],
@@ -86,6 +87,7 @@ pub fn run(st: &mut FusionState<'_>) {
                 kind: StepKind::SiblingMatmuls {
                     matmuls: chunk.to_vec(),
                     glu: None,
+                    prologue: None,
                 },
                 writes: chunk.to_vec(),
                 internal: Vec::new(),
@@ -127,7 +129,8 @@ mod tests {
             gs[0].kind,
             StepKind::SiblingMatmuls {
                 matmuls: ids.clone(),
-                glu: None
+                glu: None,
+                prologue: None,
             }
         );
     }
@@ -188,7 +191,8 @@ mod tests {
                 glu: Some(Glu {
                     act: s.0,
                     binary: y.0
-                })
+                }),
+                prologue: None,
             }
         );
         assert_eq!(live[0].writes, vec![y.0]);
