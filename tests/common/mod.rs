@@ -36,6 +36,8 @@ pub fn tiny_device() -> Device {
                 // those on `device()` without (the default, unless KILN_KERNEL_BOUNDS_CHECKS
                 // says otherwise).
                 kernel_bounds_checks: Some(true),
+                // And its runs wait for the GPU by blocking, the others by spinning first.
+                spin_wait: Some(std::time::Duration::ZERO),
                 ..Default::default()
             })
             .unwrap_or_else(|e| panic!("{e}"))

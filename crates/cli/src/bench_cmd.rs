@@ -44,24 +44,27 @@ fn refs(inputs: &[(String, HostTensor)]) -> Vec<(&str, &HostTensor)> {
     inputs.iter().map(|(n, t)| (n.as_str(), t)).collect()
 }
 
-/// Median wall time of `runs` runs (no readback), after warm-up, and the GPU time of one run.
+/// Median wall time of `runs` runs (no readback), after warm-up, the median CPU time of those
+/// runs before their submit, and the GPU time of one run with its slowest steps.
 fn time_runs(
     exe: &mut Executable,
     inputs: &[(String, HostTensor)],
     runs: usize,
-) -> Result<(f64, Option<f64>, serde_json::Value), String> {
+) -> Result<(f64, f64, Option<f64>, serde_json::Value), String> {
     let r = refs(inputs);
     for _ in 0..3 {
         exe.run_read_outputs(&r, &[]).map_err(|e| e.to_string())?;
     }
     let mut wall = Vec::with_capacity(runs);
+    let mut cpu = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
         exe.run_read_outputs(&r, &[]).map_err(|e| e.to_string())?;
         wall.push(t.elapsed().as_secs_f64() * 1e3);
+        cpu.push(exe.last_run_cpu_ns() as f64 / 1e6);
     }
     let (gpu, top) = gpu_profile(exe, &r);
-    Ok((median(wall), gpu, top))
+    Ok((median(wall), median(cpu), gpu, top))
 }
 
 /// Profiled runs per workload: the GPU time reported is their median (one run alone varied by
@@ -117,7 +120,7 @@ fn measure_exe(
     runs: usize,
 ) -> Result<Measured, String> {
     let exe = &mut *exe;
-    let (wall_ms, gpu_ms, top) = time_runs(exe, &w.inputs, runs)?;
+    let (wall_ms, cpu_ms, gpu_ms, top) = time_runs(exe, &w.inputs, runs)?;
     let one_pass = one_pass_ms(exe, &refs(&w.inputs));
     let best = gpu_ms.unwrap_or(wall_ms);
     Ok(Measured {
@@ -125,7 +128,7 @@ fn measure_exe(
         wall_ms,
         gpu_ms,
         gflops: (w.flops > 0.0).then(|| w.flops / (best * 1e-3) / 1e9),
-        extra: json!({ "compile_ms": compile_ms, "dispatches": exe.dispatch_count(), "gpu_ms_one_pass": one_pass, "slowest_steps_us": top }),
+        extra: json!({ "compile_ms": compile_ms, "dispatches": exe.dispatch_count(), "cpu_ms_before_submit": cpu_ms, "gpu_ms_one_pass": one_pass, "slowest_steps_us": top }),
     })
 }
 
@@ -186,7 +189,7 @@ fn smollm2(dev: &Device, runs: usize, ctx: usize) -> Result<Vec<Measured>, Strin
         .filter(|(n, _)| !n.contains("_cache."))
         .cloned()
         .collect();
-    let (prefill_ms, prefill_gpu, prefill_top) = time_runs(&mut exe, &fresh, runs)?;
+    let (prefill_ms, prefill_cpu, prefill_gpu, prefill_top) = time_runs(&mut exe, &fresh, runs)?;
     let mut decode_wall = Vec::new();
     let mut decode_cpu = Vec::new();
     let one = |v: i32| HostTensor::from_i32(&[1], &[v]).map_err(|e| e.to_string());
@@ -227,7 +230,7 @@ fn smollm2(dev: &Device, runs: usize, ctx: usize) -> Result<Vec<Measured>, Strin
             wall_ms: prefill_ms,
             gpu_ms: prefill_gpu,
             gflops: Some(w.flops / (prefill_gpu.unwrap_or(prefill_ms) * 1e-3) / 1e9),
-            extra: json!({ "compile_ms": compile_ms, "tokens_per_s": 128.0 / (prefill_ms * 1e-3), "ctx": ctx, "slowest_steps_us": prefill_top }),
+            extra: json!({ "compile_ms": compile_ms, "tokens_per_s": 128.0 / (prefill_ms * 1e-3), "ctx": ctx, "cpu_ms_before_submit": prefill_cpu, "slowest_steps_us": prefill_top }),
         },
         Measured {
             name: "SmolLM2-135M Q4_1 decode step (synthetic weights)".into(),

@@ -117,9 +117,11 @@ impl PipelineCache {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
+                    // A dynamic offset, so that every dispatch of a kernel over the same
+                    // storage window shares one bind group (its params at their own offset).
                     Binding::Uniform => wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
+                        has_dynamic_offset: true,
                         min_binding_size: NonZeroU64::new(k.params.size as u64),
                     },
                 },

@@ -36,7 +36,16 @@ pub struct DeviceOptions {
     /// driver has robust buffer access (Vulkan's `robustBufferAccess2`, as on NVIDIA). The
     /// clamps cost: SmolLM2 prefill 9.98 ms with them off, 11.5 ms on (H200, docs/PERFORMANCE.md).
     pub kernel_bounds_checks: Option<bool>,
+    /// How long a run waits for the GPU by polling in a busy loop before it blocks in the
+    /// driver: `None` is [`DEFAULT_SPIN_WAIT`]. A blocking wait wakes up late (on the H200,
+    /// 0.3–0.4 ms after a 0.4–2.4 ms run), so short runs spin; a run still busy after this long
+    /// blocks and leaves the CPU free. `Some(Duration::ZERO)` always blocks.
+    pub spin_wait: Option<std::time::Duration>,
 }
+
+/// The default of [`DeviceOptions::spin_wait`]: long enough for a decode step or a small
+/// batch, short enough that long runs do not hold a CPU core.
+pub const DEFAULT_SPIN_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What kiln knows about the chosen device.
 #[derive(Debug, Clone)]
@@ -80,6 +89,7 @@ struct Inner {
     info: DeviceInfo,
     pipelines: PipelineCache,
     counts: Counters,
+    spin_wait: std::time::Duration,
 }
 
 /// How many resources kiln has created and how many submits it made on a device: the runtime
@@ -215,6 +225,7 @@ impl Device {
                 queue,
                 info,
                 counts: Counters::default(),
+                spin_wait: options.spin_wait.unwrap_or(DEFAULT_SPIN_WAIT),
             }),
         })
     }
@@ -247,6 +258,24 @@ impl Device {
     }
 
     /// Creates a buffer (counted).
+    /// Waits until the GPU has finished everything submitted so far (and fired its
+    /// callbacks, e.g. buffer mappings): polls in a busy loop for up to
+    /// [`DeviceOptions::spin_wait`], then blocks.
+    pub fn wait_idle(&self) -> Result<(), wgpu::PollError> {
+        let device = &self.inner.device;
+        let spin = self.inner.spin_wait;
+        if !spin.is_zero() {
+            let started = std::time::Instant::now();
+            while started.elapsed() < spin {
+                if device.poll(wgpu::PollType::Poll)?.is_queue_empty() {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ())
+    }
+
     pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
         self.inner.counts.buffers.fetch_add(1, Ordering::Relaxed);
         self.inner.device.create_buffer(desc)

@@ -77,7 +77,8 @@ pub fn run_dispatches(
                 ],
             });
             pass.set_pipeline(&compiled.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
+            // The params sit at `u` through the binding's own offset; no dynamic offset.
+            pass.set_bind_group(0, &bind, &[0]);
             pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
         }
     }

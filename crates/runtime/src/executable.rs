@@ -47,6 +47,10 @@ pub enum CompileError {
     Pipeline(#[from] PipelineError),
     #[error("the outputs need {bytes} bytes of readback, more than the largest buffer ({limit})")]
     ReadbackTooLarge { bytes: u64, limit: u64 },
+    #[error(
+        "the dispatches' params need {bytes} bytes, beyond the 4 GiB a dynamic offset reaches"
+    )]
+    ParamsTooLarge { bytes: u64 },
 }
 
 /// A named input or param: where it lives and what it holds.
@@ -73,8 +77,9 @@ enum Action {
         bind_group: wgpu::BindGroup,
         groups: [u32; 3],
         kernel: &'static kiln_kernels::KernelDesc,
-        /// Where its params sit in the uniform buffer.
-        uniform_at: u64,
+        /// Where its params sit in the uniform buffer: the bind group's dynamic offset (the
+        /// bind group is shared by the dispatches of one kernel over one storage window).
+        uniform_at: u32,
     },
     /// A transfer between the arena and scratch (staging): ends the current compute pass.
     Copy {
@@ -234,6 +239,10 @@ impl Executable {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
         let mut actions = Vec::new();
+        // One bind group per kernel and storage window, shared through dynamic offsets: fewer
+        // objects for wgpu to track on every submit.
+        let mut bind_groups: HashMap<(&'static str, bool, u64, u64), wgpu::BindGroup> =
+            HashMap::new();
         let mut step_actions = Vec::with_capacity(lowered.len());
         let mut at = 0usize;
         let mut dispatch_count = 0;
@@ -254,41 +263,52 @@ impl Executable {
                     None => (&arena, 0, size),
                 },
             };
+            let scratch_bound = matches!(step.binding, Binding::Scratch { .. });
             for d in ds {
                 at = at.next_multiple_of(align);
                 let compiled = device.pipelines().get(d.kernel)?;
                 if !step.extent.is_empty() {
                     prepare_extent_variants(device, d.kernel, cooperative)?;
                 }
-                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(d.kernel.name),
-                    layout: &compiled.bind_group_layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer,
-                                offset,
-                                size: wgpu::BufferSize::new(size.next_multiple_of(4)),
-                            }),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &uniform_buf,
-                                offset: at as u64,
-                                size: wgpu::BufferSize::new(d.params.len() as u64),
-                            }),
-                        },
-                    ],
-                });
+                let key = (d.kernel.name, scratch_bound, offset, size);
+                let bind_group = match bind_groups.get(&key) {
+                    Some(b) => b,
+                    None => {
+                        let b = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some(d.kernel.name),
+                            layout: &compiled.bind_group_layout,
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer,
+                                        offset,
+                                        size: wgpu::BufferSize::new(size.next_multiple_of(4)),
+                                    }),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &uniform_buf,
+                                        offset: 0,
+                                        size: wgpu::BufferSize::new(d.params.len() as u64),
+                                    }),
+                                },
+                            ],
+                        });
+                        bind_groups.entry(key).or_insert(b)
+                    }
+                }
+                .clone();
                 mine.push(actions.len());
                 actions.push(Action::Dispatch {
                     pipeline: compiled.pipeline.clone(),
                     bind_group,
                     groups: d.groups,
                     kernel: d.kernel,
-                    uniform_at: at as u64,
+                    uniform_at: u32::try_from(at).map_err(|_| CompileError::ParamsTooLarge {
+                        bytes: uniform.len() as u64,
+                    })?,
                 });
                 at += d.params.len();
                 dispatch_count += 1;
@@ -596,9 +616,11 @@ impl Executable {
                     }
                     *kernel = d.kernel;
                     *groups = d.groups;
-                    self.device
-                        .queue()
-                        .write_buffer(&self.uniform, *uniform_at, &d.params);
+                    self.device.queue().write_buffer(
+                        &self.uniform,
+                        u64::from(*uniform_at),
+                        &d.params,
+                    );
                 }
             }
         }
@@ -861,6 +883,7 @@ impl Executable {
                     pipeline,
                     bind_group,
                     groups,
+                    uniform_at,
                     ..
                 } => {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -872,7 +895,7 @@ impl Executable {
                         }),
                     });
                     pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.set_bind_group(0, bind_group, &[*uniform_at]);
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                     q += 2;
                 }
@@ -1024,15 +1047,21 @@ impl Executable {
                 label: Some("kiln"),
                 timestamp_writes: None,
             });
+            let mut current: Option<&wgpu::ComputePipeline> = None;
             while let Some(Action::Dispatch {
                 pipeline,
                 bind_group,
                 groups,
+                uniform_at,
                 ..
             }) = self.actions.get(i)
             {
-                pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, bind_group, &[]);
+                // Consecutive dispatches of one kernel keep the pipeline set.
+                if current != Some(pipeline) {
+                    pass.set_pipeline(pipeline);
+                    current = Some(pipeline);
+                }
+                pass.set_bind_group(0, bind_group, &[*uniform_at]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 i += 1;
             }

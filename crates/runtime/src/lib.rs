@@ -11,7 +11,7 @@ pub mod transfer;
 
 pub use device::{
     cooperative_f16_supported, list_adapters, Device, DeviceError, DeviceInfo, DeviceOptions,
-    ResourceCounts,
+    ResourceCounts, DEFAULT_SPIN_WAIT,
 };
 pub use eager::run_eager;
 pub use error::RunError;

@@ -12,8 +12,7 @@ pub fn map_read(device: &Device, buffer: &wgpu::Buffer) -> Result<Vec<u8>, RunEr
         let _ = tx.send(r);
     });
     device
-        .wgpu_device()
-        .poll(wgpu::PollType::wait_indefinitely())
+        .wait_idle()
         .map_err(|e| RunError::Map(e.to_string()))?;
     rx.recv()
         .map_err(|e| RunError::Map(e.to_string()))?
@@ -36,13 +35,7 @@ pub fn map_read_range(
 ) -> Result<Vec<Vec<u8>>, RunError> {
     let ranges: Vec<(u64, u64)> = ranges.collect();
     let wanted: Vec<&(u64, u64)> = ranges.iter().filter(|r| r.1 > 0).collect();
-    let wait = || {
-        device
-            .wgpu_device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| RunError::Map(e.to_string()))
-    };
+    let wait = || device.wait_idle().map_err(|e| RunError::Map(e.to_string()));
     if wanted.is_empty() {
         wait()?;
         return Ok(ranges.iter().map(|_| Vec::new()).collect());
