@@ -332,10 +332,11 @@ fn store4(base: u32, d: u32, x: vec4<f32>) {
 // Elements d .. d + 4 of the row at `base` where `ok` and below head_dim, else zero. The loads
 // are issued unconditionally, so that a staging loop's loads are all in flight at once. Callers
 // point rows past their range at the last row in range; past head_dim, a discarded load may lie
-// past the tensor, even past the binding, where WGSL's bounds checks make it harmless.
+// past the tensor, even past the binding (the kernels run without wgpu's bounds checks), so the
+// indices are clamped to the binding's last word; those of kept values lie inside the tensor.
 fn load4_or_zero(base: u32, d: u32, ok: bool) -> vec4<f32> {
-    let a = base + d;
-    let x = vec4<f32>(arena[a], arena[a + 1u], arena[a + 2u], arena[a + 3u]);
+    let at = min(vec4<u32>(base + d) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(arrayLength(&arena) - 1u));
+    let x = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
     let inside = vec4<u32>(d) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.head_dim);
     return select(vec4<f32>(0.0), x, inside & vec4<bool>(ok));
 }

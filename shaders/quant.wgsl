@@ -17,12 +17,13 @@
 // The matmul has two entry points with the same params and bindings (a planned step moves
 // between them when the active extent changes M; `variant` records which one the params are
 // for):
-// - `quant_gemv`, variant 0 (few rows of A, decode): a workgroup of 256 owns 8 weight rows (output columns),
-//   32 threads per row stride K by quarter blocks, so a row's bytes are read contiguously, each
-//   thread accumulates up to 4 rows of A (wid.z picks which 4), then a workgroup tree reduction.
-// - `quant_tiled`, variant 1 (prefill): a workgroup owns a 32 x 64 output tile; per block of K it stages the
-//   32 x 32 slice of A and dequantizes the 64 x 32 slice of W into workgroup memory, where every
-//   weight is reused by 32 rows; each thread computes 2 x 4 outputs.
+// - `quant_gemv`, variant 0 (few rows of A, decode): a workgroup of 256 owns 8 weight rows
+//   (output columns), 32 threads per row stride K by quarter blocks, so a row's bytes are read
+//   contiguously, each thread accumulates up to 4 rows of A (wid.z picks which 4), then a
+//   workgroup tree reduction.
+// - `quant_tiled`, variant 1 (prefill): a workgroup owns a 32 x 64 output tile; per block of K
+//   it stages the 32 x 32 slice of A and dequantizes the 64 x 32 slice of W into workgroup
+//   memory, where every weight is reused by 32 rows; each thread computes 2 x 4 outputs.
 // The output columns form up to four segments, each computed from its own weight (or a range of
 // rows of one) and written to its own output: one weight split three ways (QKV split-write), or
 // sibling matmuls of one input (Q, K and V; gate and up) in one dispatch. Segment s covers
@@ -92,19 +93,22 @@ fn block_bytes(format: u32) -> u32 {
 
 // The u32 at even byte `b` of the packed tensor at word `base`.
 // Both words are read on either path so that a warp whose blocks alternate in alignment does not
-// diverge; the extra word may lie past the tensor (even past the binding, where WGSL's bounds
-// checks make the read harmless) and is then discarded.
+// diverge; the extra word may lie past the tensor, even past the binding (the kernels run
+// without wgpu's bounds checks), so its index is clamped to the binding's last word: a word
+// the result needs always lies inside the tensor, so the clamp only moves discarded reads.
 fn load_u32(base: u32, b: u32) -> u32 {
     let w = base + (b >> 2u);
+    let last = arrayLength(&arena) - 1u;
     let lo = arena[w];
-    let hi = arena[w + 1u];
+    let hi = arena[min(w + 1u, last)];
     return select(lo, (lo >> 16u) | (hi << 16u), (b & 2u) != 0u);
 }
 
-// The two u32 at even byte `b`.
+// The two u32 at even byte `b` (the third word read is clamped as in `load_u32`).
 fn load_u32x2(base: u32, b: u32) -> vec2<u32> {
     let w = base + (b >> 2u);
-    let v = vec3<u32>(arena[w], arena[w + 1u], arena[w + 2u]);
+    let last = arrayLength(&arena) - 1u;
+    let v = vec3<u32>(arena[w], arena[w + 1u], arena[min(w + 2u, last)]);
     return select(v.xy, (v.xy >> vec2<u32>(16u)) | (v.yz << vec2<u32>(16u)), (b & 2u) != 0u);
 }
 
@@ -222,10 +226,10 @@ fn a4(i: u32, c: u32) -> vec4<f32> {
     return v;
 }
 
-// The tiled variant's norm prologue for rows row0..row0 + rows (at most 32), `lanes` invocations per row (a
-// power of two, lanes * rows <= WG): each row's sum of squares of x + residual into
-// row_scale as 1 / sqrt(mean + eps), and, in column group 0, the sum stored (the tee).
-// Without a norm every scale is 1. Uses w_tile as scratch; ends with a barrier.
+// The tiled variant's norm prologue for rows row0..row0 + rows (at most 32), `lanes`
+// invocations per row (a power of two, lanes * rows <= WG): each row's sum of squares of
+// x + residual into row_scale as 1 / sqrt(mean + eps), and, in column group 0, the sum stored
+// (the tee). Without a norm every scale is 1. Uses w_tile as scratch; ends with a barrier.
 fn prologue(tid: u32, group: u32, row0: u32, rows: u32, lanes: u32) {
     if (p.norm == 0u) {
         if (tid < 32u) {

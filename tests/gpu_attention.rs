@@ -385,7 +385,8 @@ fn head_dim_above_the_kernel_limit_is_a_typed_error() {
 }
 
 /// The tiled variant (from `TILED_MIN_QUERIES` queries, 16 rows per workgroup) next to the
-/// per-row one: one query, a tile plus one, several tiles with a partial last one; every mask,
+/// per-row one: one query, 17 (per row, above one tile), two tiles plus one, several
+/// tiles with a partial last one; every mask,
 /// both layouts, GQA, and head_dims that take one, two and four staged chunks of 64 dims (256
 /// also takes two output passes). Non-causal cases have a few more keys than queries, so the last
 /// key tile is partial too.
@@ -393,7 +394,7 @@ fn head_dim_above_the_kernel_limit_is_a_typed_error() {
 fn query_tiles_every_mask_layout_and_head_dim() {
     let mut n = 0u64;
     for head_dim in [8, 64, 128, 256] {
-        for seq_q in [1, 17, 65, 130] {
+        for seq_q in [1, 17, 33, 65, 130] {
             for (k, mask) in MASKS.into_iter().enumerate() {
                 let layout = if (k + seq_q) % 2 == 0 {
                     HeadLayout::Bshd
@@ -539,9 +540,9 @@ fn one_executable_switches_variants_across_extents() {
     const W: usize = (HQ + 2 * HKV) * D;
     // The lengths below take both variants.
     use kiln::kernels::families::attention::{Variant, TILED_MIN_QUERIES};
-    assert_eq!(TILED_MIN_QUERIES, 16);
-    assert_eq!(Variant::for_queries(15), Variant::Row);
-    assert_eq!(Variant::for_queries(16), Variant::Tiled);
+    assert_eq!(TILED_MIN_QUERIES, 32);
+    assert_eq!(Variant::for_queries(31), Variant::Row);
+    assert_eq!(Variant::for_queries(32), Variant::Tiled);
     let dev = common::device();
     for mask in [AttentionMask::KeyPadding, AttentionMask::Causal] {
         let seq = Dim::bounded("seq", MAX);

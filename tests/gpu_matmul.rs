@@ -112,7 +112,7 @@ fn more_row_tiles_than_one_grid_row() {
 
 #[test]
 fn skinny_and_tiled_variants_across_extents_on_one_executable() {
-    // rows = 2 x seq: the skinny variant up to 16 rows, the tiled one above, one pipeline.
+    // rows = 2 x seq: the skinny kernel up to 16 rows, the tiled one above, on one executable.
     use kiln::ir::{Dim, Shape};
     use kiln::runtime::{CompileOptions, Executable};
     let (k, n) = (96, 40);

@@ -31,10 +31,12 @@ pub struct DeviceOptions {
     /// Compiles kiln's kernels with wgpu's bounds checks: every index into a workgroup, local
     /// or storage array clamped to the array. `None` reads `KILN_KERNEL_BOUNDS_CHECKS` (`1` or
     /// `true` turns them on), else off. Off, the kernels' indices are trusted: each comes from
-    /// params that lowering computed from validated shapes, and every kernel is tested against
-    /// the reference (the test suite runs both ways). Storage buffers stay protected where the
-    /// driver has robust buffer access (Vulkan's `robustBufferAccess2`, as on NVIDIA). The
-    /// clamps cost: SmolLM2 prefill 9.98 ms with them off, 11.5 ms on (H200, docs/PERFORMANCE.md).
+    /// params that lowering computed from validated shapes (the few loads that may run past a
+    /// tensor, then discarded, clamp themselves to the binding), and every kernel is tested
+    /// against the reference (the test suite runs both ways). Storage buffers stay protected
+    /// where the driver has robust buffer access (Vulkan's `robustBufferAccess2`, as on
+    /// NVIDIA). The clamps cost: SmolLM2 prefill 9.98 ms with them off, 11.5 ms on (H200,
+    /// docs/PERFORMANCE.md).
     pub kernel_bounds_checks: Option<bool>,
     /// How long a run waits for the GPU by polling in a busy loop before it blocks in the
     /// driver: `None` is [`DEFAULT_SPIN_WAIT`]. A blocking wait wakes up late (on the H200,
@@ -257,7 +259,6 @@ impl Device {
         }
     }
 
-    /// Creates a buffer (counted).
     /// Waits until the GPU has finished everything submitted so far (and fired its
     /// callbacks, e.g. buffer mappings): polls in a busy loop for up to
     /// [`DeviceOptions::spin_wait`], then blocks.
@@ -276,6 +277,7 @@ impl Device {
         device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ())
     }
 
+    /// Creates a buffer (counted).
     pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
         self.inner.counts.buffers.fetch_add(1, Ordering::Relaxed);
         self.inner.device.create_buffer(desc)

@@ -1125,8 +1125,16 @@ fn prepare_extent_variants(
     kernel: &'static kiln_kernels::KernelDesc,
     cooperative: bool,
 ) -> Result<(), PipelineError> {
+    use kiln_kernels::families::matmul::replaced_by_cooperative;
     for v in kiln_kernels::extent_variants(kernel) {
-        if v.needs.cooperative_matrix && !cooperative {
+        // Only the kernels this executable can pick: the cooperative one replaces the tiled
+        // f32 kernels exactly when it is used.
+        let unused = if cooperative {
+            replaced_by_cooperative(v)
+        } else {
+            v.needs.cooperative_matrix
+        };
+        if unused {
             continue;
         }
         device.pipelines().get(v)?;

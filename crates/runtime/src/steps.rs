@@ -1,7 +1,7 @@
 //! From planned steps to kernel dispatches: operands are resolved to word offsets inside the
 //! step's binding (an arena window, or scratch when staged).
 
-use kiln_ir::{Activation, DimBinding, Op, Shape};
+use kiln_ir::{Activation, Affine, DimBinding, NormKind, Op, Shape};
 use kiln_kernels::families::{matmul, norm, quant};
 use kiln_kernels::{Dispatch, LowerError, Operand};
 use kiln_plan::{Binding, ExecutionPlan, Step, StepKind};
@@ -225,8 +225,16 @@ pub fn lower_step(
                     0.0,
                 ),
                 Some(p) => {
-                    let Op::Norm { eps, .. } = nodes[p.norm].op else {
-                        return Err(LowerError::unsupported(&nodes[p.norm].op, "not a norm"));
+                    let Op::Norm {
+                        kind: NormKind::Rms,
+                        eps,
+                        affine: Affine::None | Affine::Scale,
+                    } = nodes[p.norm].op
+                    else {
+                        return Err(LowerError::unsupported(
+                            &nodes[p.norm].op,
+                            "a norm prologue is an RMSNorm with at most a gamma",
+                        ));
                     };
                     let src = p.add.unwrap_or(p.norm);
                     let (x, residual) = match p.add {
@@ -347,7 +355,6 @@ pub fn lower_step(
     }
 }
 
-/// A, B and whether B is transposed, for a MatMul or FusedMatMulBiasAct node.
 /// The operand of input `k` of `node`.
 fn input_operand(
     plan: &ExecutionPlan,
@@ -363,6 +370,7 @@ fn input_operand(
     }
 }
 
+/// A, B and whether B is transposed, for a MatMul or FusedMatMulBiasAct node.
 fn matmul_operands(
     plan: &ExecutionPlan,
     step: &Step,

@@ -135,13 +135,18 @@ pub const MATMUL_COOP: KernelDesc = KernelDesc {
     },
 };
 
+/// Whether [`use_cooperative`] moves dispatches of `kernel` to [`MATMUL_COOP`] (the tiled f32
+/// kernels; compared by name, as a `const` item has no guaranteed single address).
+pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
+    kernel.name == MATMUL.name || kernel.name == MATMUL_WIDE.name
+}
+
 /// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`]) to
 /// [`MATMUL_COOP`] (f16 inputs), keeping their params and giving them the coop kernel's grid;
 /// skinny ones stay as they are. Re-lowering at another extent must call this again.
 pub fn use_cooperative(dispatches: &mut [Dispatch]) {
     for d in dispatches {
-        // By name: a `const` item has no guaranteed single address.
-        if d.kernel.name != MATMUL.name && d.kernel.name != MATMUL_WIDE.name {
+        if !replaced_by_cooperative(d.kernel) {
             continue;
         }
         d.kernel = &MATMUL_COOP;
@@ -290,7 +295,8 @@ pub fn lower_split(
     let wide_tiles = rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE) * batch.max(1);
     let (kernel, edge) = if skinny {
         (&MATMUL_SKINNY, None)
-    } else if wide_tiles >= WIDE_MIN_TILES {
+    } else if wide_tiles >= WIDE_MIN_TILES && k > 0 {
+        // (K = 0 stays on the 64x64 kernel, whose loads are guarded per element.)
         (&MATMUL_WIDE, Some(WIDE_TILE))
     } else {
         (&MATMUL, Some(TILE))

@@ -316,6 +316,13 @@ fn norm_params(
     let Some(n) = norm else {
         return Ok([0, 0f32.to_bits(), 0, 0, 0, 0, 0, 0]);
     };
+    if n.sum.is_some() && n.residual.is_none() {
+        // The sum written is x + residual; without a residual there is nothing to tee.
+        return Err(LowerError::unsupported(
+            op,
+            "a norm prologue writes its sum only with a residual",
+        ));
+    }
     require_f32(op, [n.residual, n.gamma, n.sum].into_iter().flatten())?;
     for (what, o) in [("residual", n.residual), ("sum", n.sum)] {
         if let Some(o) = o {

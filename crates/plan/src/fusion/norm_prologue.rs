@@ -196,13 +196,18 @@ mod tests {
     fn not_for_layer_norm_or_a_norm_read_elsewhere() {
         // LayerNorm (mean and beta) does not fold.
         let (g, _) = graph(false, false, true);
-        assert!(live_groups(&g).iter().all(|gr| !matches!(
+        let gs = live_groups(&g);
+        assert!(gs.iter().all(|gr| !matches!(
             gr.kind,
             StepKind::SiblingMatmuls {
                 prologue: Some(_),
                 ..
             }
         )));
+        assert!(
+            gs.iter().any(|gr| gr.writes.len() == 3),
+            "the siblings formed"
+        );
         // The norm is also an output: it must be stored, so it stays a step of its own.
         let mut g = graph(false, false, false).0;
         g.output(kiln_ir::NodeId(2)).unwrap();
