@@ -6,8 +6,9 @@ use kiln_plan::{
 };
 use proptest::prelude::*;
 
-/// A random f32 graph over `[2, seq<=8, 16]` activations: each step applies one of a few op
-/// kinds to earlier nodes.
+/// A random graph over `[2, seq<=8, 16]` f32 activations: each step applies one of a few op
+/// kinds to earlier nodes, among them a decoder's RMSNorm (of a residual sum or not) feeding
+/// quantized sibling projections or SwiGLU over 32-wide rows.
 fn random_graph(choices: &[(u8, usize, usize)]) -> Graph {
     let mut g = Graph::new();
     let seq = Dim::bounded("seq", 8);
@@ -22,11 +23,20 @@ fn random_graph(choices: &[(u8, usize, usize)]) -> Graph {
     let w3 = g.param("w3", DType::F32, [48, 16]).unwrap();
     let b = g.param("b", DType::F32, [16]).unwrap();
     let b3 = g.param("b3", DType::F32, [48]).unwrap();
+    // 32-wide rows for quantized weights (blocks of 32 along K).
+    let up = g.param("up", DType::F32, [32, 16]).unwrap();
+    let down = g.param("down", DType::F32, [16, 32]).unwrap();
+    let g32 = g.param("g32", DType::F32, [32]).unwrap();
+    let q: Vec<NodeId> = [DType::Q4_0, DType::Q4_1, DType::Q8_0]
+        .iter()
+        .enumerate()
+        .map(|(i, &dt)| g.param(format!("q{i}"), dt, [16, 32]).unwrap())
+        .collect();
     let mut acts: Vec<NodeId> = vec![x];
     for &(kind, i, j) in choices {
         let a = acts[i % acts.len()];
         let c = acts[j % acts.len()];
-        let new: Vec<NodeId> = match kind % 8 {
+        let new: Vec<NodeId> = match kind % 10 {
             0 => vec![g.matmul(a, w).unwrap()],
             1 => {
                 let m = g.matmul(a, w).unwrap();
@@ -46,6 +56,26 @@ fn random_graph(choices: &[(u8, usize, usize)]) -> Graph {
                 (0..3)
                     .map(|k| g.narrow(y, 2, 16 * k, 16).unwrap())
                     .collect()
+            }
+            8 => {
+                // rms_norm(u + v) read by three quantized projections; the sum read elsewhere
+                // too (the tee).
+                let u = g.matmul_t(a, up).unwrap();
+                let v = g.matmul_t(c, up).unwrap();
+                let s = g.add_op(u, v).unwrap();
+                let n = g.rms_norm(s, Some(g32), 1e-5).unwrap();
+                let mut out: Vec<NodeId> = q.iter().map(|&w| g.matmul_t(n, w).unwrap()).collect();
+                out.push(g.matmul_t(s, down).unwrap());
+                out
+            }
+            9 => {
+                // SwiGLU over quantized gate/up of rms_norm(u) without gamma.
+                let u = g.matmul_t(a, up).unwrap();
+                let n = g.rms_norm(u, None, 1e-5).unwrap();
+                let gate = g.matmul_t(n, q[0]).unwrap();
+                let upq = g.matmul_t(n, q[2]).unwrap();
+                let act = g.activation(Activation::Silu, gate).unwrap();
+                vec![g.mul(act, upq).unwrap()]
             }
             6 => {
                 let t = g.transpose(a, &[1, 0, 2]).unwrap();
@@ -194,8 +224,9 @@ proptest! {
     #[test]
     fn plans_satisfy_their_invariants(
         choices in prop::collection::vec((any::<u8>(), any::<usize>(), any::<usize>()), 1..14),
-        // 10 KiB holds the largest step (the QKV split) but not the arena of a longer graph.
-        binding in prop::sample::select(vec![1u64 << 30, 16384, 10240]),
+        // 12 KiB holds the largest step (sibling projections with a norm prologue and its tee)
+        // but not the arena of a longer graph.
+        binding in prop::sample::select(vec![1u64 << 30, 16384, 12288]),
         fusion in fusion_strategy(),
     ) {
         let g = random_graph(&choices);
@@ -455,4 +486,33 @@ fn a_row_update_of_an_input_read_elsewhere_gets_its_own_slot() {
     check_invariants(&p, &opts);
     assert!(matches!(p.tensors[4].placement, Placement::Slot { .. }));
     assert!(p.inputs_updated_in_place().is_empty());
+}
+
+#[test]
+fn the_random_graphs_norm_sites_fold_into_their_projections() {
+    // Kinds 8 (residual RMSNorm, three projections, the sum read elsewhere) and 9 (RMSNorm
+    // without gamma, SwiGLU): the generator's two norm sites, each folded into its siblings.
+    let g = random_graph(&[(8, 0, 0), (9, 1, 0)]);
+    for binding in [1u64 << 30, 12288] {
+        let opts = options(binding, FusionOptions::default());
+        let p = plan(&g, &opts).unwrap();
+        check_invariants(&p, &opts);
+        let prologues: Vec<_> = p
+            .steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::SiblingMatmuls {
+                    prologue: Some(pr),
+                    glu,
+                    ..
+                } => Some((pr.add.is_some(), pr.tee, glu.is_some())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            prologues,
+            [(true, true, false), (false, false, true)],
+            "binding {binding}"
+        );
+    }
 }
