@@ -51,6 +51,10 @@ pub enum CompileError {
         "the dispatches' params need {bytes} bytes, beyond the 4 GiB a dynamic offset reaches"
     )]
     ParamsTooLarge { bytes: u64 },
+    #[error(
+        "the device refused the executable's resources (arena of {arena_bytes} bytes): {message}"
+    )]
+    Device { arena_bytes: u64, message: String },
 }
 
 /// A named input or param: where it lives and what it holds.
@@ -176,6 +180,15 @@ impl Executable {
             storage: StoragePolicy::Words,
         };
         let plan = kiln_plan::plan(graph, &plan_options)?;
+        // An allocation the device cannot make (out of memory) or refuses becomes a typed
+        // error below instead of wgpu's default panic. (Early returns drop the guards, which
+        // pops the scopes.)
+        let out_of_memory = device
+            .wgpu_device()
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = device
+            .wgpu_device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
         let arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln arena"),
             size: plan.arena_bytes,
@@ -384,6 +397,16 @@ impl Executable {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let errors = [
+            pollster::block_on(invalid.pop()),
+            pollster::block_on(out_of_memory.pop()),
+        ];
+        if let Some(e) = errors.into_iter().flatten().next() {
+            return Err(CompileError::Device {
+                arena_bytes: plan.arena_bytes,
+                message: e.to_string(),
+            });
+        }
         tracing::info!(
             steps = plan.steps.len(),
             dispatches = dispatch_count,
