@@ -17,7 +17,7 @@ struct Step {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        0u8..30,
+        0u8..31,
         any::<usize>(),
         any::<usize>(),
         any::<usize>(),
@@ -502,6 +502,18 @@ impl Builder {
                 let table = self.param(DType::Q8_0, [1 + s.a % 10, 32])?;
                 let idx = self.input(DType::I32, Shape(vec![Dim::bounded("seq", 16)]))?;
                 self.g.gather(table, idx, 0)
+            }
+            29 => {
+                // A row update (a KV cache write) at a dynamic start, along axis 1 of a
+                // [1, 16, 2, 4] cache, with a start of either integer dtype.
+                let dest = self.input(DType::F32, [1, 16, 2, 4])?;
+                let rows = Dim::bounded("seq", 16);
+                let update = self.input(
+                    DType::F32,
+                    Shape(vec![Dim::Static(1), rows, Dim::Static(2), Dim::Static(4)]),
+                )?;
+                let start = self.input([DType::U32, DType::I32][s.c % 2], Shape::scalar())?;
+                self.g.update_rows(dest, update, start, 1)
             }
             _ => {
                 // Invalid on purpose: an empty reduce must be rejected and leave no node.
