@@ -465,8 +465,17 @@ struct Folded {
     weights: vec2<f32>,
 }
 
-// Rescales by the rows' alpha, then adds the tile's weighted V chunk (staged in tkv).
-fn accumulate(acc_in: Acc, alpha: vec2<f32>, ra: u32, lane: u32, careful: bool) -> Folded {
+// Rescales by the rows' alpha, then adds the tile's weighted V chunk (staged in tkv). Without
+// `upper` (head_dim ends within the chunk's first 32 dims, e.g. MiniLM's 32) the dims 32..64,
+// all zero, are skipped.
+fn accumulate(
+    acc_in: Acc,
+    alpha: vec2<f32>,
+    ra: u32,
+    lane: u32,
+    careful: bool,
+    upper: bool,
+) -> Folded {
     var acc = Acc(acc_in.a0 * alpha.x, acc_in.a1 * alpha.x, acc_in.b0 * alpha.y, acc_in.b1 * alpha.y);
     let wa0 = ra * W_PITCH4;
     let wb0 = wa0 + W_PITCH4;
@@ -494,14 +503,22 @@ fn accumulate(acc_in: Acc, alpha: vec2<f32>, ra: u32, lane: u32, careful: bool) 
             let wb = tw[wb0 + x];
             wsa += wa;
             wsb += wb;
-            for (var jj = 0u; jj < 4u; jj++) {
-                let r = (x + 8u * jj) * PITCH4 + lane;
-                let v0 = tkv[r];
-                let v1 = tkv[r + 8u];
-                acc.a0 = fma(vec4<f32>(wa[jj]), v0, acc.a0);
-                acc.a1 = fma(vec4<f32>(wa[jj]), v1, acc.a1);
-                acc.b0 = fma(vec4<f32>(wb[jj]), v0, acc.b0);
-                acc.b1 = fma(vec4<f32>(wb[jj]), v1, acc.b1);
+            if (upper) {
+                for (var jj = 0u; jj < 4u; jj++) {
+                    let r = (x + 8u * jj) * PITCH4 + lane;
+                    let v0 = tkv[r];
+                    let v1 = tkv[r + 8u];
+                    acc.a0 = fma(vec4<f32>(wa[jj]), v0, acc.a0);
+                    acc.a1 = fma(vec4<f32>(wa[jj]), v1, acc.a1);
+                    acc.b0 = fma(vec4<f32>(wb[jj]), v0, acc.b0);
+                    acc.b1 = fma(vec4<f32>(wb[jj]), v1, acc.b1);
+                }
+            } else {
+                for (var jj = 0u; jj < 4u; jj++) {
+                    let v0 = tkv[(x + 8u * jj) * PITCH4 + lane];
+                    acc.a0 = fma(vec4<f32>(wa[jj]), v0, acc.a0);
+                    acc.b0 = fma(vec4<f32>(wb[jj]), v0, acc.b0);
+                }
             }
         }
     }
@@ -564,6 +581,9 @@ fn attention_tiled(item: u32, t: u32) {
         // This pass accumulates V chunks c0 and (if `two`) c0 + 1.
         let c0 = 2u * pass_;
         let two = c0 + 1u < chunks;
+        // Whether each accumulated chunk has dims in its upper half (see `accumulate`).
+        let upper0 = c0 * CHUNK + CHUNK / 2u < p.head_dim;
+        let upper1 = (c0 + 1u) * CHUNK + CHUNK / 2u < p.head_dim;
         // Running max and weight sum of rows a and b.
         var m = vec2<f32>(NEG_MAX);
         var l = vec2<f32>(0.0);
@@ -619,7 +639,7 @@ fn attention_tiled(item: u32, t: u32) {
             workgroupBarrier();
 
             // The rows' sums take the whole tile's weights (read by every invocation of a pair).
-            let f0 = accumulate(acc0, alpha, ra, lane, atomicLoad(&v_bad) != 0u);
+            let f0 = accumulate(acc0, alpha, ra, lane, atomicLoad(&v_bad) != 0u, upper0);
             acc0 = f0.acc;
             l = l * alpha + f0.weights;
             if (two) {
@@ -628,7 +648,7 @@ fn attention_tiled(item: u32, t: u32) {
                     atomicOr(&v_bad, 1u);
                 }
                 workgroupBarrier();
-                acc1 = accumulate(acc1, alpha, ra, lane, atomicLoad(&v_bad) != 0u).acc;
+                acc1 = accumulate(acc1, alpha, ra, lane, atomicLoad(&v_bad) != 0u, upper1).acc;
             }
             // Before the next tile overwrites tkv, tw and tmax.
             workgroupBarrier();

@@ -146,8 +146,11 @@ impl PipelineCache {
             label: Some(k.file),
             source: wgpu::ShaderSource::Wgsl(source),
         };
-        let module = if replaced {
-            // A source from outside the binary gets every runtime check wgpu offers.
+        // A source from outside the binary is built like the shipped ones (so experiments
+        // measure what shipping would) only if its loops pass the same structural check;
+        // otherwise it gets every runtime check wgpu offers.
+        let trusted = !replaced || counted_loops_only(&desc);
+        let module = if !trusted {
             self.device.create_shader_module(desc)
         } else {
             // SAFETY: the shaders are kiln's own, validated by naga in CI and tested against
@@ -190,6 +193,16 @@ impl PipelineCache {
             bind_group_layout,
         })
     }
+}
+
+/// Whether a WGSL source parses and has only loops with a step (`validate.rs`).
+fn counted_loops_only(desc: &wgpu::ShaderModuleDescriptor<'_>) -> bool {
+    let wgpu::ShaderSource::Wgsl(text) = &desc.source else {
+        return false;
+    };
+    naga::front::wgsl::parse_str(text)
+        .map(|module| crate::validate::check_loops_step(&module).is_ok())
+        .unwrap_or(false)
 }
 
 /// The WGSL of `k` and whether it was replaced: its embedded source, or, when the environment

@@ -112,7 +112,7 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
 /// without wgpu's infinite-loop guard (see `pipelines.rs`), which is sound only while each loop
 /// counts towards a bound. `loop {}`, `while` and a `for` without a step have no continuing
 /// block and are refused here, so a new kernel cannot slip one in unreviewed.
-fn check_loops_step(module: &naga::Module) -> Result<(), String> {
+pub(crate) fn check_loops_step(module: &naga::Module) -> Result<(), String> {
     fn walk(block: &naga::Block, function: &str) -> Result<(), String> {
         for statement in block.iter() {
             match statement {
