@@ -221,3 +221,24 @@ fn source_of(k: &KernelDesc) -> (std::borrow::Cow<'static, str>, bool) {
         None => (k.source.into(), false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wgsl(text: &'static str) -> wgpu::ShaderModuleDescriptor<'static> {
+        wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(text.into()),
+        }
+    }
+
+    #[test]
+    fn replaced_sources_are_trusted_only_with_counted_loops() {
+        let counted = "@compute @workgroup_size(1) fn main() { for (var i = 0u; i < 4u; i++) {} }";
+        let unbounded = "@compute @workgroup_size(1) fn main() { loop { break; } }";
+        assert!(counted_loops_only(&wgsl(counted)));
+        assert!(!counted_loops_only(&wgsl(unbounded)));
+        assert!(!counted_loops_only(&wgsl("fn (")));
+    }
+}
