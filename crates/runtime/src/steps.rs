@@ -215,51 +215,19 @@ pub fn lower_step(
                 weights.push(input_operand(plan, step, extent, m, 1)?);
             }
             // The input rows: the matmuls' input, or with a norm prologue the norm's source
-            // (the residual sum's first term) with the rest of the norm as arguments.
-            let (a, residual, gamma, sum, eps) = match prologue {
-                None => (
-                    input_operand(plan, step, extent, first, 0)?,
-                    None,
-                    None,
-                    None,
-                    0.0,
-                ),
+            // (with the rest of the norm as arguments).
+            let (a, norm_ops) = match prologue {
+                None => (input_operand(plan, step, extent, first, 0)?, None),
                 Some(p) => {
-                    let Op::Norm {
-                        kind: NormKind::Rms,
-                        eps,
-                        affine: Affine::None | Affine::Scale,
-                    } = nodes[p.norm].op
-                    else {
-                        return Err(LowerError::unsupported(
-                            &nodes[p.norm].op,
-                            "a norm prologue is an RMSNorm with at most a gamma",
-                        ));
-                    };
-                    let src = p.add.unwrap_or(p.norm);
-                    let (x, residual) = match p.add {
-                        Some(add) => (
-                            input_operand(plan, step, extent, add, 0)?,
-                            Some(input_operand(plan, step, extent, add, 1)?),
-                        ),
-                        None => (input_operand(plan, step, extent, src, 0)?, None),
-                    };
-                    let gamma = match nodes[p.norm].inputs.get(1) {
-                        Some(g) => Some(operand(plan, step, extent, g.0)?),
-                        None => None,
-                    };
-                    let sum = match (p.add, p.tee) {
-                        (Some(add), true) => Some(operand(plan, step, extent, add)?),
-                        _ => None,
-                    };
-                    (x, residual, gamma, sum, eps)
+                    let ops = prologue_operands(plan, step, extent, p)?;
+                    (ops.x.clone(), Some(ops))
                 }
             };
-            let norm_args = prologue.map(|_| quant::NormPrologueArgs {
-                eps,
-                residual: residual.as_ref(),
-                gamma: gamma.as_ref(),
-                sum: sum.as_ref(),
+            let norm_args = norm_ops.as_ref().map(|o| quant::NormPrologueArgs {
+                eps: o.eps,
+                residual: o.residual.as_ref(),
+                gamma: o.gamma.as_ref(),
+                sum: o.sum.as_ref(),
             });
             if let Some(glu) = glu {
                 let [gate, up] = weights.as_slice() else {
@@ -353,6 +321,59 @@ pub fn lower_step(
             )
         }
     }
+}
+
+/// The operands of a [`kiln_plan::NormPrologue`]: the rows `x` (the residual sum's first term,
+/// or the norm's input), the sum's second term, gamma, and the sum's own slot when other steps
+/// read it.
+struct PrologueOperands {
+    x: Operand,
+    residual: Option<Operand>,
+    gamma: Option<Operand>,
+    sum: Option<Operand>,
+    eps: f32,
+}
+
+fn prologue_operands(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+    p: &kiln_plan::NormPrologue,
+) -> Result<PrologueOperands, LowerError> {
+    let norm = &plan.graph.nodes()[p.norm];
+    let Op::Norm {
+        kind: NormKind::Rms,
+        eps,
+        affine: Affine::None | Affine::Scale,
+    } = norm.op
+    else {
+        return Err(LowerError::unsupported(
+            &norm.op,
+            "a norm prologue is an RMSNorm with at most a gamma",
+        ));
+    };
+    let (x, residual) = match p.add {
+        Some(add) => (
+            input_operand(plan, step, extent, add, 0)?,
+            Some(input_operand(plan, step, extent, add, 1)?),
+        ),
+        None => (input_operand(plan, step, extent, p.norm, 0)?, None),
+    };
+    let gamma = match norm.inputs.get(1) {
+        Some(g) => Some(operand(plan, step, extent, g.0)?),
+        None => None,
+    };
+    let sum = match (p.add, p.tee) {
+        (Some(add), true) => Some(operand(plan, step, extent, add)?),
+        _ => None,
+    };
+    Ok(PrologueOperands {
+        x,
+        residual,
+        gamma,
+        sum,
+        eps,
+    })
 }
 
 /// The operand of input `k` of `node`.
