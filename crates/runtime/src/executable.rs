@@ -601,8 +601,14 @@ impl Executable {
             }
             let mut pipelines = Vec::with_capacity(ds.len());
             for (d, &a) in ds.iter().zip(&self.step_actions[i]) {
+                // step_actions lists dispatch actions only; anything else is refused, not
+                // assumed.
                 let Action::Dispatch { kernel, .. } = &self.actions[a] else {
-                    unreachable!("step_actions lists dispatches only");
+                    return Err(RunError::Unsupported {
+                        node: i,
+                        op: "step",
+                        detail: "its recorded action is not a dispatch".into(),
+                    });
                 };
                 if kernel.name == d.kernel.name {
                     pipelines.push(None);

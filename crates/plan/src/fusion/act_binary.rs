@@ -54,9 +54,7 @@ mod tests {
     use kiln_ir::{Activation, DType, Graph};
 
     fn groups(g: &Graph) -> Vec<Group> {
-        let mut st = FusionState::new(g);
-        run(&mut st);
-        st.groups
+        crate::fusion::groups_after(g, &[run])
     }
 
     #[test]

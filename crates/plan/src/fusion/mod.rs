@@ -100,3 +100,17 @@ impl<'g> FusionState<'g> {
         self.node(i).inputs[k].0
     }
 }
+
+/// The live groups (no tombstones) that `passes` form on `g`, run in order: what each pass's
+/// tests inspect.
+#[cfg(test)]
+pub(crate) fn groups_after(g: &Graph, passes: &[fn(&mut FusionState<'_>)]) -> Vec<Group> {
+    let mut st = FusionState::new(g);
+    for pass in passes {
+        pass(&mut st);
+    }
+    st.groups
+        .into_iter()
+        .filter(|gr| !gr.writes.is_empty())
+        .collect()
+}

@@ -128,14 +128,8 @@ mod tests {
     }
 
     fn live_groups(g: &Graph) -> Vec<Group> {
-        let mut st = FusionState::new(g);
-        crate::fusion::residual::run(&mut st);
-        crate::fusion::siblings::run(&mut st);
-        run(&mut st);
-        st.groups
-            .into_iter()
-            .filter(|gr| !gr.writes.is_empty())
-            .collect()
+        use crate::fusion::{groups_after, residual, siblings};
+        groups_after(g, &[residual::run, siblings::run, run])
     }
 
     #[test]

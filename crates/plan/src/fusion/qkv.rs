@@ -102,13 +102,7 @@ mod tests {
     }
 
     fn groups(g: &Graph) -> Vec<Group> {
-        let mut st = FusionState::new(g);
-        epilogue::run(&mut st);
-        run(&mut st);
-        st.groups
-            .into_iter()
-            .filter(|g| !g.writes.is_empty())
-            .collect()
+        crate::fusion::groups_after(g, &[epilogue::run, run])
     }
 
     #[test]

@@ -81,9 +81,7 @@ mod tests {
     }
 
     fn groups(g: &Graph) -> Vec<Group> {
-        let mut st = FusionState::new(g);
-        run(&mut st);
-        st.groups
+        crate::fusion::groups_after(g, &[run])
     }
 
     #[test]

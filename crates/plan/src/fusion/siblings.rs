@@ -102,9 +102,7 @@ mod tests {
     use kiln_ir::{DType, Graph};
 
     fn groups(g: &Graph) -> Vec<Group> {
-        let mut st = FusionState::new(g);
-        run(&mut st);
-        st.groups
+        crate::fusion::groups_after(g, &[run])
     }
 
     #[test]
