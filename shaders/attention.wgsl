@@ -466,8 +466,8 @@ struct Folded {
 }
 
 // Rescales by the rows' alpha, then adds the tile's weighted V chunk (staged in tkv). Without
-// `upper` (head_dim ends within the chunk's first 32 dims, e.g. MiniLM's 32) the dims 32..64,
-// all zero, are skipped.
+// `upper` (head_dim ends within the chunk's first 32 dims, e.g. MiniLM's 32) the fast path
+// skips the dims 32..64, all zero (the careful path, for non-finite values, does not).
 fn accumulate(
     acc_in: Acc,
     alpha: vec2<f32>,

@@ -211,17 +211,29 @@ var<workgroup> w_tile: array<f32, 2080>;
 // Each row's norm scale (1.0 without a norm prologue), for the workgroup's rows.
 var<workgroup> row_scale: array<f32, 32>; // TM
 
+fn store_f32x4(at: u32, v: vec4<f32>) {
+    arena[at] = bitcast<u32>(v.x);
+    arena[at + 1u] = bitcast<u32>(v.y);
+    arena[at + 2u] = bitcast<u32>(v.z);
+    arena[at + 3u] = bitcast<u32>(v.w);
+}
+
+// Four values of A's rows from element `i` (row * k + column) before gamma: x, plus the
+// residual under a norm prologue (the norm's input; uniform branch).
+fn x_plus_residual4(i: u32) -> vec4<f32> {
+    var v = load_f32x4(p.a_offset + i);
+    if (p.has_residual != 0u) {
+        v += load_f32x4(p.residual_offset + i);
+    }
+    return v;
+}
+
 // Four values of A from element `i` (row * k + column `c`), before the row's norm scale: x,
 // plus the residual and times gamma under a norm prologue (uniform branches).
 fn a4(i: u32, c: u32) -> vec4<f32> {
-    var v = load_f32x4(p.a_offset + i);
-    if (p.norm != 0u) {
-        if (p.has_residual != 0u) {
-            v += load_f32x4(p.residual_offset + i);
-        }
-        if (p.has_gamma != 0u) {
-            v *= load_f32x4(p.gamma_offset + c);
-        }
+    var v = x_plus_residual4(i);
+    if (p.has_gamma != 0u) {
+        v *= load_f32x4(p.gamma_offset + c);
     }
     return v;
 }
@@ -244,16 +256,9 @@ fn prologue(tid: u32, group: u32, row0: u32, rows: u32, lanes: u32) {
     if (r < rows) {
         let base = (row0 + r) * p.k;
         for (var c = lane * 4u; c < p.k; c += lanes * 4u) {
-            var v = load_f32x4(p.a_offset + base + c);
-            if (p.has_residual != 0u) {
-                v += load_f32x4(p.residual_offset + base + c);
-                if (p.has_sum != 0u && group == 0u) {
-                    let at = p.sum_offset + base + c;
-                    arena[at] = bitcast<u32>(v.x);
-                    arena[at + 1u] = bitcast<u32>(v.y);
-                    arena[at + 2u] = bitcast<u32>(v.z);
-                    arena[at + 3u] = bitcast<u32>(v.w);
-                }
+            let v = x_plus_residual4(base + c);
+            if (p.has_sum != 0u && group == 0u) {
+                store_f32x4(p.sum_offset + base + c, v);
             }
             ss += dot(v, v);
         }
@@ -273,47 +278,49 @@ fn prologue(tid: u32, group: u32, row0: u32, rows: u32, lanes: u32) {
 }
 
 
-// The column that warp `w` of column group `group` computes: eight consecutive columns, or
-// with glu four gate columns (warps 0..4) and the matching four up columns (warps 4..8).
-fn gemv_col(group: u32, w: u32) -> u32 {
+// Column `t` of column group `group` of `cols` columns (GEMV: one per warp; tiled: one per
+// tile column): `cols` consecutive columns, or with glu cols / 2 gate columns then the matching
+// up columns.
+fn group_col(group: u32, t: u32, cols: u32) -> u32 {
     if (p.glu != 0u) {
-        let half = GEMV_COLS / 2u;
-        return group * half + w % half + select(0u, p.n / 2u, w >= half);
+        let half = cols / 2u;
+        return group * half + t % half + select(0u, p.n / 2u, t >= half);
     }
-    return group * GEMV_COLS + w;
+    return group * cols + t;
 }
 
 // Row `row` of A at the two vec4s of a quarter (block column kb, offsets o) before gamma: x,
 // plus the residual under a norm prologue.
 fn row8(row: u32, kb: u32, o: vec2<u32>) -> array<vec4<f32>, 2> {
     let i = row * p.k + kb;
-    var v = array<vec4<f32>, 2>(load_f32x4(p.a_offset + i + o.x), load_f32x4(p.a_offset + i + o.y));
-    if (p.has_residual != 0u) {
-        v[0] += load_f32x4(p.residual_offset + i + o.x);
-        v[1] += load_f32x4(p.residual_offset + i + o.y);
-    }
-    return v;
+    return array<vec4<f32>, 2>(x_plus_residual4(i + o.x), x_plus_residual4(i + o.y));
 }
 
 // The GEMV of one A row's quarter: x: the dot product with the weights (A times gamma), y: the
 // sum of squares of A (the norm prologue's; every warp reads all of K, so each warp has its
 // rows' full sums after its reduction, with no extra pass or barrier). Warp 0 of column
 // group 0 writes the residual sum (the tee).
-fn gemv_quarter(w: array<vec4<f32>, 2>, g: array<vec4<f32>, 2>, row: u32, kb: u32, o: vec2<u32>, tee: bool) -> vec2<f32> {
+fn gemv_quarter(
+    w: array<vec4<f32>, 2>,
+    g: array<vec4<f32>, 2>,
+    row: u32,
+    kb: u32,
+    o: vec2<u32>,
+    tee: bool,
+) -> vec2<f32> {
     let a = row8(row, kb, o);
     if (tee) {
         let at = p.sum_offset + row * p.k + kb;
-        for (var j = 0u; j < 4u; j++) {
-            arena[at + o.x + j] = bitcast<u32>(a[0][j]);
-            arena[at + o.y + j] = bitcast<u32>(a[1][j]);
-        }
+        store_f32x4(at + o.x, a[0]);
+        store_f32x4(at + o.y, a[1]);
     }
-    return vec2<f32>(dot(w[0], a[0] * g[0]) + dot(w[1], a[1] * g[1]), dot(a[0], a[0]) + dot(a[1], a[1]));
+    let product = dot(w[0], a[0] * g[0]) + dot(w[1], a[1] * g[1]);
+    return vec2<f32>(product, dot(a[0], a[0]) + dot(a[1], a[1]));
 }
 
 fn gemv(tid: u32, group: u32, row0: u32) {
     let lane = tid % GEMV_LANES;
-    let col = gemv_col(group, tid / GEMV_LANES);
+    let col = group_col(group, tid / GEMV_LANES, GEMV_COLS);
     let nr = min(GEMV_ROWS, p.m - row0);
     let blocks = p.k / 32u;
     let tee = p.has_sum != 0u && group == 0u && tid < GEMV_LANES;
@@ -331,7 +338,8 @@ fn gemv(tid: u32, group: u32, row0: u32) {
             let kb = blk * 32u;
             var g = array<vec4<f32>, 2>(vec4<f32>(1.0), vec4<f32>(1.0));
             if (p.has_gamma != 0u) {
-                g = array<vec4<f32>, 2>(load_f32x4(p.gamma_offset + kb + o.x), load_f32x4(p.gamma_offset + kb + o.y));
+                let at = p.gamma_offset + kb;
+                g = array<vec4<f32>, 2>(load_f32x4(at + o.x), load_f32x4(at + o.y));
             }
             var d = gemv_quarter(w, g, row0, kb, o, tee);
             acc.x += d.x;
@@ -389,16 +397,6 @@ fn gemv(tid: u32, group: u32, row0: u32) {
     }
 }
 
-// The column of tile column t: TN consecutive columns, or with glu TN / 2 gate columns then
-// the matching up columns.
-fn tile_col(group: u32, t: u32) -> u32 {
-    if (p.glu != 0u) {
-        let half = TN / 2u;
-        return group * half + t % half + select(0u, p.n / 2u, t >= half);
-    }
-    return group * TN + t;
-}
-
 fn tiled(tid: u32, group: u32, rgroup: u32) {
     let tx = tid % 16u;
     let ty = tid / 16u;
@@ -407,7 +405,7 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
     // The quarter of W this thread dequantizes each step: tile column cw, quarter qi.
     let cw = tid / 4u;
     let qi = tid % 4u;
-    let wcol = tile_col(group, cw);
+    let wcol = group_col(group, cw, TN);
     let wr = weight_row(min(wcol, p.n - 1u), blocks);
     let bytes = block_bytes(wr.z);
     let ko = quarter_offsets(wr.z, qi);
@@ -451,7 +449,7 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
     if (p.glu != 0u) {
         // Columns tx and tx + 16 are gate columns; tx + 32 and tx + 48 their up columns.
         for (var j = 0u; j < 2u; j++) {
-            let c = tile_col(group, tx + 16u * j);
+            let c = group_col(group, tx + 16u * j, TN);
             if (c >= p.n / 2u) {
                 continue;
             }
@@ -465,7 +463,7 @@ fn tiled(tid: u32, group: u32, rgroup: u32) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
-        let c = tile_col(group, tx + 16u * j);
+        let c = group_col(group, tx + 16u * j, TN);
         if (c >= p.n) {
             continue;
         }

@@ -222,13 +222,24 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
         (64, 130, "matmul_wide"),
         (2, 5, "matmul_skinny"),
     ];
-    for (batch, seq, kernel) in extents {
+    for (i, (batch, seq, kernel)) in extents.into_iter().enumerate() {
         assert_eq!(kernel_for(batch, seq, k, n, true), kernel);
-        exe.set_active_extent("batch", batch).unwrap();
-        exe.set_active_extent("seq", seq).unwrap();
+        // Half the changes by hand, one symbol at a time (through a mixed extent); the others
+        // from the inputs' lengths, both symbols at once.
+        if i % 2 == 0 {
+            exe.set_active_extent("batch", batch).unwrap();
+            exe.set_active_extent("seq", seq).unwrap();
+        }
         let x = tensor(&[batch, seq, k], seq as u64);
         let wt = tensor(&[batch, n, k], batch as u64);
         let got = exe.run(&[("a", &x), ("w", &wt)]).unwrap();
+        assert_eq!(
+            (
+                exe.active_extent().get("batch"),
+                exe.active_extent().get("seq")
+            ),
+            (Some(batch), Some(seq))
+        );
         let bound = g
             .bind(
                 &kiln::ir::DimBinding::new()

@@ -181,8 +181,8 @@ fn batched_and_exact_tiles() {
 
 #[test]
 fn skinny_and_cooperative_variants_across_extents() {
-    // Up to 16 rows of [N, K] weights take the (f32) skinny variant, more the cooperative
-    // kernel: one pipeline for both, switched by the extent.
+    // Up to 16 rows of [N, K] weights take the (f32) skinny kernel, more the cooperative one
+    // (where the device has it): one executable switching kernels with the extent.
     Case {
         batch: 2,
         m: 70,

@@ -302,6 +302,8 @@ fn profiling_more_dispatches_than_a_query_set_holds_is_an_error() {
     }
     g.output(y).unwrap();
     let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    // The premise: no fusion brought the dispatches under the 2048 queries' worth.
+    assert!(exe.dispatch_count() > 2048, "{}", exe.dispatch_count());
     let x = f32s(&[4], &[1.0, -2.0, 3.0, -4.0]);
     match exe.profile(&[("x", &x)]) {
         Err(RunError::Unsupported { detail, .. }) => {

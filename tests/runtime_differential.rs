@@ -202,6 +202,12 @@ fn compare(got: &[HostTensor], want: &[HostTensor], what: &str) {
             // point at a value within tolerance of the row's maximum (reference values).
             let values = want[0].to_f32();
             let row = *want[0].shape.last().unwrap();
+            // The premise: output 0 is the argmax's input (one index per row of it).
+            assert_eq!(
+                &want[0].shape[..want[0].shape.len() - 1],
+                &g.shape[..],
+                "{what}: output {i} indexes output 0"
+            );
             for (r, idx) in g.to_f32().iter().enumerate() {
                 let line = &values[r * row..(r + 1) * row];
                 let max = line.iter().copied().fold(f32::NEG_INFINITY, f32::max);

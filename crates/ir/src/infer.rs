@@ -421,16 +421,14 @@ fn update_rows(inputs: &[Operand<'_>], axis: usize) -> Inferred {
     not_quantized(inputs, 0)?;
     let (dest, update) = (inputs[0].shape, inputs[1].shape);
     check_axis(axis, dest.rank())?;
-    if inputs[1].dtype != inputs[0].dtype {
-        return Err(dtype_err(inputs, 1, "the dtype of `dest`"));
-    }
-    let agree = dest.rank() == update.rank()
-        && dest
-            .0
-            .iter()
-            .zip(&update.0)
-            .enumerate()
-            .all(|(d, (a, b))| d == axis || a == b);
+    same_dtype(inputs, 0, 1)?;
+    rank_exactly(inputs, 1, dest.rank())?;
+    let agree = dest
+        .0
+        .iter()
+        .zip(&update.0)
+        .enumerate()
+        .all(|(d, (a, b))| d == axis || a.same_extent(b));
     if !agree {
         return Err(InferError::Shape(format!(
             "update {update} must match dest {dest} in every dim but axis {axis}"

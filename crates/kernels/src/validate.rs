@@ -108,10 +108,11 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
     Ok(module)
 }
 
-/// Every loop must be a `for` with a step (naga's `continuing` block): pipelines are built
-/// without wgpu's infinite-loop guard (see `pipelines.rs`), which is sound only while each loop
-/// counts towards a bound. `loop {}`, `while` and a `for` without a step have no continuing
-/// block and are refused here, so a new kernel cannot slip one in unreviewed.
+/// Every loop must have a step (naga's `continuing` block): pipelines are built without wgpu's
+/// infinite-loop guard (see `pipelines.rs`), which is sound only while each loop counts towards
+/// a bound. `while`, a `for` without an update and a `loop` without `continuing` have none and
+/// are refused here, so a new kernel cannot slip one in unreviewed. The check is structural: a
+/// loop with a step may still not terminate, so loops still need review.
 pub(crate) fn check_loops_step(module: &naga::Module) -> Result<(), String> {
     fn walk(block: &naga::Block, function: &str) -> Result<(), String> {
         for statement in block.iter() {
@@ -121,8 +122,9 @@ pub(crate) fn check_loops_step(module: &naga::Module) -> Result<(), String> {
                 } => {
                     if continuing.is_empty() {
                         return Err(format!(
-                            "function `{function}` has a loop without a step (`loop`, `while` or \
-                             a `for` with no update); kernels may only use counted `for` loops"
+                            "function `{function}` has a loop without a step (`while`, a `for` with \
+                             no update or a `loop` without `continuing`); kernels may only use \
+                             counted `for` loops"
                         ));
                     }
                     walk(body, function)?;

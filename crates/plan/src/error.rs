@@ -27,7 +27,9 @@ pub enum PlanError {
         bytes: u64,
         limit: u64,
     },
-    #[error("a fused {what} step depends on itself through other steps (a planner bug)")]
+    #[error(
+        "the steps cannot be ordered: a {what} step waits on a cycle of steps (a planner bug)"
+    )]
     Cycle { what: String },
     #[error("the arena needs {bytes} bytes, more than the largest buffer ({limit})")]
     ArenaTooLarge { bytes: u64, limit: u64 },

@@ -498,7 +498,8 @@ fn schedule(steps: &[Pending]) -> Result<Vec<usize>, PlanError> {
             }
         }
     }
-    // A step left over sits on a cycle, which only a fusion bug could create.
+    // Steps left over sit on a cycle or after one, which only a fusion bug could create; the
+    // error names the first of them (not necessarily one on the cycle).
     if order.len() == n {
         Ok(order)
     } else {

@@ -471,8 +471,14 @@ fn a_row_update_of_an_input_read_by_nothing_else_is_in_place() {
         assert!(reader > s);
         assert_eq!(p.steps[reader].reads, vec![cache]);
         assert_eq!(p.tensors[cache].live, Some((0, p.steps.len() - 1)));
-        if matches!(step.binding, Binding::Scratch { .. }) {
-            // Staged: the cache is copied in and back (the kernel writes only some rows).
+        if max_binding == 2048 {
+            // Staged (asserted, so the case stays covered): the cache is copied in and back
+            // (the kernel writes only some rows).
+            assert!(
+                matches!(step.binding, Binding::Scratch { .. }),
+                "{:?}",
+                step.binding
+            );
             let st = step.staged.iter().find(|st| st.node == cache).unwrap();
             assert!(st.copy_in && st.copy_back);
         }

@@ -44,4 +44,6 @@ pub enum RunError {
     TooLarge { bytes: u64, limit: u64 },
     #[error("reading results back failed: {0}")]
     Map(String),
+    #[error("the device refused a buffer: {0}")]
+    Device(String),
 }

@@ -27,8 +27,8 @@ pub enum MatmulInputs {
     /// Where the device has cooperative matrices (see
     /// [`DeviceInfo::cooperative_f16`](crate::DeviceInfo)), f32 matmuls round their inputs to
     /// f16 and accumulate in f32 on tensor cores; elsewhere they stay f32. Expect relative
-    /// errors around 1e-3 (f16 has an 11-bit significand) and infinities for inputs beyond
-    /// ±65504. [`Executable::uses_cooperative_matrix`] tells which one was chosen.
+    /// errors of a few 1e-4 (2.4–2.9e-4 measured on unit-scale inputs, docs/PERFORMANCE.md;
+    /// f16 has an 11-bit significand) and infinities for inputs beyond ±65504. [`Executable::uses_cooperative_matrix`] tells which one was chosen.
     F16WhereFaster,
 }
 
@@ -533,12 +533,26 @@ impl Executable {
         // An input updated in place is its own output: nothing to copy, no hop needed.
         let in_place = out.offset == inp.offset;
         if !in_place && self.hop.as_ref().is_none_or(|h| h.size() < need) {
-            self.hop = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+            // As in compile: a refused allocation is an error, not wgpu's panic.
+            let wdev = self.device.wgpu_device();
+            let out_of_memory = wdev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let invalid = wdev.push_error_scope(wgpu::ErrorFilter::Validation);
+            let hop = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kiln feedback"),
                 size: need,
                 usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
-            }));
+            });
+            let errors = [
+                pollster::block_on(invalid.pop()),
+                pollster::block_on(out_of_memory.pop()),
+            ];
+            if let Some(e) = errors.into_iter().flatten().next() {
+                return Err(RunError::Device(format!(
+                    "the feedback buffer of {need} bytes: {e}"
+                )));
+            }
+            self.hop = Some(hop);
         }
         self.feedback.push(Feedback {
             output,
@@ -572,15 +586,28 @@ impl Executable {
                 max,
             });
         }
-        if self.extent.get(symbol) == Some(value) {
-            return Ok(());
-        }
         let mut extent = self.extent.clone();
         extent.set(symbol, value);
-        // Lower every affected step first, so a failure leaves the executable unchanged.
+        self.apply_extent(extent)
+    }
+
+    /// Makes `extent` (every symbol's value, already checked against its bound) the active
+    /// one: every step that depends on a changed symbol is lowered once, against all the new
+    /// values together, and nothing changes unless every step lowers. A step keeps its bind
+    /// groups: params and grid may change, and its kernel only for another variant of the same
+    /// operation (`kiln_kernels::extent_variants`), whose pipeline compile already built.
+    fn apply_extent(&mut self, extent: kiln_ir::DimBinding) -> Result<(), RunError> {
+        let changed: Vec<String> = extent
+            .iter()
+            .filter(|(sym, v)| self.extent.get(sym) != Some(*v))
+            .map(|(sym, _)| sym.to_string())
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
         let mut updates = Vec::new();
         for (i, step) in self.plan.steps.iter().enumerate() {
-            if !step.extent.iter().any(|e| e.symbol == symbol) {
+            if !step.extent.iter().any(|e| changed.contains(&e.symbol)) {
                 continue;
             }
             let ds = lower_step(&self.plan, step, &extent, self.cooperative).map_err(|e| {
@@ -590,8 +617,6 @@ impl Executable {
                     detail: e.to_string(),
                 }
             })?;
-            // A step keeps its bind groups: params and grid may change, and a kernel only for
-            // one with the same bindings (another variant of the same operation).
             if ds.len() != self.step_actions[i].len() {
                 return Err(RunError::Unsupported {
                     node: i,
@@ -610,9 +635,12 @@ impl Executable {
                         detail: "its recorded action is not a dispatch".into(),
                     });
                 };
+                let variant = kiln_kernels::extent_variants(kernel)
+                    .iter()
+                    .any(|v| v.name == d.kernel.name);
                 if kernel.name == d.kernel.name {
                     pipelines.push(None);
-                } else if kernel.binds_like(d.kernel) {
+                } else if variant && kernel.binds_like(d.kernel) {
                     pipelines.push(Some(
                         self.device.pipelines().get(d.kernel)?.pipeline.clone(),
                     ));
@@ -621,7 +649,7 @@ impl Executable {
                         node: i,
                         op: "step",
                         detail: format!(
-                            "its kernel `{}` would become `{}`, which binds differently",
+                            "its kernel `{}` would become `{}`, which is not a variant of it",
                             kernel.name, d.kernel.name
                         ),
                     });
@@ -654,7 +682,7 @@ impl Executable {
             }
         }
         self.extent = extent;
-        for src in self.inputs.values_mut() {
+        for src in self.inputs.values_mut().filter(|s| s.symbolic) {
             // Stored at other dims now: the next upload must not be skipped.
             src.uploaded = None;
         }
@@ -712,9 +740,8 @@ impl Executable {
         if let Some((name, _)) = self.params.iter().find(|(_, p)| !p.set) {
             return Err(RunError::MissingParam { name: name.clone() });
         }
-        for (sym, v) in wanted {
-            self.set_active_extent(&sym, v)?;
-        }
+        // All symbols at once: one lowering per affected step, and no half-applied extent.
+        self.apply_extent(extent)?;
 
         let queue = self.device.queue();
         for (name, t) in inputs {
@@ -1181,7 +1208,7 @@ fn lower_step(
 ) -> Result<Vec<Dispatch>, LowerError> {
     let mut ds = crate::steps::lower_step(plan, step, extent)?;
     if cooperative {
-        kiln_kernels::families::matmul::use_cooperative(&mut ds);
+        kiln_kernels::families::matmul::use_cooperative(&mut ds)?;
     }
     Ok(ds)
 }

@@ -144,17 +144,35 @@ pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
 /// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`]) to
 /// [`MATMUL_COOP`] (f16 inputs), keeping their params and giving them the coop kernel's grid;
 /// skinny ones stay as they are. Re-lowering at another extent must call this again.
-pub fn use_cooperative(dispatches: &mut [Dispatch]) {
+pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
     for d in dispatches {
         if !replaced_by_cooperative(d.kernel) {
             continue;
         }
-        d.kernel = &MATMUL_COOP;
         // The params were written by `lower_split` from a `MatmulParams`.
         let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
-        d.groups[0] = (p.n as usize).div_ceil(COOP_TILE[1]) as u32;
-        d.groups[1] = (p.m as usize).div_ceil(COOP_TILE[0]) as u32;
+        let groups = [
+            (p.n as usize).div_ceil(COOP_TILE[1]),
+            (p.m as usize).div_ceil(COOP_TILE[0]),
+        ];
+        // The coop tile is narrower than the wide kernel's: its grid may exceed the limit
+        // that `lower_split` checked for the kernel it chose.
+        if let Some(&g) = groups
+            .iter()
+            .find(|&&g| g > crate::dispatch::MAX_GROUPS_PER_DIM as usize)
+        {
+            return Err(LowerError::TooLarge {
+                op: "matmul",
+                what: "cooperative workgroups per dimension",
+                value: g as u64,
+                limit: crate::dispatch::MAX_GROUPS_PER_DIM as u64,
+            });
+        }
+        d.kernel = &MATMUL_COOP;
+        d.groups[0] = groups[0] as u32;
+        d.groups[1] = groups[1] as u32;
     }
+    Ok(())
 }
 
 /// What the epilogue adds after the product.
@@ -292,6 +310,10 @@ pub fn lower_split(
         a_batch_strides: pack(&a_batch)?,
         b_batch_strides: pack(&b_batch)?,
     };
+    if rows == 0 || n == 0 || batch == 0 {
+        // An empty output: nothing to compute (the kernels assume at least one row).
+        return Ok(Vec::new());
+    }
     let wide_tiles = rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE) * batch.max(1);
     let (kernel, edge) = if skinny {
         (&MATMUL_SKINNY, None)
@@ -391,6 +413,28 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_output_lowers_to_nothing() {
+        let a = Operand::new(0, &[0, 64], DType::F32);
+        let b = Operand::new(1 << 20, &[100, 64], DType::F32);
+        let out = Operand::new(2 << 20, &[0, 100], DType::F32);
+        let op = Op::MatMul { transpose_b: true };
+        assert!(lower(&op, &[a, b], &out).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cooperative_grid_over_the_limit_is_a_typed_error() {
+        // 5,000,000 columns: 39,063 wide tiles per row, 78,125 coop tiles (limit 65,535).
+        let mut ds = vec![matmul_dispatch(256, 32, 5_000_000)];
+        assert_eq!(ds[0].kernel.name, "matmul_wide");
+        let err = use_cooperative(&mut ds).unwrap_err();
+        assert!(
+            matches!(err, LowerError::TooLarge { value: 78_125, .. }),
+            "{err}"
+        );
+        assert_eq!(ds[0].kernel.name, "matmul_wide", "left as it was");
+    }
+
+    #[test]
     fn cooperative_swap_regrids_tiled_and_keeps_skinny() {
         let mut ds = vec![
             matmul_dispatch(300, 64, 100),
@@ -400,7 +444,7 @@ mod tests {
         assert_eq!(ds[0].groups, [2, 5, 1]); // 64x64 tiles
         let skinny_groups = ds[1].groups;
         let params: Vec<Vec<u8>> = ds.iter().map(|d| d.params.clone()).collect();
-        use_cooperative(&mut ds);
+        use_cooperative(&mut ds).unwrap();
         let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
         assert_eq!(names, ["matmul_coop", "matmul_skinny", "matmul_coop"]);
         assert_eq!(ds[0].groups, [2, 3, 1]); // 128x64 tiles
@@ -412,7 +456,7 @@ mod tests {
         );
         // Other kernels are left alone, and swapping twice changes nothing.
         let mut again = ds.clone();
-        use_cooperative(&mut again);
+        use_cooperative(&mut again).unwrap();
         assert_eq!(again[0].groups, ds[0].groups);
     }
 

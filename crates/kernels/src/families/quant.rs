@@ -305,16 +305,28 @@ fn siblings(
     lower_segments(op, a, &segments, Epilogue::default(), glu, norm)
 }
 
-/// The prologue's params: (norm, eps, residual, gamma, sum offsets, has_residual, has_gamma,
-/// has_sum), checked against A `a` of K columns.
+/// The norm prologue's fields of [`QuantMatmulParams`] (all zero without one).
+#[derive(Default)]
+struct NormFields {
+    norm: u32,
+    eps: f32,
+    residual_offset: u32,
+    gamma_offset: u32,
+    sum_offset: u32,
+    has_residual: u32,
+    has_gamma: u32,
+    has_sum: u32,
+}
+
+/// The prologue's params, checked against A `a` of K columns.
 fn norm_params(
     op: &Op,
     a: &Operand,
     k: usize,
     norm: Option<&NormPrologueArgs<'_>>,
-) -> Result<[u32; 8], LowerError> {
+) -> Result<NormFields, LowerError> {
     let Some(n) = norm else {
-        return Ok([0, 0f32.to_bits(), 0, 0, 0, 0, 0, 0]);
+        return Ok(NormFields::default());
     };
     if n.sum.is_some() && n.residual.is_none() {
         // The sum written is x + residual; without a residual there is nothing to tee.
@@ -342,16 +354,16 @@ fn norm_params(
             ));
         }
     }
-    Ok([
-        1,
-        n.eps.to_bits(),
-        n.residual.map_or(0, |o| o.offset),
-        n.gamma.map_or(0, |o| o.offset),
-        n.sum.map_or(0, |o| o.offset),
-        u32::from(n.residual.is_some()),
-        u32::from(n.gamma.is_some()),
-        u32::from(n.sum.is_some()),
-    ])
+    Ok(NormFields {
+        norm: 1,
+        eps: n.eps,
+        residual_offset: n.residual.map_or(0, |o| o.offset),
+        gamma_offset: n.gamma.map_or(0, |o| o.offset),
+        sum_offset: n.sum.map_or(0, |o| o.offset),
+        has_residual: u32::from(n.residual.is_some()),
+        has_gamma: u32::from(n.gamma.is_some()),
+        has_sum: u32::from(n.sum.is_some()),
+    })
 }
 
 fn lower_segments(
@@ -409,7 +421,7 @@ fn lower_segments(
         *end = n as u32;
     }
     let rows: usize = a.dims[..ar - 1].iter().product();
-    let norm_flags = norm_params(op, a, k, norm)?;
+    let nf = norm_params(op, a, k, norm)?;
     u32_of(op, "elements", rows.saturating_mul(k))?;
     u32_of(op, "elements", rows.saturating_mul(n))?;
     // Each output holds its segment's columns for every row (under glu, the one output holds
@@ -460,14 +472,14 @@ fn lower_segments(
         glu: u32::from(glu.is_some()),
         glu_act: glu.map_or(NO_ACTIVATION, activation_id),
         _pad0: 0,
-        norm: norm_flags[0],
-        eps: f32::from_bits(norm_flags[1]),
-        residual_offset: norm_flags[2],
-        gamma_offset: norm_flags[3],
-        sum_offset: norm_flags[4],
-        has_residual: norm_flags[5],
-        has_gamma: norm_flags[6],
-        has_sum: norm_flags[7],
+        norm: nf.norm,
+        eps: nf.eps,
+        residual_offset: nf.residual_offset,
+        gamma_offset: nf.gamma_offset,
+        sum_offset: nf.sum_offset,
+        has_residual: nf.has_residual,
+        has_gamma: nf.has_gamma,
+        has_sum: nf.has_sum,
         col_ends,
         formats,
         w_offsets,
@@ -557,6 +569,55 @@ mod tests {
         assert_eq!((p.variant, p.m), (1, 128));
         assert_eq!(d[0].kernel.name, "quant_tiled");
         assert_eq!(d[0].groups, [49_152 / 64, 1, 4]);
+    }
+
+    #[test]
+    fn norm_prologue_arguments_are_checked() {
+        let op = Op::MatMul { transpose_b: true };
+        let x = operand(0, &[1, 64], DType::F32);
+        let w = operand(1024, &[32, 64], DType::Q8_0);
+        let out = operand(4096, &[1, 32], DType::F32);
+        let gamma = operand(8192, &[64], DType::F32);
+        let short_gamma = operand(8192, &[32], DType::F32);
+        let sum = operand(9000, &[1, 64], DType::F32);
+        let lower =
+            |args: NormPrologueArgs<'_>| lower_siblings(&op, &x, &[&w], &[&out], Some(&args));
+        let ok = lower(NormPrologueArgs {
+            eps: 1e-5,
+            residual: Some(&x),
+            gamma: Some(&gamma),
+            sum: Some(&sum),
+        })
+        .unwrap();
+        let p = params(&ok[0]);
+        assert_eq!(
+            (p.norm, p.has_residual, p.has_gamma, p.has_sum),
+            (1, 1, 1, 1)
+        );
+        assert_eq!((p.gamma_offset, p.sum_offset, p.eps), (8192, 9000, 1e-5));
+        for (args, says) in [
+            (
+                NormPrologueArgs {
+                    eps: 1e-5,
+                    residual: None,
+                    gamma: None,
+                    sum: Some(&sum),
+                },
+                "only with a residual",
+            ),
+            (
+                NormPrologueArgs {
+                    eps: 1e-5,
+                    residual: None,
+                    gamma: Some(&short_gamma),
+                    sum: None,
+                },
+                "does not hold K = 64",
+            ),
+        ] {
+            let err = lower(args).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -26,8 +26,8 @@ fn candidate(st: &FusionState<'_>, i: usize) -> bool {
     matches!(w.op, Op::Param { .. }) && w.dtype.is_quantized() && w.shape.rank() == 2
 }
 
-/// `act(gate) * up` over two sibling products, from an activation-binary group: the group's
-/// index and the step replacing it.
+/// `act(gate) * up` over two sibling products: the sibling step replacing the activation-binary
+/// group at `idx`, if its gate and up are sibling products read only by it.
 fn glu_of(st: &FusionState<'_>, idx: usize) -> Option<Group> {
     // A group another pass took apart keeps its kind but covers nothing.
     if st.groups[idx].writes.is_empty() {
