@@ -1,8 +1,9 @@
 // Fused scaled-dot-product attention with a streaming (online) softmax.
 //
-// One entry point, two variants picked by `variant` (one pipeline, so that a planned executable,
-// which keeps each step's pipeline and rewrites only params and grid when the active extent
-// changes, can switch between them: decode at seq_q = 1, prefill at seq_q = prompt):
+// Entry point `attention` has two variants picked by `variant` (one pipeline, so that switching
+// between them on an extent change, decode at seq_q = 1 and prefill at seq_q = prompt, costs
+// nothing); `attention_rows` (variant 2, at the end of the file) has an entry point of its own,
+// its many registers would otherwise bound the others' occupancy:
 //
 // - 0, per row (few queries, decode): one workgroup of 64 invocations computes one query row
 //   (batch b, head h, query i). The query row is staged in workgroup memory; keys are visited in
@@ -677,5 +678,190 @@ fn attention(
         attention_row(item, t);
     } else {
         attention_tiled(item, t);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `attention_rows`: one query row per invocation (many query rows, head_dim <= 64).
+//
+// A workgroup of 64 invocations takes RQ = 64 consecutive query rows of one (batch, head);
+// invocation t owns row i0 + t, holding its (pre-scaled) query and its output accumulators in
+// registers. Keys come in tiles of RK = 64: K and V of the tile are staged once in workgroup
+// memory (RPITCH4 = 16 vec4s per key, head_dim zero-padded to 64), then every invocation walks
+// all keys of the tile from there, 16 at a time: 16 scores, one running-max update, 16 weights,
+// the values folded in. Every invocation reads the same staged key at the same time (a
+// broadcast, no bank conflicts), so the only barriers are the two around each tile's staging,
+// and a row's softmax state never leaves its invocation.
+//
+// Dims 32..64 are visited only when head_dim exceeds 32 (a uniform branch): for MiniLM's 32
+// the upper half of the accumulators and staged rows stays zero and idle.
+
+const RQ: u32 = 64u;
+const RK: u32 = 64u;
+const RPITCH4: u32 = 16u;
+// Keys scored and folded per step of the walk over a tile.
+const RSTEP: u32 = 16u;
+
+var<workgroup> rk: array<vec4<f32>, 1024>; // RK * RPITCH4
+var<workgroup> rv: array<vec4<f32>, 1024>; // RK * RPITCH4
+// Whether key kb + u of the tile is visible at all (below the tile's key end, not padded).
+var<workgroup> rlive: array<u32, 64>; // RK
+
+// Stages the tile's rows [kb, kb + len) of K into rk and of V into rv: invocation t loads dims
+// 4 (t % 16) .. + 4 of keys 4 n + t / 16 (n < 16), sixteen invocations per key row so the
+// loads coalesce. Rows past `len` and dims past head_dim are zero. Returns whether a staged
+// value of V is not finite (judged by its bits).
+fn stage_rows(k_head: u32, v_head: u32, kb: u32, len: u32, t: u32) -> bool {
+    let d4 = t % RPITCH4;
+    var bad = false;
+    // Four rounds of four keys, K and V: eight loads in flight.
+    for (var round = 0u; round < 4u; round++) {
+        var ks: array<vec4<f32>, 4>;
+        var vs: array<vec4<f32>, 4>;
+        for (var n = 0u; n < 4u; n++) {
+            let key = 4u * (4u * round + n) + t / RPITCH4;
+            let row = kb + min(key, len - 1u);
+            ks[n] = load4_or_zero(k_head + row * p.k_strides.y, 4u * d4, key < len);
+            vs[n] = load4_or_zero(v_head + row * p.v_strides.y, 4u * d4, key < len);
+        }
+        for (var n = 0u; n < 4u; n++) {
+            let key = 4u * (4u * round + n) + t / RPITCH4;
+            let exponent = bitcast<vec4<u32>>(vs[n]) & vec4<u32>(0x7f800000u);
+            bad = bad || any(exponent == vec4<u32>(0x7f800000u));
+            rk[key * RPITCH4 + d4] = ks[n];
+            rv[key * RPITCH4 + d4] = vs[n];
+        }
+    }
+    return bad;
+}
+
+@compute @workgroup_size(64)
+fn attention_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let item = wid.x + wid.y * p.groups_x;
+    if (item >= p.items) {
+        return;
+    }
+    let qt = item % p.q_tiles;
+    let bh = item / p.q_tiles;
+    let h = bh % p.num_heads;
+    let b = bh / p.num_heads;
+    let hk = h / p.group;
+    let i0 = qt * RQ;
+    let rows = min(RQ, p.seq_q - i0);
+    let i = i0 + t;
+    let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
+    let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
+    let upper = p.head_dim > 32u;
+
+    // The row's query, scaled once (rows past seq_q read the last row and see no key).
+    let q_base = p.q_offset + b * p.q_strides.x + min(i, p.seq_q - 1u) * p.q_strides.y
+        + h * p.q_strides.z;
+    var q: array<vec4<f32>, 16>;
+    for (var d4 = 0u; d4 < 8u; d4++) {
+        q[d4] = load4_or_zero(q_base, 4u * d4, true) * p.scale;
+    }
+    if (upper) {
+        for (var d4 = 8u; d4 < 16u; d4++) {
+            q[d4] = load4_or_zero(q_base, 4u * d4, true) * p.scale;
+        }
+    }
+    if (t == 0u) {
+        // Key ends grow with the query index: the last row's bounds every row's.
+        key_end = compute_key_end(i0 + rows - 1u);
+        atomicStore(&v_bad, 0u);
+    }
+    let kv_end = workgroupUniformLoad(&key_end);
+    let end = select(0u, compute_key_end(i), t < rows);
+
+    var m = NEG_MAX;
+    var l = 0.0;
+    var acc: array<vec4<f32>, 16>;
+    for (var kb = 0u; kb < kv_end; kb += RK) {
+        let len = min(RK, kv_end - kb);
+        var live = t < len;
+        if (live && p.mask_kind == MASK_KEY_PADDING) {
+            live = padding_keeps(arena[mask_at(b, 0u, 0u, kb + t)]);
+        }
+        rlive[t] = select(0u, 1u, live);
+        if (stage_rows(k_head, v_head, kb, len, t)) {
+            atomicOr(&v_bad, 1u);
+        }
+        workgroupBarrier();
+        let careful = atomicLoad(&v_bad) != 0u;
+
+        for (var u0 = 0u; u0 < len; u0 += RSTEP) {
+            // Scores of keys kb + u0 + jj.
+            var s: array<f32, 16>;
+            for (var jj = 0u; jj < RSTEP; jj++) {
+                let kr = (u0 + jj) * RPITCH4;
+                var x = vec4<f32>(0.0);
+                for (var d4 = 0u; d4 < 8u; d4++) {
+                    x = fma(q[d4], rk[kr + d4], x);
+                }
+                if (upper) {
+                    for (var d4 = 8u; d4 < 16u; d4++) {
+                        x = fma(q[d4], rk[kr + d4], x);
+                    }
+                }
+                s[jj] = (x.x + x.y) + (x.z + x.w);
+            }
+            // Which keys this row sees, their final scores and the step's max.
+            var seen: array<bool, 16>;
+            var step_max = NEG_MAX;
+            for (var jj = 0u; jj < RSTEP; jj++) {
+                let j = kb + u0 + jj;
+                var ok = j < end && rlive[u0 + jj] != 0u;
+                var bias = 0.0;
+                if (ok && p.mask_kind == MASK_BIAS) {
+                    bias = arena[mask_at(b, h, i, j)];
+                    ok = bitcast<u32>(bias) != 0xff800000u;
+                }
+                s[jj] = max(s[jj] + bias, NEG_MAX);
+                seen[jj] = ok;
+                step_max = max(step_max, select(NEG_MAX, s[jj], ok));
+            }
+            let m_new = max(m, step_max);
+            let alpha = safe_exp(m - m_new);
+            m = m_new;
+            l *= alpha;
+            for (var d4 = 0u; d4 < 16u; d4++) {
+                acc[d4] *= alpha;
+            }
+            for (var jj = 0u; jj < RSTEP; jj++) {
+                let w = select(0.0, safe_exp(s[jj] - m_new), seen[jj]);
+                l += w;
+                let vr = (u0 + jj) * RPITCH4;
+                if (careful) {
+                    for (var d4 = 0u; d4 < 16u; d4++) {
+                        acc[d4] += weigh4(w, rv[vr + d4]);
+                    }
+                } else {
+                    for (var d4 = 0u; d4 < 8u; d4++) {
+                        acc[d4] = fma(vec4<f32>(w), rv[vr + d4], acc[d4]);
+                    }
+                    if (upper) {
+                        for (var d4 = 8u; d4 < 16u; d4++) {
+                            acc[d4] = fma(vec4<f32>(w), rv[vr + d4], acc[d4]);
+                        }
+                    }
+                }
+            }
+        }
+        // Before the next tile overwrites rk, rv and rlive.
+        workgroupBarrier();
+    }
+
+    if (t < rows) {
+        // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let o_base = p.out_offset + b * p.out_strides.x + i * p.out_strides.y + h * p.out_strides.z;
+        for (var d4 = 0u; d4 < 16u; d4++) {
+            if (4u * d4 < p.head_dim) {
+                store4(o_base, 4u * d4, acc[d4] * inv);
+            }
+        }
     }
 }

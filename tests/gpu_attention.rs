@@ -1,12 +1,14 @@
 //! The fused attention kernel on the Vulkan device against kiln-reference.
 //!
-//! Both variants of the kernel run here: one workgroup per query row below `TILED_MIN_QUERIES`
-//! queries, 16 query rows per workgroup with K and V staged in workgroup memory from there on.
+//! All three variants run here: one workgroup per query row below `TILED_MIN_QUERIES` queries,
+//! 16 query rows per workgroup with K and V staged in workgroup memory from there on, and one
+//! query row per invocation (64 per workgroup) when head_dim <= 64 and there are enough
+//! (batch, head) pairs to fill the GPU.
 //!
 //! Tolerances: the reference accumulates dot products, the softmax and the weighted sum in f64;
 //! the kernel does all three in f32 with a streaming softmax (running max and sum, rescaled by
-//! `exp(m_old - m_new)` per tile of 64 keys, or 32 in the tiled variant). With inputs in [-1.5, 1.5], head_dim <= 256 and scale
-//! <= 1.5, a score is off by a few f32 ulps of the sum of |q·k| terms, which moves each softmax
+//! `exp(m_old - m_new)` per tile of 64 keys, 32 in the tiled variant, 16 per step of the
+//! per-invocation one). With inputs in [-1.5, 1.5], head_dim <= 256 and scale <= 1.5, a score is off by a few f32 ulps of the sum of |q·k| terms, which moves each softmax
 //! weight by about that much relative; the driver's `exp` adds a few ulps more. The output is a
 //! convex combination of values of magnitude <= 1.5, so its error stays at a few 1e-6 absolute:
 //! the largest seen over 512 random cases was 4.8e-6 on lavapipe and below 5e-6 on an H200. We
@@ -428,6 +430,79 @@ fn query_tiles_every_mask_layout_and_head_dim() {
     }
 }
 
+/// A case with enough (batch, head) pairs for the one-row-per-invocation variant (64 query heads
+/// over 16 kv heads); asserts that it takes it.
+fn rows_case(batch: usize, seq_q: usize, seq_k: usize, head_dim: usize, n: usize) -> Case {
+    use kiln::kernels::families::attention::Variant;
+    let c = Case {
+        batch,
+        seq_q,
+        seq_k,
+        kv_heads: 16,
+        group: 4,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        mask: MASKS[n % 4],
+        layout: if n % 2 == 0 {
+            HeadLayout::Bshd
+        } else {
+            HeadLayout::Bhsd
+        },
+        past: None,
+        bias_form: n,
+        seed: 2000 + n as u64,
+    };
+    assert_eq!(
+        Variant::choose(seq_q, batch * c.heads(), head_dim),
+        Variant::Rows,
+        "{c:?}"
+    );
+    c
+}
+
+/// The one-row-per-invocation variant (many query rows, head_dim <= 64): a partial single
+/// query tile, two tiles with a last one of one row, several key tiles with a partial last one,
+/// head_dims that take the lower half of the staged dims only (8, 32), both halves (36, not a
+/// multiple of 4 ... past 32; 64); every mask, both layouts, GQA.
+#[test]
+fn rows_variant_every_mask_layout_and_head_dim() {
+    let shapes = [
+        (2, 32, 37, 8),
+        (2, 65, 70, 32),
+        (2, 40, 130, 36),
+        (1, 130, 130, 64),
+    ];
+    let mut n = 0;
+    for (batch, seq_q, seq_k, head_dim) in shapes {
+        for mask in MASKS {
+            let c = rows_case(batch, seq_q, seq_k, head_dim, n);
+            check(&Case { mask, ..c });
+            n += 1;
+        }
+    }
+}
+
+/// The one-row-per-invocation variant after a past length: keys end at past + seq_q (causally
+/// at past + i + 1) and the stale cache rows after them (1e4) are never read.
+#[test]
+fn rows_variant_after_a_past_length() {
+    for (n, (seq_q, past, mask)) in [
+        (33, 70, AttentionMask::Causal),
+        (64, 5, AttentionMask::KeyPadding),
+        (40, 64, AttentionMask::Bias),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = rows_case(2, seq_q, past + seq_q + 9, 32, n);
+        check(&Case {
+            mask,
+            past: Some(past),
+            ..c
+        });
+    }
+}
+
 /// Query tiles after a past (chunked prefill): keys end at past + seq_q, causally at
 /// past + i + 1, and the cache rows after them (1e4) are never read.
 #[test]
@@ -481,14 +556,16 @@ fn odd_head_dims() {
 
 /// Keys a query may not see add nothing even when their values are not finite: a padded key
 /// whose value row is NaN, and (causal) a last key whose values are +inf, which only the last
-/// query sees. Both variants.
+/// query sees. All three variants (the last shape runs one row per invocation).
 #[test]
 fn values_of_hidden_keys_may_be_non_finite() {
-    for seq_q in [3, 20] {
+    for (seq_q, kv_heads, group) in [(3, 1, 1), (20, 1, 1), (33, 16, 8)] {
         for mask in [AttentionMask::KeyPadding, AttentionMask::Causal] {
             let c = Case {
                 seq_q,
                 seq_k: seq_q,
+                kv_heads,
+                group,
                 mask,
                 ..base_case()
             };
@@ -499,19 +576,20 @@ fn values_of_hidden_keys_may_be_non_finite() {
                 HostTensor::from_values(DType::Bool, &[1, c.seq_k], &bits).unwrap()
             });
             let (g, mut inputs) = build(&c, mask_input);
-            let (d, hidden, fill) = match mask {
-                AttentionMask::Causal => (c.head_dim, seq_q - 1, f32::INFINITY),
-                _ => (c.head_dim, 1, f32::NAN),
+            let (hidden, fill) = match mask {
+                AttentionMask::Causal => (seq_q - 1, f32::INFINITY),
+                _ => (1, f32::NAN),
             };
-            // Bshd with one head: key j's values are v[j * d .. (j + 1) * d].
+            // Bshd at batch 1: key j's values (all kv heads) are v[j * w .. (j + 1) * w].
+            let w = kv_heads * c.head_dim;
             let mut v = inputs[2].1.to_f32();
-            v[hidden * d..(hidden + 1) * d].fill(fill);
-            inputs[2].1 = HostTensor::from_f32(&c.dims(c.seq_k, 1), &v).unwrap();
+            v[hidden * w..(hidden + 1) * w].fill(fill);
+            inputs[2].1 = HostTensor::from_f32(&c.dims(c.seq_k, kv_heads), &v).unwrap();
             let (gpu, cpu) = run_both(&g, &inputs);
             common::assert_close(&gpu, &cpu, ATOL, RTOL, &format!("{c:?}"));
             // Only the last query of the causal case sees the +inf key.
             let visible = if mask == AttentionMask::Causal {
-                (seq_q - 1) * d
+                (seq_q - 1) * c.heads() * c.head_dim
             } else {
                 gpu.len()
             };
@@ -541,8 +619,8 @@ fn one_executable_switches_variants_across_extents() {
     // The lengths below take both variants.
     use kiln::kernels::families::attention::{Variant, TILED_MIN_QUERIES};
     assert_eq!(TILED_MIN_QUERIES, 32);
-    assert_eq!(Variant::for_queries(31), Variant::Row);
-    assert_eq!(Variant::for_queries(32), Variant::Tiled);
+    assert_eq!(Variant::choose(31, 2 * HQ, D), Variant::Row);
+    assert_eq!(Variant::choose(32, 2 * HQ, D), Variant::Tiled);
     let dev = common::device();
     for mask in [AttentionMask::KeyPadding, AttentionMask::Causal] {
         let seq = Dim::bounded("seq", MAX);

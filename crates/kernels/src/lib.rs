@@ -31,6 +31,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &movement::GATHER,
         &movement::UPDATE_ROWS,
         &attention::ATTENTION,
+        &attention::ATTENTION_ROWS,
         &rope::ROPE,
         &reduce::REDUCE,
         &reduce::SOFTMAX,
@@ -49,7 +50,8 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
 /// that keep one entry point at every extent. The runtime builds their pipelines at compile
 /// time, so an extent change never compiles a shader.
 pub fn extent_variants(kernel: &KernelDesc) -> &'static [&'static KernelDesc] {
-    let families: [&'static [&'static KernelDesc]; 2] = [
+    let families: [&'static [&'static KernelDesc]; 3] = [
+        &families::attention::EXTENT_VARIANTS,
         &families::matmul::EXTENT_VARIANTS,
         &families::quant::EXTENT_VARIANTS,
     ];

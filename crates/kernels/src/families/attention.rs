@@ -1,7 +1,8 @@
 //! Fused scaled-dot-product attention with an online softmax: one workgroup per query row for
 //! few queries (decode), or per tile of [`TILE_QUERIES`] query rows of one (batch, head), K and V
-//! staged once per key tile for all of them (prefill, encoders). Both are one entry point (see
-//! [`Variant`]); `shaders/attention.wgsl` describes them.
+//! staged once per key tile for all of them (prefill, encoders); both are the `attention` entry
+//! point. Many query rows of at most [`ROWS_MAX_HEAD_DIM`] dims run one row per invocation
+//! (`attention_rows`). See [`Variant`]; `shaders/attention.wgsl` describes them.
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
@@ -24,6 +25,14 @@ pub const TILE_QUERIES: usize = 16;
 /// 27 µs against 110. The crossover lies between; 32 (two query tiles) is interpolated, not
 /// measured.
 pub const TILED_MIN_QUERIES: usize = 32;
+/// Query rows per workgroup of [`Variant::Rows`] (the shader's `RQ`), one per invocation.
+pub const ROWS_PER_GROUP: usize = 64;
+/// The largest head_dim [`Variant::Rows`] holds (a query and its accumulators in registers).
+pub const ROWS_MAX_HEAD_DIM: usize = 64;
+/// [`Variant::Rows`] needs at least this many workgroups (batch * heads * query tiles of 64):
+/// below it, one workgroup per SM or fewer, the tiled variant's four times as many workgroups
+/// run faster.
+pub const ROWS_MIN_GROUPS: usize = 128;
 
 const SOURCE: &str = include_str!("../../../../shaders/attention.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
@@ -31,8 +40,7 @@ const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
 kernel_params! {
     /// Params of the `attention` entry point.
     pub struct AttentionParams as "AttentionParams" {
-        /// Work items, one workgroup each: rows (batch * num_heads * seq_q) for
-        /// [`Variant::Row`], query tiles (batch * num_heads * q_tiles) for [`Variant::Tiled`].
+        /// Work items, one workgroup each: batch * num_heads * q_tiles.
         pub items: u32,
         /// Workgroups in x of the folded grid.
         pub groups_x: u32,
@@ -56,7 +64,8 @@ kernel_params! {
         pub out_offset: u32,
         /// A [`Variant`] code.
         pub variant: u32,
-        /// ceil(seq_q / [`TILE_QUERIES`]).
+        /// Query tiles per (batch, head): seq_q divided by the variant's rows per workgroup
+        /// (1, [`TILE_QUERIES`] or [`ROWS_PER_GROUP`]), rounded up.
         pub q_tiles: u32,
         pub _pad0: u32,
         /// (batch, seq, head, 0) strides in elements; head_dim is contiguous.
@@ -80,9 +89,24 @@ pub const ATTENTION: KernelDesc = KernelDesc {
     needs: Needs::BASELINE,
 };
 
-/// Which algorithm `attention` runs. They share one entry point, so that a planned executable,
-/// which keeps each step's pipeline and rewrites only params and grid when the active extent
-/// changes, may switch between them (prefill at seq_q = prompt, decode at seq_q = 1).
+/// `attention_rows`: [`Variant::Rows`].
+pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
+    name: "attention_rows",
+    file: "attention.wgsl",
+    source: SOURCE,
+    entry: "attention_rows",
+    workgroup_size: [WORKGROUP, 1, 1],
+    bindings: BINDINGS,
+    params: AttentionParams::LAYOUT,
+    needs: Needs::BASELINE,
+};
+
+/// The attention kernels a planned step moves between when its extent changes its queries.
+pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&ATTENTION, &ATTENTION_ROWS];
+
+/// Which algorithm runs. [`Variant::Row`] and [`Variant::Tiled`] share the `attention` entry
+/// point; [`Variant::Rows`] has its own (its registers would otherwise bound the others'
+/// occupancy). A planned step moves between all three when its active extent changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// One query row per workgroup: keys in tiles of 64, one per invocation.
@@ -90,15 +114,24 @@ pub enum Variant {
     /// [`TILE_QUERIES`] query rows of one (batch, head) per workgroup: each tile of 32 keys of
     /// K and V is staged once in workgroup memory and reused by all of them.
     Tiled,
+    /// One query row per invocation, [`ROWS_PER_GROUP`] rows of one (batch, head) per
+    /// workgroup: each tile of 64 keys of K and V is staged once, then every invocation walks
+    /// it with its query and accumulators in registers (no barrier inside the walk).
+    Rows,
 }
 
 impl Variant {
-    /// The variant for `seq_q` queries per (batch, head).
-    pub fn for_queries(seq_q: usize) -> Variant {
-        if seq_q >= TILED_MIN_QUERIES {
-            Variant::Tiled
-        } else {
+    /// The variant for `seq_q` queries per (batch, head), `batch_heads` (batch * num_heads)
+    /// of them, of `head_dim` dims.
+    pub fn choose(seq_q: usize, batch_heads: usize, head_dim: usize) -> Variant {
+        if seq_q < TILED_MIN_QUERIES {
             Variant::Row
+        } else if head_dim <= ROWS_MAX_HEAD_DIM
+            && batch_heads.saturating_mul(seq_q.div_ceil(ROWS_PER_GROUP)) >= ROWS_MIN_GROUPS
+        {
+            Variant::Rows
+        } else {
+            Variant::Tiled
         }
     }
 
@@ -107,6 +140,24 @@ impl Variant {
         match self {
             Variant::Row => 0,
             Variant::Tiled => 1,
+            Variant::Rows => 2,
+        }
+    }
+
+    /// The kernel that runs it.
+    pub fn kernel(self) -> &'static KernelDesc {
+        match self {
+            Variant::Row | Variant::Tiled => &ATTENTION,
+            Variant::Rows => &ATTENTION_ROWS,
+        }
+    }
+
+    /// Query rows per workgroup (per work item).
+    fn rows_per_item(self) -> usize {
+        match self {
+            Variant::Row => 1,
+            Variant::Tiled => TILE_QUERIES,
+            Variant::Rows => ROWS_PER_GROUP,
         }
     }
 }
@@ -364,12 +415,9 @@ fn lower_views(
     let scores = [batch, a.num_heads, seq_q, seq_k];
     let mask = inputs.get(3).filter(|_| has_mask);
     let (mask_strides, mask_is_int) = mask_strides(op, a, mask, &scores)?;
-    let variant = Variant::for_queries(seq_q);
-    let q_tiles = seq_q.div_ceil(TILE_QUERIES);
-    let items = match variant {
-        Variant::Row => batch * a.num_heads * seq_q,
-        Variant::Tiled => batch * a.num_heads * q_tiles,
-    };
+    let variant = Variant::choose(seq_q, batch * a.num_heads, a.head_dim);
+    let q_tiles = seq_q.div_ceil(variant.rows_per_item());
+    let items = batch * a.num_heads * q_tiles;
     let g = grid(op, items * WORKGROUP as usize, WORKGROUP)?;
     let p = AttentionParams {
         items: u32_of(op, "work items", items)?,
@@ -398,7 +446,7 @@ fn lower_views(
         q_tiles: u32_of(op, "query tiles", q_tiles)?,
         ..Default::default()
     };
-    Ok(vec![Dispatch::new(&ATTENTION, &p, g.groups)])
+    Ok(vec![Dispatch::new(variant.kernel(), &p, g.groups)])
 }
 
 #[cfg(test)]
@@ -452,53 +500,84 @@ mod tests {
     }
 
     #[test]
-    fn variants_by_queries() {
-        assert_eq!(Variant::for_queries(1), Variant::Row);
-        assert_eq!(Variant::for_queries(TILED_MIN_QUERIES - 1), Variant::Row);
-        assert_eq!(Variant::for_queries(TILED_MIN_QUERIES), Variant::Tiled);
-        assert_eq!(Variant::for_queries(4096), Variant::Tiled);
+    fn variants_by_queries_heads_and_head_dim() {
+        let many = ROWS_MIN_GROUPS;
+        assert_eq!(Variant::choose(1, many, 32), Variant::Row);
+        assert_eq!(
+            Variant::choose(TILED_MIN_QUERIES - 1, many, 32),
+            Variant::Row
+        );
+        assert_eq!(Variant::choose(TILED_MIN_QUERIES, many, 32), Variant::Rows);
+        assert_eq!(Variant::choose(ROWS_PER_GROUP * many, 1, 64), Variant::Rows);
+        // Too few workgroups, or a head too wide for registers: tiled.
+        assert_eq!(Variant::choose(64, many - 1, 32), Variant::Tiled);
+        assert_eq!(Variant::choose(65, many / 2, 32), Variant::Rows);
+        assert_eq!(
+            Variant::choose(128, many, ROWS_MAX_HEAD_DIM + 1),
+            Variant::Tiled
+        );
+        assert_eq!(Variant::choose(usize::MAX, usize::MAX, 8), Variant::Rows);
     }
 
     #[test]
-    fn many_queries_take_the_tiled_variant_one_workgroup_per_query_tile() {
-        // MiniLM-L6 at batch 32: [32, 128, 12, 64] BSHD.
-        let op = Op::Attention {
+    fn the_rows_constants_match_the_shader() {
+        assert!(SOURCE.contains(&format!("const RQ: u32 = {ROWS_PER_GROUP}u;")));
+        // Sixteen vec4s per staged key: head_dim up to 64.
+        assert!(SOURCE.contains("const RPITCH4: u32 = 16u;"));
+        assert_eq!(ROWS_MAX_HEAD_DIM, 64);
+        assert_eq!(ROWS_PER_GROUP, WORKGROUP as usize);
+    }
+
+    fn minilm_op(head_dim: usize) -> Op {
+        Op::Attention {
             num_heads: 12,
             num_kv_heads: 12,
-            head_dim: 64,
+            head_dim,
             scale: 0.125,
             mask: AttentionMask::KeyPadding,
             layout: HeadLayout::Bshd,
             has_past_len: false,
-        };
-        let x = operand(0, &[32, 128, 12, 64], DType::F32);
-        let mask = operand(0, &[32, 128], DType::F32);
-        let ins = [x.clone(), x.clone(), x.clone(), mask];
-        let tiled = lower(&op, &ins, &x).unwrap();
-        let d = &tiled;
-        let p = params(&d[0]);
-        assert_eq!((p.variant, p.q_tiles), (Variant::Tiled.code(), 8));
-        assert_eq!(p.items, 32 * 12 * 8);
-        assert_eq!(d[0].groups, [32 * 12 * 8, 1, 1]);
+        }
+    }
 
-        // 130 queries: 9 tiles, the last one of 2 rows. The same op at one query runs per row.
-        let x = operand(0, &[1, 130, 12, 64], DType::F32);
-        let mask = operand(0, &[1, 130], DType::F32);
+    fn lower_minilm(head_dim: usize, batch: usize, seq: usize) -> Vec<Dispatch> {
+        let x = operand(0, &[batch, seq, 12, head_dim], DType::F32);
+        let mask = operand(0, &[batch, seq], DType::F32);
         let ins = [x.clone(), x.clone(), x.clone(), mask];
-        let p = params(&lower(&op, &ins, &x).unwrap()[0]);
-        assert_eq!((p.variant, p.q_tiles, p.items), (1, 9, 12 * 9));
-        let x = operand(0, &[1, 1, 12, 64], DType::F32);
-        let mask = operand(0, &[1, 1], DType::F32);
-        let ins = [x.clone(), x.clone(), x.clone(), mask];
-        let d = lower(&op, &ins, &x).unwrap();
-        // One pipeline for both.
-        let (a, b) = (d[0].kernel, tiled[0].kernel);
-        assert_eq!(
-            (a.name, a.entry, a.workgroup_size),
-            (b.name, b.entry, b.workgroup_size)
-        );
+        lower(&minilm_op(head_dim), &ins, &x).unwrap()
+    }
+
+    #[test]
+    fn each_variant_has_one_workgroup_per_query_tile() {
+        // MiniLM-L6 at batch 32 ([32, 128, 12, 32] BSHD): 64 rows per workgroup.
+        let d = lower_minilm(32, 32, 128);
         let p = params(&d[0]);
+        assert_eq!(d[0].kernel.name, ATTENTION_ROWS.name);
+        assert_eq!((p.variant, p.q_tiles), (Variant::Rows.code(), 2));
+        assert_eq!(p.items, 32 * 12 * 2);
+        assert_eq!(d[0].groups, [32 * 12 * 2, 1, 1]);
+
+        // Head dim 128 at 130 queries: tiled, 9 tiles, the last one of 2 rows.
+        let d = lower_minilm(128, 1, 130);
+        let p = params(&d[0]);
+        assert_eq!(d[0].kernel.name, ATTENTION.name);
+        assert_eq!((p.variant, p.q_tiles, p.items), (1, 9, 12 * 9));
+
+        // One query: per row, on the tiled variant's pipeline.
+        let d = lower_minilm(128, 1, 1);
+        let p = params(&d[0]);
+        assert_eq!(d[0].kernel.name, ATTENTION.name);
         assert_eq!((p.variant, p.items), (Variant::Row.code(), 12));
+    }
+
+    #[test]
+    fn the_variants_kernels_bind_alike_and_are_listed() {
+        assert!(ATTENTION.binds_like(&ATTENTION_ROWS));
+        for v in [Variant::Row, Variant::Tiled, Variant::Rows] {
+            assert!(crate::extent_variants(v.kernel())
+                .iter()
+                .any(|k| k.name == v.kernel().name));
+        }
     }
 
     #[test]
