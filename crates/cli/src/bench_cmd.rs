@@ -292,12 +292,32 @@ const GROUPS: [&str; 8] = [
     "coop",
 ];
 
-pub fn run(json_out: bool, quick: bool, only: &[String]) -> Result<(), String> {
+/// A linear shape `MxKxN`, each a positive integer.
+fn parse_linear(text: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<usize> = text
+        .split('x')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("linear shape `{text}` is not MxKxN with positive integers"))?;
+    match dims[..] {
+        [m, k, n] => Ok((m, k, n)),
+        _ => Err(format!("linear shape `{text}` is not MxKxN")),
+    }
+}
+
+pub fn run(json_out: bool, quick: bool, only: &[String], linear: &[String]) -> Result<(), String> {
     if let Some(bad) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
         return Err(format!(
             "unknown bench group `{bad}`; the groups are {}",
             GROUPS.join(", ")
         ));
+    }
+    let mut linear_shapes = linear
+        .iter()
+        .map(|s| parse_linear(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if linear_shapes.is_empty() {
+        linear_shapes = vec![(16, 384, 1536), (4096, 384, 1536)];
     }
     let want = |group: &str| only.is_empty() || only.iter().any(|g| g == group);
     let dev = Device::new(&DeviceOptions::default()).map_err(|e| e.to_string())?;
@@ -315,7 +335,7 @@ pub fn run(json_out: bool, quick: bool, only: &[String]) -> Result<(), String> {
         }
     }
     if want("linear") {
-        for (m, k, n) in [(16, 384, 1536), (4096, 384, 1536)] {
+        for &(m, k, n) in &linear_shapes {
             results.push(measure(&dev, w(workloads::linear(m, k, n))?, runs)?);
         }
     }
@@ -387,4 +407,18 @@ pub fn run(json_out: bool, quick: bool, only: &[String]) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_linear;
+
+    #[test]
+    fn linear_shapes_parse_or_say_why_not() {
+        assert_eq!(parse_linear("4096x384x1152"), Ok((4096, 384, 1152)));
+        for bad in ["4096x384", "4096x0x8", "ax1x2", "1x2x3x4", ""] {
+            let err = parse_linear(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+    }
 }

@@ -74,6 +74,10 @@ enum Command {
         /// smollm2, cpu, coop (the f16-input cooperative-matrix runs, where the GPU has them).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// The linear group's shapes, comma-separated `MxKxN` ([M, K] x [N, K]^T + bias), in
+        /// place of its defaults (16x384x1536, 4096x384x1536).
+        #[arg(long, value_delimiter = ',', value_name = "MxKxN")]
+        linear: Vec<String>,
     },
     /// Generate text with SmolLM2-135M-Instruct (Q4_1 GGUF, fetched into the cache when missing).
     Generate {
@@ -149,7 +153,12 @@ fn main() -> ExitCode {
             model,
             extent,
         } => profile_cmd::run(graph.as_deref(), model.as_deref(), &extent),
-        Command::Bench { json, quick, only } => bench_cmd::run(json, quick, &only),
+        Command::Bench {
+            json,
+            quick,
+            only,
+            linear,
+        } => bench_cmd::run(json, quick, &only, &linear),
         Command::Generate {
             model,
             max_new,
