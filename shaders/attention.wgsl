@@ -105,9 +105,6 @@ const LANES: u32 = 8u;
 const W_PITCH4: u32 = 9u;
 // Output dims accumulated per pass.
 const PASS_DIMS: u32 = 128u;
-// vec4s that each invocation stages: TQ * CHUNK4 / WG and TK * CHUNK4 / WG.
-const Q_PER_INVOCATION: u32 = 4u;
-const KV_PER_INVOCATION: u32 = 8u;
 
 // Q: two chunks of TQ rows, chunk c in half c % 2. head_dim <= 128 is staged once; a larger one
 // is restaged chunk by chunk for every key tile.
@@ -342,41 +339,59 @@ fn load4_or_zero(base: u32, d: u32, ok: bool) -> vec4<f32> {
     return select(vec4<f32>(0.0), x, inside & vec4<bool>(ok));
 }
 
-// Stages chunk c of the `rows` query rows from i0 into half c % 2 of tq (zeros past them).
-fn stage_q(q_head: u32, i0: u32, rows: u32, c: u32, t: u32) {
-    let half = (c % 2u) * TQ;
-    var xs: array<vec4<f32>, Q_PER_INVOCATION>;
-    for (var n = 0u; n < Q_PER_INVOCATION; n++) {
-        let e = t + n * WG;
-        let r = e / CHUNK4;
-        let d = c * CHUNK + 4u * (e % CHUNK4);
-        let row = q_head + (i0 + min(r, rows - 1u)) * p.q_strides.y;
-        xs[n] = load4_or_zero(row, d, r < rows);
-    }
-    for (var n = 0u; n < Q_PER_INVOCATION; n++) {
-        let e = t + n * WG;
-        tq[(half + e / CHUNK4) * PITCH4 + e % CHUNK4] = xs[n];
-    }
+// Whether any of four values is not finite (judged by their bits).
+fn non_finite(x: vec4<f32>) -> bool {
+    return any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u));
 }
 
-// Stages chunk c of the `len` key rows from kb (K or V) into tkv (zeros past them). Returns
-// whether a staged value is not finite (judged by its bits).
+// Dims d .. d + 4 of row `r` of the `count` rows from `first` (stride apart), zero past them.
+fn row_at(head: u32, stride: u32, first: u32, count: u32, r: u32, d: u32) -> vec4<f32> {
+    return load4_or_zero(head + (first + min(r, count - 1u)) * stride, d, r < count);
+}
+
+// Stages chunk c of the `rows` query rows from i0 into half c % 2 of tq (zeros past them).
+// Invocation t stages dims 4 (t % 16) .. + 4 of rows t / 16 + 4 n (n < 4), sixteen
+// invocations per row so the loads coalesce. The loads are named values, not an array (which a
+// driver may leave in local memory), all issued before the stores.
+fn stage_q(q_head: u32, i0: u32, rows: u32, c: u32, t: u32) {
+    let at = ((c % 2u) * TQ + t / CHUNK4) * PITCH4 + t % CHUNK4;
+    let r = t / CHUNK4;
+    let d = c * CHUNK + 4u * (t % CHUNK4);
+    let s = p.q_strides.y;
+    let x0 = row_at(q_head, s, i0, rows, r, d);
+    let x1 = row_at(q_head, s, i0, rows, r + 4u, d);
+    let x2 = row_at(q_head, s, i0, rows, r + 8u, d);
+    let x3 = row_at(q_head, s, i0, rows, r + 12u, d);
+    tq[at] = x0;
+    tq[at + 4u * PITCH4] = x1;
+    tq[at + 8u * PITCH4] = x2;
+    tq[at + 12u * PITCH4] = x3;
+}
+
+// Stages chunk c of the `len` key rows from kb (K or V) into tkv (zeros past them), laid out
+// as stage_q's. Returns whether a staged value is not finite.
 fn stage_kv(head: u32, stride: u32, kb: u32, len: u32, c: u32, t: u32) -> bool {
-    var xs: array<vec4<f32>, KV_PER_INVOCATION>;
-    for (var n = 0u; n < KV_PER_INVOCATION; n++) {
-        let e = t + n * WG;
-        let r = e / CHUNK4;
-        let d = c * CHUNK + 4u * (e % CHUNK4);
-        xs[n] = load4_or_zero(head + (kb + min(r, len - 1u)) * stride, d, r < len);
-    }
-    var bad = false;
-    for (var n = 0u; n < KV_PER_INVOCATION; n++) {
-        let e = t + n * WG;
-        let exponent = bitcast<vec4<u32>>(xs[n]) & vec4<u32>(0x7f800000u);
-        bad = bad || any(exponent == vec4<u32>(0x7f800000u));
-        tkv[(e / CHUNK4) * PITCH4 + e % CHUNK4] = xs[n];
-    }
-    return bad;
+    let at = (t / CHUNK4) * PITCH4 + t % CHUNK4;
+    let r = t / CHUNK4;
+    let d = c * CHUNK + 4u * (t % CHUNK4);
+    let x0 = row_at(head, stride, kb, len, r, d);
+    let x1 = row_at(head, stride, kb, len, r + 4u, d);
+    let x2 = row_at(head, stride, kb, len, r + 8u, d);
+    let x3 = row_at(head, stride, kb, len, r + 12u, d);
+    let x4 = row_at(head, stride, kb, len, r + 16u, d);
+    let x5 = row_at(head, stride, kb, len, r + 20u, d);
+    let x6 = row_at(head, stride, kb, len, r + 24u, d);
+    let x7 = row_at(head, stride, kb, len, r + 28u, d);
+    tkv[at] = x0;
+    tkv[at + 4u * PITCH4] = x1;
+    tkv[at + 8u * PITCH4] = x2;
+    tkv[at + 12u * PITCH4] = x3;
+    tkv[at + 16u * PITCH4] = x4;
+    tkv[at + 20u * PITCH4] = x5;
+    tkv[at + 24u * PITCH4] = x6;
+    tkv[at + 28u * PITCH4] = x7;
+    return ((non_finite(x0) || non_finite(x1)) || (non_finite(x2) || non_finite(x3)))
+        || ((non_finite(x4) || non_finite(x5)) || (non_finite(x6) || non_finite(x7)));
 }
 
 // Two rows' values for four keys.
@@ -682,57 +697,192 @@ fn attention(
 }
 
 // ---------------------------------------------------------------------------------------------
-// `attention_rows`: one query row per invocation (many query rows, head_dim <= 64).
+// `attention_rows`: one query row per invocation (many query rows, head_dim <= 32).
 //
 // A workgroup of 64 invocations takes RQ = 64 consecutive query rows of one (batch, head);
 // invocation t owns row i0 + t, holding its (pre-scaled) query and its output accumulators in
 // registers. Keys come in tiles of RK = 64: K and V of the tile are staged once in workgroup
-// memory (RPITCH4 = 16 vec4s per key, head_dim zero-padded to 64), then every invocation walks
-// all keys of the tile from there, 16 at a time: 16 scores, one running-max update, 16 weights,
-// the values folded in. Every invocation reads the same staged key at the same time (a
-// broadcast, no bank conflicts), so the only barriers are the two around each tile's staging,
-// and a row's softmax state never leaves its invocation.
+// memory (RPITCH4 = 8 vec4s per key, head_dim zero-padded to 32), then every invocation walks
+// all keys of the tile from there, eight at a time: eight scores, the running max raised (and
+// the accumulators rescaled) only when a score exceeds it, eight weights, the values folded in.
+// Every invocation reads the same staged key at the same time (a broadcast, no bank
+// conflicts), so the only barriers are the two around each tile's staging, and a row's softmax
+// state never leaves its invocation.
 //
-// Dims 32..64 are visited only when head_dim exceeds 32 (a uniform branch): for MiniLM's 32
-// the upper half of the accumulators and staged rows stays zero and idle.
+// A row's dims are a `Dims32` of named vec4s, not an array: an indexed local array may be left
+// in local memory by the driver. Each staged vec4 read feeds only four fmas of one invocation,
+// so the walk is bound by workgroup-memory bandwidth: at head_dim 64 (twice the registers,
+// the same reads per fma) it measured slower than the tiled variant, 32 faster (H200).
 
 const RQ: u32 = 64u;
 const RK: u32 = 64u;
-const RPITCH4: u32 = 16u;
-// Keys scored and folded per step of the walk over a tile.
-const RSTEP: u32 = 16u;
+const RPITCH4: u32 = 8u;
 
-var<workgroup> rk: array<vec4<f32>, 1024>; // RK * RPITCH4
-var<workgroup> rv: array<vec4<f32>, 1024>; // RK * RPITCH4
+var<workgroup> rk: array<vec4<f32>, 512>; // RK * RPITCH4
+var<workgroup> rv: array<vec4<f32>, 512>; // RK * RPITCH4
 // Whether key kb + u of the tile is visible at all (below the tile's key end, not padded).
 var<workgroup> rlive: array<u32, 64>; // RK
 
 // Stages the tile's rows [kb, kb + len) of K into rk and of V into rv: invocation t loads dims
-// 4 (t % 16) .. + 4 of keys 4 n + t / 16 (n < 16), sixteen invocations per key row so the
-// loads coalesce. Rows past `len` and dims past head_dim are zero. Returns whether a staged
-// value of V is not finite (judged by its bits).
+// 4 (t % 8) .. + 4 of keys 32 round + t / 8 + 8 n (n < 4), eight invocations per key row so
+// the loads coalesce. Rows past `len` and dims past head_dim are zero. Returns whether a staged
+// value of V is not finite.
 fn stage_rows(k_head: u32, v_head: u32, kb: u32, len: u32, t: u32) -> bool {
     let d4 = t % RPITCH4;
+    let d = 4u * d4;
+    let ks = p.k_strides.y;
+    let vs = p.v_strides.y;
     var bad = false;
-    // Four rounds of four keys, K and V: eight loads in flight.
-    for (var round = 0u; round < 4u; round++) {
-        var ks: array<vec4<f32>, 4>;
-        var vs: array<vec4<f32>, 4>;
-        for (var n = 0u; n < 4u; n++) {
-            let key = 4u * (4u * round + n) + t / RPITCH4;
-            let row = kb + min(key, len - 1u);
-            ks[n] = load4_or_zero(k_head + row * p.k_strides.y, 4u * d4, key < len);
-            vs[n] = load4_or_zero(v_head + row * p.v_strides.y, 4u * d4, key < len);
-        }
-        for (var n = 0u; n < 4u; n++) {
-            let key = 4u * (4u * round + n) + t / RPITCH4;
-            let exponent = bitcast<vec4<u32>>(vs[n]) & vec4<u32>(0x7f800000u);
-            bad = bad || any(exponent == vec4<u32>(0x7f800000u));
-            rk[key * RPITCH4 + d4] = ks[n];
-            rv[key * RPITCH4 + d4] = vs[n];
-        }
+    // Two rounds of four keys, K and V: eight loads in flight (named values, not an array).
+    for (var round = 0u; round < 2u; round++) {
+        let key = 32u * round + t / RPITCH4;
+        let k0 = row_at(k_head, ks, kb, len, key, d);
+        let k1 = row_at(k_head, ks, kb, len, key + 8u, d);
+        let k2 = row_at(k_head, ks, kb, len, key + 16u, d);
+        let k3 = row_at(k_head, ks, kb, len, key + 24u, d);
+        let v0 = row_at(v_head, vs, kb, len, key, d);
+        let v1 = row_at(v_head, vs, kb, len, key + 8u, d);
+        let v2 = row_at(v_head, vs, kb, len, key + 16u, d);
+        let v3 = row_at(v_head, vs, kb, len, key + 24u, d);
+        let at = key * RPITCH4 + d4;
+        rk[at] = k0;
+        rk[at + 8u * RPITCH4] = k1;
+        rk[at + 16u * RPITCH4] = k2;
+        rk[at + 24u * RPITCH4] = k3;
+        rv[at] = v0;
+        rv[at + 8u * RPITCH4] = v1;
+        rv[at + 16u * RPITCH4] = v2;
+        rv[at + 24u * RPITCH4] = v3;
+        bad = bad || ((non_finite(v0) || non_finite(v1)) || (non_finite(v2) || non_finite(v3)));
     }
     return bad;
+}
+
+// 32 consecutive dims of one row.
+struct Dims32 {
+    d0: vec4<f32>,
+    d1: vec4<f32>,
+    d2: vec4<f32>,
+    d3: vec4<f32>,
+    d4: vec4<f32>,
+    d5: vec4<f32>,
+    d6: vec4<f32>,
+    d7: vec4<f32>,
+}
+
+// Dims d .. d + 32 of the row at `base` (zero past head_dim), times `scale`.
+fn load32(base: u32, d: u32, scale: f32) -> Dims32 {
+    return Dims32(
+        load4_or_zero(base, d, true) * scale,
+        load4_or_zero(base, d + 4u, true) * scale,
+        load4_or_zero(base, d + 8u, true) * scale,
+        load4_or_zero(base, d + 12u, true) * scale,
+        load4_or_zero(base, d + 16u, true) * scale,
+        load4_or_zero(base, d + 20u, true) * scale,
+        load4_or_zero(base, d + 24u, true) * scale,
+        load4_or_zero(base, d + 28u, true) * scale,
+    );
+}
+
+fn scaled32(x: Dims32, a: f32) -> Dims32 {
+    return Dims32(x.d0 * a, x.d1 * a, x.d2 * a, x.d3 * a, x.d4 * a, x.d5 * a, x.d6 * a, x.d7 * a);
+}
+
+// q · the staged key whose 32 dims start at rk[at].
+fn dot32(q: Dims32, at: u32) -> f32 {
+    var s = q.d0 * rk[at];
+    s = fma(q.d1, rk[at + 1u], s);
+    s = fma(q.d2, rk[at + 2u], s);
+    s = fma(q.d3, rk[at + 3u], s);
+    s = fma(q.d4, rk[at + 4u], s);
+    s = fma(q.d5, rk[at + 5u], s);
+    s = fma(q.d6, rk[at + 6u], s);
+    s = fma(q.d7, rk[at + 7u], s);
+    return (s.x + s.y) + (s.z + s.w);
+}
+
+// The scores of the four staged keys from rk[at] on (RPITCH4 apart).
+fn dot32x4(q: Dims32, at: u32) -> vec4<f32> {
+    return vec4<f32>(
+        dot32(q, at),
+        dot32(q, at + RPITCH4),
+        dot32(q, at + 2u * RPITCH4),
+        dot32(q, at + 3u * RPITCH4),
+    );
+}
+
+// acc + w * the staged value row whose 32 dims start at rv[at].
+fn fold32(acc: Dims32, w: f32, at: u32) -> Dims32 {
+    let x = vec4<f32>(w);
+    return Dims32(
+        fma(x, rv[at], acc.d0),
+        fma(x, rv[at + 1u], acc.d1),
+        fma(x, rv[at + 2u], acc.d2),
+        fma(x, rv[at + 3u], acc.d3),
+        fma(x, rv[at + 4u], acc.d4),
+        fma(x, rv[at + 5u], acc.d5),
+        fma(x, rv[at + 6u], acc.d6),
+        fma(x, rv[at + 7u], acc.d7),
+    );
+}
+
+// fold32 for a tile with a non-finite value: a key of weight 0 adds nothing.
+fn fold32_careful(acc: Dims32, w: f32, at: u32) -> Dims32 {
+    return Dims32(
+        acc.d0 + weigh4(w, rv[at]),
+        acc.d1 + weigh4(w, rv[at + 1u]),
+        acc.d2 + weigh4(w, rv[at + 2u]),
+        acc.d3 + weigh4(w, rv[at + 3u]),
+        acc.d4 + weigh4(w, rv[at + 4u]),
+        acc.d5 + weigh4(w, rv[at + 5u]),
+        acc.d6 + weigh4(w, rv[at + 6u]),
+        acc.d7 + weigh4(w, rv[at + 7u]),
+    );
+}
+
+// Folds four keys of weights w (from rv[at] on, RPITCH4 apart).
+fn fold32x4(acc: Dims32, w: vec4<f32>, at: u32, careful: bool) -> Dims32 {
+    if (careful) {
+        var a = fold32_careful(acc, w.x, at);
+        a = fold32_careful(a, w.y, at + RPITCH4);
+        a = fold32_careful(a, w.z, at + 2u * RPITCH4);
+        return fold32_careful(a, w.w, at + 3u * RPITCH4);
+    }
+    var a = fold32(acc, w.x, at);
+    a = fold32(a, w.y, at + RPITCH4);
+    a = fold32(a, w.z, at + 2u * RPITCH4);
+    return fold32(a, w.w, at + 3u * RPITCH4);
+}
+
+// Stores dims d .. d + 32 (those below head_dim) of x * inv to the row at `base`.
+fn store32(base: u32, d: u32, x: Dims32, inv: f32) {
+    store4(base, d, x.d0 * inv);
+    store4(base, d + 4u, x.d1 * inv);
+    store4(base, d + 8u, x.d2 * inv);
+    store4(base, d + 12u, x.d3 * inv);
+    store4(base, d + 16u, x.d4 * inv);
+    store4(base, d + 20u, x.d5 * inv);
+    store4(base, d + 24u, x.d6 * inv);
+    store4(base, d + 28u, x.d7 * inv);
+}
+
+// Which of the four keys j0 .. j0 + 4 (tile slots u .. u + 4) row i sees, and their scores
+// with the bias added (clamped to finite values, as in the other variants).
+fn visible4(s_in: vec4<f32>, u: u32, j0: u32, end: u32, b: u32, h: u32, i: u32) -> Scores {
+    let js = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let live = vec4<bool>(rlive[u] != 0u, rlive[u + 1u] != 0u, rlive[u + 2u] != 0u, rlive[u + 3u] != 0u);
+    var s = Scores(s_in, (js < vec4<u32>(end)) & live);
+    if (p.mask_kind == MASK_BIAS) {
+        for (var c = 0u; c < 4u; c++) {
+            if (s.live[c]) {
+                let bias = arena[mask_at(b, h, i, js[c])];
+                s.live[c] = bitcast<u32>(bias) != 0xff800000u;
+                s.value[c] += select(0.0, bias, s.live[c]);
+            }
+        }
+    }
+    s.value = max(s.value, vec4<f32>(NEG_MAX));
+    return s;
 }
 
 @compute @workgroup_size(64)
@@ -754,20 +904,11 @@ fn attention_rows(
     let i = i0 + t;
     let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
     let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
-    let upper = p.head_dim > 32u;
 
     // The row's query, scaled once (rows past seq_q read the last row and see no key).
     let q_base = p.q_offset + b * p.q_strides.x + min(i, p.seq_q - 1u) * p.q_strides.y
         + h * p.q_strides.z;
-    var q: array<vec4<f32>, 16>;
-    for (var d4 = 0u; d4 < 8u; d4++) {
-        q[d4] = load4_or_zero(q_base, 4u * d4, true) * p.scale;
-    }
-    if (upper) {
-        for (var d4 = 8u; d4 < 16u; d4++) {
-            q[d4] = load4_or_zero(q_base, 4u * d4, true) * p.scale;
-        }
-    }
+    let q = load32(q_base, 0u, p.scale);
     if (t == 0u) {
         // Key ends grow with the query index: the last row's bounds every row's.
         key_end = compute_key_end(i0 + rows - 1u);
@@ -778,7 +919,7 @@ fn attention_rows(
 
     var m = NEG_MAX;
     var l = 0.0;
-    var acc: array<vec4<f32>, 16>;
+    var acc = scaled32(q, 0.0);
     for (var kb = 0u; kb < kv_end; kb += RK) {
         let len = min(RK, kv_end - kb);
         var live = t < len;
@@ -792,63 +933,27 @@ fn attention_rows(
         workgroupBarrier();
         let careful = atomicLoad(&v_bad) != 0u;
 
-        for (var u0 = 0u; u0 < len; u0 += RSTEP) {
-            // Scores of keys kb + u0 + jj.
-            var s: array<f32, 16>;
-            for (var jj = 0u; jj < RSTEP; jj++) {
-                let kr = (u0 + jj) * RPITCH4;
-                var x = vec4<f32>(0.0);
-                for (var d4 = 0u; d4 < 8u; d4++) {
-                    x = fma(q[d4], rk[kr + d4], x);
-                }
-                if (upper) {
-                    for (var d4 = 8u; d4 < 16u; d4++) {
-                        x = fma(q[d4], rk[kr + d4], x);
-                    }
-                }
-                s[jj] = (x.x + x.y) + (x.z + x.w);
+        // Eight keys per step (len is not a multiple of 8 only in the last tile; the staged
+        // slots past it are zero and not live).
+        for (var u = 0u; u < len; u += 8u) {
+            let at = u * RPITCH4;
+            let at4 = at + 4u * RPITCH4;
+            let a = visible4(dot32x4(q, at), u, kb + u, end, b, h, i);
+            let c = visible4(dot32x4(q, at4), u + 4u, kb + u + 4u, end, b, h, i);
+            let step_max = max(live_max(a), live_max(c));
+            if (step_max > m) {
+                // Rescale to the new max (rare once the row's max settles).
+                let alpha = safe_exp(m - step_max);
+                m = step_max;
+                l *= alpha;
+                acc = scaled32(acc, alpha);
             }
-            // Which keys this row sees, their final scores and the step's max.
-            var seen: array<bool, 16>;
-            var step_max = NEG_MAX;
-            for (var jj = 0u; jj < RSTEP; jj++) {
-                let j = kb + u0 + jj;
-                var ok = j < end && rlive[u0 + jj] != 0u;
-                var bias = 0.0;
-                if (ok && p.mask_kind == MASK_BIAS) {
-                    bias = arena[mask_at(b, h, i, j)];
-                    ok = bitcast<u32>(bias) != 0xff800000u;
-                }
-                s[jj] = max(s[jj] + bias, NEG_MAX);
-                seen[jj] = ok;
-                step_max = max(step_max, select(NEG_MAX, s[jj], ok));
-            }
-            let m_new = max(m, step_max);
-            let alpha = safe_exp(m - m_new);
-            m = m_new;
-            l *= alpha;
-            for (var d4 = 0u; d4 < 16u; d4++) {
-                acc[d4] *= alpha;
-            }
-            for (var jj = 0u; jj < RSTEP; jj++) {
-                let w = select(0.0, safe_exp(s[jj] - m_new), seen[jj]);
-                l += w;
-                let vr = (u0 + jj) * RPITCH4;
-                if (careful) {
-                    for (var d4 = 0u; d4 < 16u; d4++) {
-                        acc[d4] += weigh4(w, rv[vr + d4]);
-                    }
-                } else {
-                    for (var d4 = 0u; d4 < 8u; d4++) {
-                        acc[d4] = fma(vec4<f32>(w), rv[vr + d4], acc[d4]);
-                    }
-                    if (upper) {
-                        for (var d4 = 8u; d4 < 16u; d4++) {
-                            acc[d4] = fma(vec4<f32>(w), rv[vr + d4], acc[d4]);
-                        }
-                    }
-                }
-            }
+            let w0 = select(vec4<f32>(0.0), safe_exp4(a.value - vec4<f32>(m)), a.live);
+            let w1 = select(vec4<f32>(0.0), safe_exp4(c.value - vec4<f32>(m)), c.live);
+            let ws = w0 + w1;
+            l += (ws.x + ws.y) + (ws.z + ws.w);
+            acc = fold32x4(acc, w0, at, careful);
+            acc = fold32x4(acc, w1, at4, careful);
         }
         // Before the next tile overwrites rk, rv and rlive.
         workgroupBarrier();
@@ -858,10 +963,6 @@ fn attention_rows(
         // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
         let inv = select(0.0, 1.0 / l, l > 0.0);
         let o_base = p.out_offset + b * p.out_strides.x + i * p.out_strides.y + h * p.out_strides.z;
-        for (var d4 = 0u; d4 < 16u; d4++) {
-            if (4u * d4 < p.head_dim) {
-                store4(o_base, 4u * d4, acc[d4] * inv);
-            }
-        }
+        store32(o_base, 0u, acc, inv);
     }
 }

@@ -1,8 +1,5 @@
 //! LayerNorm / RMSNorm kernels (plain and fused with residual and bias) against kiln-reference.
 //!
-//! Widths up to 1024 run `norm_rows` (32 invocations per row, eight rows per workgroup, so row
-//! counts that leave the last workgroup partly empty matter); wider ones `norm`.
-//!
 //! Tolerance: the kernel sums a row in f32 with a tree reduction (error ~ log2(W) * 2^-24
 //! relative), the reference in f64; the normalised values are O(1) with gamma/beta in [-1, 1], so
 //! an absolute 2e-5 leaves a wide margin while any indexing error (O(1)) still fails.

@@ -27,7 +27,6 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &matmul::MATMUL_SKINNY,
         &matmul::MATMUL_COOP,
         &norm::NORM,
-        &norm::NORM_ROWS,
         &movement::STRIDED_COPY,
         &movement::GATHER,
         &movement::UPDATE_ROWS,
@@ -51,10 +50,9 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
 /// that keep one entry point at every extent. The runtime builds their pipelines at compile
 /// time, so an extent change never compiles a shader.
 pub fn extent_variants(kernel: &KernelDesc) -> &'static [&'static KernelDesc] {
-    let families: [&'static [&'static KernelDesc]; 4] = [
+    let families: [&'static [&'static KernelDesc]; 3] = [
         &families::attention::EXTENT_VARIANTS,
         &families::matmul::EXTENT_VARIANTS,
-        &families::norm::EXTENT_VARIANTS,
         &families::quant::EXTENT_VARIANTS,
     ];
     families

@@ -1,6 +1,5 @@
 //! LayerNorm / RMSNorm over the last axis, fused with residual, bias, and the "tee" that also
-//! writes the pre-norm sum. Rows of up to [`ROWS_MAX_WIDTH`] values run 32 invocations per row
-//! with the row in registers (`norm_rows`); wider ones one workgroup per row (`norm`).
+//! writes the pre-norm sum.
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
@@ -46,22 +45,6 @@ pub const NORM: KernelDesc = KernelDesc {
     params: NormParams::LAYOUT,
     needs: Needs::BASELINE,
 };
-
-/// `norm_rows`: eight rows per workgroup, 32 invocations per row, the row held in registers.
-pub const NORM_ROWS: KernelDesc = KernelDesc {
-    name: "norm_rows",
-    entry: "norm_rows",
-    ..NORM
-};
-
-/// The widest row `norm_rows` holds (32 lanes x 32 values, the shader's constants).
-pub const ROWS_MAX_WIDTH: usize = 1024;
-/// Rows per workgroup of `norm_rows`.
-const ROWS_PER_GROUP: usize = 8;
-
-/// The norm kernels a planned step may move between when its extent changes (a symbolic
-/// width may cross [`ROWS_MAX_WIDTH`]).
-pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&NORM, &NORM_ROWS];
 
 /// The operands of one (possibly fused) norm.
 #[derive(Debug, Clone, Copy)]
@@ -119,14 +102,8 @@ pub fn lower_args(op: &Op, args: &NormArgs<'_>) -> Result<Vec<Dispatch>, LowerEr
     require_f32(op, all)?;
     let width = *args.x.dims.last().unwrap_or(&1);
     let rows = args.x.numel() / width.max(1);
-    let (kernel, rows_per_group) = if width <= ROWS_MAX_WIDTH {
-        (&NORM_ROWS, ROWS_PER_GROUP)
-    } else {
-        (&NORM, 1)
-    };
-    let groups = rows.div_ceil(rows_per_group);
-    let groups_x = groups.clamp(1, crate::dispatch::MAX_GROUPS_PER_DIM as usize);
-    let groups_y = groups.div_ceil(groups_x).max(1);
+    let groups_x = rows.clamp(1, crate::dispatch::MAX_GROUPS_PER_DIM as usize);
+    let groups_y = rows.div_ceil(groups_x).max(1);
     let flag = |o: Option<&Operand>, f: u32| if o.is_some() { f } else { 0 };
     let offset = |o: Option<&Operand>| o.map_or(0, |o| o.offset);
     let p = NormParams {
@@ -153,42 +130,5 @@ pub fn lower_args(op: &Op, args: &NormArgs<'_>) -> Result<Vec<Dispatch>, LowerEr
         ..Default::default()
     };
     let groups = [groups_x as u32, u32_of(op, "row groups", groups_y)?, 1];
-    Ok(vec![Dispatch::new(kernel, &p, groups)])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kiln_ir::DType;
-
-    fn lower_width(rows: usize, width: usize) -> Dispatch {
-        let x = Operand::new(0, &[rows, width], DType::F32);
-        let op = Op::Norm {
-            kind: NormKind::Layer,
-            eps: 1e-5,
-            affine: Affine::None,
-        };
-        lower(&op, &[x.clone()], &x).unwrap().remove(0)
-    }
-
-    #[test]
-    fn rows_up_to_the_register_width_take_norm_rows_eight_per_workgroup() {
-        let d = lower_width(4096, 384);
-        assert_eq!(d.kernel.name, NORM_ROWS.name);
-        assert_eq!(d.groups, [512, 1, 1]);
-        let d = lower_width(9, ROWS_MAX_WIDTH);
-        assert_eq!((d.kernel.name, d.groups), (NORM_ROWS.name, [2, 1, 1]));
-        let d = lower_width(9, ROWS_MAX_WIDTH + 1);
-        assert_eq!((d.kernel.name, d.groups), (NORM.name, [9, 1, 1]));
-    }
-
-    #[test]
-    fn the_rows_constants_match_the_shader() {
-        let src = NORM.source;
-        assert!(src.contains(&format!("const ROWS_PER_GROUP: u32 = {ROWS_PER_GROUP}u;")));
-        assert!(src.contains("const ROW_LANES: u32 = 32u;"));
-        assert!(src.contains("const ROW_VALUES: u32 = 32u;"));
-        assert_eq!(ROWS_MAX_WIDTH, 32 * 32);
-        assert_eq!(NORM_ROWS.invocations() as usize, 32 * ROWS_PER_GROUP);
-    }
+    Ok(vec![Dispatch::new(&NORM, &p, groups)])
 }
