@@ -697,24 +697,25 @@ fn attention(
 }
 
 // ---------------------------------------------------------------------------------------------
-// `attention_rows`: one query row per invocation (many query rows, head_dim <= 32).
+// `attention_rows`: two query rows per invocation (many query rows, head_dim <= 32).
 //
-// A workgroup of 64 invocations takes RQ = 64 consecutive query rows of one (batch, head);
-// invocation t owns row i0 + t, holding its (pre-scaled) query and its output accumulators in
-// registers. Keys come in tiles of RK = 64: K and V of the tile are staged once in workgroup
-// memory (RPITCH4 = 8 vec4s per key, head_dim zero-padded to 32), then every invocation walks
-// all keys of the tile from there, eight at a time: eight scores, the running max raised (and
-// the accumulators rescaled) only when a score exceeds it, eight weights, the values folded in.
-// Every invocation reads the same staged key at the same time (a broadcast, no bank
-// conflicts), so the only barriers are the two around each tile's staging, and a row's softmax
-// state never leaves its invocation.
+// A workgroup of 64 invocations takes RQ = 128 consecutive query rows of one (batch, head);
+// invocation t owns rows i0 + t and i0 + t + 64, holding their (pre-scaled) queries and output
+// accumulators in registers. Keys come in tiles of RK = 64: K and V of the tile are staged once
+// in workgroup memory (RPITCH4 = 8 vec4s per key, head_dim zero-padded to 32), then every
+// invocation walks all keys of the tile from there, eight at a time: eight scores per row, the
+// running max raised (and the accumulators rescaled) only when a score exceeds it, eight
+// weights, the values folded in. Every invocation reads the same staged key at the same time
+// (a broadcast, no bank conflicts), so the only barriers are the two around each tile's
+// staging, and a row's softmax state never leaves its invocation.
 //
+// Each staged vec4 read feeds eight fmas (four per row): the walk is bound by workgroup-memory
+// reads, which is why an invocation takes two rows (one row per invocation measured 168 µs per
+// MiniLM layer on an H200) and why head_dim stops at 32 (twice the registers per row at 64).
 // A row's dims are a `Dims32` of named vec4s, not an array: an indexed local array may be left
-// in local memory by the driver. Each staged vec4 read feeds only four fmas of one invocation,
-// so the walk is bound by workgroup-memory bandwidth: at head_dim 64 (twice the registers,
-// the same reads per fma) it measured slower than the tiled variant, 32 faster (H200).
+// in local memory by the driver.
 
-const RQ: u32 = 64u;
+const RQ: u32 = 128u;
 const RK: u32 = 64u;
 const RPITCH4: u32 = 8u;
 
@@ -788,45 +789,7 @@ fn scaled32(x: Dims32, a: f32) -> Dims32 {
     return Dims32(x.d0 * a, x.d1 * a, x.d2 * a, x.d3 * a, x.d4 * a, x.d5 * a, x.d6 * a, x.d7 * a);
 }
 
-// q · the staged key whose 32 dims start at rk[at].
-fn dot32(q: Dims32, at: u32) -> f32 {
-    var s = q.d0 * rk[at];
-    s = fma(q.d1, rk[at + 1u], s);
-    s = fma(q.d2, rk[at + 2u], s);
-    s = fma(q.d3, rk[at + 3u], s);
-    s = fma(q.d4, rk[at + 4u], s);
-    s = fma(q.d5, rk[at + 5u], s);
-    s = fma(q.d6, rk[at + 6u], s);
-    s = fma(q.d7, rk[at + 7u], s);
-    return (s.x + s.y) + (s.z + s.w);
-}
-
-// The scores of the four staged keys from rk[at] on (RPITCH4 apart).
-fn dot32x4(q: Dims32, at: u32) -> vec4<f32> {
-    return vec4<f32>(
-        dot32(q, at),
-        dot32(q, at + RPITCH4),
-        dot32(q, at + 2u * RPITCH4),
-        dot32(q, at + 3u * RPITCH4),
-    );
-}
-
-// acc + w * the staged value row whose 32 dims start at rv[at].
-fn fold32(acc: Dims32, w: f32, at: u32) -> Dims32 {
-    let x = vec4<f32>(w);
-    return Dims32(
-        fma(x, rv[at], acc.d0),
-        fma(x, rv[at + 1u], acc.d1),
-        fma(x, rv[at + 2u], acc.d2),
-        fma(x, rv[at + 3u], acc.d3),
-        fma(x, rv[at + 4u], acc.d4),
-        fma(x, rv[at + 5u], acc.d5),
-        fma(x, rv[at + 6u], acc.d6),
-        fma(x, rv[at + 7u], acc.d7),
-    );
-}
-
-// fold32 for a tile with a non-finite value: a key of weight 0 adds nothing.
+// acc + w * the staged value row at rv[at], where a key of weight 0 adds nothing.
 fn fold32_careful(acc: Dims32, w: f32, at: u32) -> Dims32 {
     return Dims32(
         acc.d0 + weigh4(w, rv[at]),
@@ -840,18 +803,13 @@ fn fold32_careful(acc: Dims32, w: f32, at: u32) -> Dims32 {
     );
 }
 
-// Folds four keys of weights w (from rv[at] on, RPITCH4 apart).
-fn fold32x4(acc: Dims32, w: vec4<f32>, at: u32, careful: bool) -> Dims32 {
-    if (careful) {
-        var a = fold32_careful(acc, w.x, at);
-        a = fold32_careful(a, w.y, at + RPITCH4);
-        a = fold32_careful(a, w.z, at + 2u * RPITCH4);
-        return fold32_careful(a, w.w, at + 3u * RPITCH4);
-    }
-    var a = fold32(acc, w.x, at);
-    a = fold32(a, w.y, at + RPITCH4);
-    a = fold32(a, w.z, at + 2u * RPITCH4);
-    return fold32(a, w.w, at + 3u * RPITCH4);
+// Folds four keys of weights w (from rv[at] on, RPITCH4 apart) in a tile with a non-finite
+// value: a key of weight 0 adds nothing.
+fn fold32x4_careful(acc: Dims32, w: vec4<f32>, at: u32) -> Dims32 {
+    var a = fold32_careful(acc, w.x, at);
+    a = fold32_careful(a, w.y, at + RPITCH4);
+    a = fold32_careful(a, w.z, at + 2u * RPITCH4);
+    return fold32_careful(a, w.w, at + 3u * RPITCH4);
 }
 
 // Stores dims d .. d + 32 (those below head_dim) of x * inv to the row at `base`.
@@ -864,6 +822,116 @@ fn store32(base: u32, d: u32, x: Dims32, inv: f32) {
     store4(base, d + 20u, x.d5 * inv);
     store4(base, d + 24u, x.d6 * inv);
     store4(base, d + 28u, x.d7 * inv);
+}
+
+// Two rows' 32 dims.
+struct Dims32Pair {
+    a: Dims32,
+    b: Dims32,
+}
+
+// (qa · k, qb · k) for the staged key whose 32 dims start at rk[at]; each staged vec4 is read
+// once for both rows.
+fn dot32_pair(qa: Dims32, qb: Dims32, at: u32) -> vec2<f32> {
+    var k = rk[at];
+    var sa = qa.d0 * k;
+    var sb = qb.d0 * k;
+    k = rk[at + 1u];
+    sa = fma(qa.d1, k, sa);
+    sb = fma(qb.d1, k, sb);
+    k = rk[at + 2u];
+    sa = fma(qa.d2, k, sa);
+    sb = fma(qb.d2, k, sb);
+    k = rk[at + 3u];
+    sa = fma(qa.d3, k, sa);
+    sb = fma(qb.d3, k, sb);
+    k = rk[at + 4u];
+    sa = fma(qa.d4, k, sa);
+    sb = fma(qb.d4, k, sb);
+    k = rk[at + 5u];
+    sa = fma(qa.d5, k, sa);
+    sb = fma(qb.d5, k, sb);
+    k = rk[at + 6u];
+    sa = fma(qa.d6, k, sa);
+    sb = fma(qb.d6, k, sb);
+    k = rk[at + 7u];
+    sa = fma(qa.d7, k, sa);
+    sb = fma(qb.d7, k, sb);
+    return vec2<f32>((sa.x + sa.y) + (sa.z + sa.w), (sb.x + sb.y) + (sb.z + sb.w));
+}
+
+// Both rows' scores of the four staged keys from rk[at] on (RPITCH4 apart).
+fn dot32_pair4(qa: Dims32, qb: Dims32, at: u32) -> Pair {
+    let s0 = dot32_pair(qa, qb, at);
+    let s1 = dot32_pair(qa, qb, at + RPITCH4);
+    let s2 = dot32_pair(qa, qb, at + 2u * RPITCH4);
+    let s3 = dot32_pair(qa, qb, at + 3u * RPITCH4);
+    return Pair(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(s0.y, s1.y, s2.y, s3.y));
+}
+
+// Both rows' accumulators plus their weights times the staged value row at rv[at].
+fn fold32_pair(acc: Dims32Pair, wa: f32, wb: f32, at: u32) -> Dims32Pair {
+    let xa = vec4<f32>(wa);
+    let xb = vec4<f32>(wb);
+    var r = acc;
+    var v = rv[at];
+    r.a.d0 = fma(xa, v, r.a.d0);
+    r.b.d0 = fma(xb, v, r.b.d0);
+    v = rv[at + 1u];
+    r.a.d1 = fma(xa, v, r.a.d1);
+    r.b.d1 = fma(xb, v, r.b.d1);
+    v = rv[at + 2u];
+    r.a.d2 = fma(xa, v, r.a.d2);
+    r.b.d2 = fma(xb, v, r.b.d2);
+    v = rv[at + 3u];
+    r.a.d3 = fma(xa, v, r.a.d3);
+    r.b.d3 = fma(xb, v, r.b.d3);
+    v = rv[at + 4u];
+    r.a.d4 = fma(xa, v, r.a.d4);
+    r.b.d4 = fma(xb, v, r.b.d4);
+    v = rv[at + 5u];
+    r.a.d5 = fma(xa, v, r.a.d5);
+    r.b.d5 = fma(xb, v, r.b.d5);
+    v = rv[at + 6u];
+    r.a.d6 = fma(xa, v, r.a.d6);
+    r.b.d6 = fma(xb, v, r.b.d6);
+    v = rv[at + 7u];
+    r.a.d7 = fma(xa, v, r.a.d7);
+    r.b.d7 = fma(xb, v, r.b.d7);
+    return r;
+}
+
+// Folds four keys of weights wa, wb (from rv[at] on, RPITCH4 apart) into both rows. In a tile
+// with a non-finite value, each row separately (a key of weight 0 adds nothing).
+fn fold32_pair4(acc: Dims32Pair, wa: vec4<f32>, wb: vec4<f32>, at: u32, careful: bool) -> Dims32Pair {
+    if (careful) {
+        return Dims32Pair(fold32x4_careful(acc.a, wa, at), fold32x4_careful(acc.b, wb, at));
+    }
+    var r = fold32_pair(acc, wa.x, wb.x, at);
+    r = fold32_pair(r, wa.y, wb.y, at + RPITCH4);
+    r = fold32_pair(r, wa.z, wb.z, at + 2u * RPITCH4);
+    return fold32_pair(r, wa.w, wb.w, at + 3u * RPITCH4);
+}
+
+// One row's streaming-softmax state after a step of eight keys.
+struct RowStep {
+    m: f32,
+    l: f32,
+    // The factor the row's accumulators take first (1 when the max did not rise).
+    alpha: f32,
+    // The eight keys' weights.
+    w0: vec4<f32>,
+    w1: vec4<f32>,
+}
+
+fn softmax_step(m: f32, l: f32, s0: Scores, s1: Scores) -> RowStep {
+    let step_max = max(live_max(s0), live_max(s1));
+    let m_new = max(m, step_max);
+    let alpha = select(1.0, safe_exp(m - m_new), step_max > m);
+    let w0 = select(vec4<f32>(0.0), safe_exp4(s0.value - vec4<f32>(m_new)), s0.live);
+    let w1 = select(vec4<f32>(0.0), safe_exp4(s1.value - vec4<f32>(m_new)), s1.live);
+    let ws = w0 + w1;
+    return RowStep(m_new, l * alpha + ((ws.x + ws.y) + (ws.z + ws.w)), alpha, w0, w1);
 }
 
 // Which of the four keys j0 .. j0 + 4 (tile slots u .. u + 4) row i sees, and their scores
@@ -901,25 +969,31 @@ fn attention_rows(
     let hk = h / p.group;
     let i0 = qt * RQ;
     let rows = min(RQ, p.seq_q - i0);
-    let i = i0 + t;
+    // Rows a and b of this invocation.
+    let ia = i0 + t;
+    let ib = ia + WG;
     let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
     let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
 
-    // The row's query, scaled once (rows past seq_q read the last row and see no key).
-    let q_base = p.q_offset + b * p.q_strides.x + min(i, p.seq_q - 1u) * p.q_strides.y
-        + h * p.q_strides.z;
-    let q = load32(q_base, 0u, p.scale);
+    // The rows' queries, scaled once (rows past seq_q read the last row and see no key).
+    let q_head = p.q_offset + b * p.q_strides.x + h * p.q_strides.z;
+    let qa = load32(q_head + min(ia, p.seq_q - 1u) * p.q_strides.y, 0u, p.scale);
+    let qb = load32(q_head + min(ib, p.seq_q - 1u) * p.q_strides.y, 0u, p.scale);
     if (t == 0u) {
         // Key ends grow with the query index: the last row's bounds every row's.
         key_end = compute_key_end(i0 + rows - 1u);
         atomicStore(&v_bad, 0u);
     }
     let kv_end = workgroupUniformLoad(&key_end);
-    let end = select(0u, compute_key_end(i), t < rows);
+    let end_a = select(0u, compute_key_end(ia), t < rows);
+    let end_b = select(0u, compute_key_end(ib), t + WG < rows);
 
-    var m = NEG_MAX;
-    var l = 0.0;
-    var acc = scaled32(q, 0.0);
+    var ma = NEG_MAX;
+    var mb = NEG_MAX;
+    var la = 0.0;
+    var lb = 0.0;
+    let zero = scaled32(qa, 0.0);
+    var acc = Dims32Pair(zero, zero);
     for (var kb = 0u; kb < kv_end; kb += RK) {
         let len = min(RK, kv_end - kb);
         var live = t < len;
@@ -938,31 +1012,45 @@ fn attention_rows(
         for (var u = 0u; u < len; u += 8u) {
             let at = u * RPITCH4;
             let at4 = at + 4u * RPITCH4;
-            let a = visible4(dot32x4(q, at), u, kb + u, end, b, h, i);
-            let c = visible4(dot32x4(q, at4), u + 4u, kb + u + 4u, end, b, h, i);
-            let step_max = max(live_max(a), live_max(c));
-            if (step_max > m) {
-                // Rescale to the new max (rare once the row's max settles).
-                let alpha = safe_exp(m - step_max);
-                m = step_max;
-                l *= alpha;
-                acc = scaled32(acc, alpha);
+            let s0 = dot32_pair4(qa, qb, at);
+            let s1 = dot32_pair4(qa, qb, at4);
+            let j = kb + u;
+            let ra = softmax_step(
+                ma,
+                la,
+                visible4(s0.a, u, j, end_a, b, h, ia),
+                visible4(s1.a, u + 4u, j + 4u, end_a, b, h, ia),
+            );
+            let rb = softmax_step(
+                mb,
+                lb,
+                visible4(s0.b, u, j, end_b, b, h, ib),
+                visible4(s1.b, u + 4u, j + 4u, end_b, b, h, ib),
+            );
+            // Rescaling is rare once a row's max settles.
+            if (ra.alpha != 1.0) {
+                acc.a = scaled32(acc.a, ra.alpha);
             }
-            let w0 = select(vec4<f32>(0.0), safe_exp4(a.value - vec4<f32>(m)), a.live);
-            let w1 = select(vec4<f32>(0.0), safe_exp4(c.value - vec4<f32>(m)), c.live);
-            let ws = w0 + w1;
-            l += (ws.x + ws.y) + (ws.z + ws.w);
-            acc = fold32x4(acc, w0, at, careful);
-            acc = fold32x4(acc, w1, at4, careful);
+            if (rb.alpha != 1.0) {
+                acc.b = scaled32(acc.b, rb.alpha);
+            }
+            ma = ra.m;
+            la = ra.l;
+            mb = rb.m;
+            lb = rb.l;
+            acc = fold32_pair4(acc, ra.w0, rb.w0, at, careful);
+            acc = fold32_pair4(acc, ra.w1, rb.w1, at4, careful);
         }
         // Before the next tile overwrites rk, rv and rlive.
         workgroupBarrier();
     }
 
+    // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
+    let o_head = p.out_offset + b * p.out_strides.x + h * p.out_strides.z;
     if (t < rows) {
-        // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
-        let inv = select(0.0, 1.0 / l, l > 0.0);
-        let o_base = p.out_offset + b * p.out_strides.x + i * p.out_strides.y + h * p.out_strides.z;
-        store32(o_base, 0u, acc, inv);
+        store32(o_head + ia * p.out_strides.y, 0u, acc.a, select(0.0, 1.0 / la, la > 0.0));
+    }
+    if (t + WG < rows) {
+        store32(o_head + ib * p.out_strides.y, 0u, acc.b, select(0.0, 1.0 / lb, lb > 0.0));
     }
 }

@@ -25,14 +25,14 @@ pub const TILE_QUERIES: usize = 16;
 /// 27 µs against 110. The crossover lies between; 32 (two query tiles) is interpolated, not
 /// measured.
 pub const TILED_MIN_QUERIES: usize = 32;
-/// Query rows per workgroup of [`Variant::Rows`] (the shader's `RQ`), one per invocation.
-pub const ROWS_PER_GROUP: usize = 64;
+/// Query rows per workgroup of [`Variant::Rows`] (the shader's `RQ`), two per invocation.
+pub const ROWS_PER_GROUP: usize = 128;
 /// The largest head_dim [`Variant::Rows`] holds (a query and its accumulators in registers).
 /// Its walk is bound by workgroup-memory reads (four fmas per staged vec4): at head_dim 64 it
 /// took 287 µs for 32 x 128 queries of 12 heads where the tiled variant took 267 (H200), at 32
 /// (MiniLM) 168 µs per layer against 246.
 pub const ROWS_MAX_HEAD_DIM: usize = 32;
-/// [`Variant::Rows`] needs at least this many workgroups (batch * heads * query tiles of 64):
+/// [`Variant::Rows`] needs at least this many workgroups (batch * heads * query tiles of 128):
 /// below it, one workgroup per SM or fewer, the tiled variant's four times as many workgroups
 /// run faster.
 pub const ROWS_MIN_GROUPS: usize = 128;
@@ -117,9 +117,9 @@ pub enum Variant {
     /// [`TILE_QUERIES`] query rows of one (batch, head) per workgroup: each tile of 32 keys of
     /// K and V is staged once in workgroup memory and reused by all of them.
     Tiled,
-    /// One query row per invocation, [`ROWS_PER_GROUP`] rows of one (batch, head) per
+    /// Two query rows per invocation, [`ROWS_PER_GROUP`] rows of one (batch, head) per
     /// workgroup: each tile of 64 keys of K and V is staged once, then every invocation walks
-    /// it with its query and accumulators in registers (no barrier inside the walk).
+    /// it with its queries and accumulators in registers (no barrier inside the walk).
     Rows,
 }
 
@@ -514,7 +514,8 @@ mod tests {
         assert_eq!(Variant::choose(ROWS_PER_GROUP * many, 1, 32), Variant::Rows);
         // Too few workgroups, or a head too wide for registers: tiled.
         assert_eq!(Variant::choose(64, many - 1, 32), Variant::Tiled);
-        assert_eq!(Variant::choose(65, many / 2, 32), Variant::Rows);
+        assert_eq!(Variant::choose(129, many / 2, 32), Variant::Rows);
+        assert_eq!(Variant::choose(128, many / 2, 32), Variant::Tiled);
         assert_eq!(
             Variant::choose(128, many, ROWS_MAX_HEAD_DIM + 1),
             Variant::Tiled
@@ -528,7 +529,7 @@ mod tests {
         // Eight vec4s per staged key: head_dim up to 32.
         assert!(SOURCE.contains("const RPITCH4: u32 = 8u;"));
         assert_eq!(ROWS_MAX_HEAD_DIM, 32);
-        assert_eq!(ROWS_PER_GROUP, WORKGROUP as usize);
+        assert_eq!(ROWS_PER_GROUP, 2 * WORKGROUP as usize);
     }
 
     fn minilm_op(head_dim: usize) -> Op {
@@ -552,13 +553,19 @@ mod tests {
 
     #[test]
     fn each_variant_has_one_workgroup_per_query_tile() {
-        // MiniLM-L6 at batch 32 ([32, 128, 12, 32] BSHD): 64 rows per workgroup.
+        // MiniLM-L6 at batch 32 ([32, 128, 12, 32] BSHD): 128 rows per workgroup, at 130
+        // queries two tiles.
         let d = lower_minilm(32, 32, 128);
         let p = params(&d[0]);
         assert_eq!(d[0].kernel.name, ATTENTION_ROWS.name);
-        assert_eq!((p.variant, p.q_tiles), (Variant::Rows.code(), 2));
-        assert_eq!(p.items, 32 * 12 * 2);
-        assert_eq!(d[0].groups, [32 * 12 * 2, 1, 1]);
+        assert_eq!((p.variant, p.q_tiles), (Variant::Rows.code(), 1));
+        assert_eq!(p.items, 32 * 12);
+        assert_eq!(d[0].groups, [32 * 12, 1, 1]);
+        let p = params(&lower_minilm(32, 32, 130)[0]);
+        assert_eq!(
+            (p.variant, p.q_tiles, p.items),
+            (Variant::Rows.code(), 2, 32 * 12 * 2)
+        );
 
         // Head dim 128 at 130 queries: tiled, 9 tiles, the last one of 2 rows.
         let d = lower_minilm(128, 1, 130);
