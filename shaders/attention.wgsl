@@ -212,6 +212,15 @@ fn weigh(w: f32, x: f32) -> f32 {
     return select(0.0, w * x, w != 0.0);
 }
 
+// Eight keys' weighted values at one dim: w0, w1 weigh the value rows from `d` on, `vs` apart.
+fn weigh8(d: u32, vs: u32, w0: vec4<f32>, w1: vec4<f32>) -> f32 {
+    let a = (weigh(w0.x, arena[d]) + weigh(w0.y, arena[d + vs]))
+        + (weigh(w0.z, arena[d + 2u * vs]) + weigh(w0.w, arena[d + 3u * vs]));
+    let e = (weigh(w1.x, arena[d + 4u * vs]) + weigh(w1.y, arena[d + 5u * vs]))
+        + (weigh(w1.z, arena[d + 6u * vs]) + weigh(w1.w, arena[d + 7u * vs]));
+    return a + e;
+}
+
 // Variant 0: one query row per workgroup (see the file comment).
 fn attention_row(row: u32, t: u32) {
     let i = row % p.seq_q;
@@ -232,7 +241,11 @@ fn attention_row(row: u32, t: u32) {
     var m = NEG_MAX;
     var l = 0.0;
     var seen = false;
-    var acc: array<f32, DIMS_PER_THREAD>;
+    // Dims t + c * WG (c < DIMS_PER_THREAD = 4) of the output row: a vec4 touched component
+    // by component with constant indices, not an array, which a driver may leave in local memory.
+    var acc = vec4<f32>(0.0);
+    let dims = vec4<u32>(t) + vec4<u32>(0u, 1u, 2u, 3u) * WG;
+    let in_row = dims < vec4<u32>(p.head_dim);
     let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
     let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
     for (var kb = 0u; kb < end; kb += WG) {
@@ -263,9 +276,7 @@ fn attention_row(row: u32, t: u32) {
 
         // Rescale the running sums to the new max and add this tile's weighted values.
         l *= alpha;
-        for (var c = 0u; c < DIMS_PER_THREAD; c++) {
-            acc[c] *= alpha;
-        }
+        acc *= alpha;
         // Eight keys at a time, to keep loads in flight as in dot_q.
         let vs = p.v_strides.y;
         var u = 0u;
@@ -274,25 +285,34 @@ fn attention_row(row: u32, t: u32) {
             let w1 = vec4<f32>(tile_p[u + 4u], tile_p[u + 5u], tile_p[u + 6u], tile_p[u + 7u]);
             l += ((w0.x + w0.y) + (w0.z + w0.w)) + ((w1.x + w1.y) + (w1.z + w1.w));
             let r = v_head + (kb + u) * vs;
-            for (var c = 0u; c < DIMS_PER_THREAD; c++) {
-                let d = r + t + c * WG;
-                if (t + c * WG < p.head_dim) {
-                    let a = (weigh(w0.x, arena[d]) + weigh(w0.y, arena[d + vs]))
-                        + (weigh(w0.z, arena[d + 2u * vs]) + weigh(w0.w, arena[d + 3u * vs]));
-                    let e = (weigh(w1.x, arena[d + 4u * vs]) + weigh(w1.y, arena[d + 5u * vs]))
-                        + (weigh(w1.z, arena[d + 6u * vs]) + weigh(w1.w, arena[d + 7u * vs]));
-                    acc[c] += a + e;
-                }
+            if (in_row.x) {
+                acc.x += weigh8(r + dims.x, vs, w0, w1);
+            }
+            if (in_row.y) {
+                acc.y += weigh8(r + dims.y, vs, w0, w1);
+            }
+            if (in_row.z) {
+                acc.z += weigh8(r + dims.z, vs, w0, w1);
+            }
+            if (in_row.w) {
+                acc.w += weigh8(r + dims.w, vs, w0, w1);
             }
         }
         for (; u < len; u++) {
             let w = tile_p[u];
             l += w;
             let r = v_head + (kb + u) * vs;
-            for (var c = 0u; c < DIMS_PER_THREAD; c++) {
-                if (t + c * WG < p.head_dim) {
-                    acc[c] += weigh(w, arena[r + t + c * WG]);
-                }
+            if (in_row.x) {
+                acc.x += weigh(w, arena[r + dims.x]);
+            }
+            if (in_row.y) {
+                acc.y += weigh(w, arena[r + dims.y]);
+            }
+            if (in_row.z) {
+                acc.z += weigh(w, arena[r + dims.z]);
+            }
+            if (in_row.w) {
+                acc.w += weigh(w, arena[r + dims.w]);
             }
         }
         m = m_new;
@@ -302,11 +322,18 @@ fn attention_row(row: u32, t: u32) {
     // A row that saw no key writes zeros (l >= 1 otherwise: the max key weighs exp(0)).
     let inv_l = select(0.0, 1.0 / l, seen);
     let o_base = p.out_offset + b * p.out_strides.x + i * p.out_strides.y + h * p.out_strides.z;
-    for (var c = 0u; c < DIMS_PER_THREAD; c++) {
-        let d = t + c * WG;
-        if (d < p.head_dim) {
-            arena[o_base + d] = acc[c] * inv_l;
-        }
+    let y = acc * inv_l;
+    if (in_row.x) {
+        arena[o_base + dims.x] = y.x;
+    }
+    if (in_row.y) {
+        arena[o_base + dims.y] = y.y;
+    }
+    if (in_row.z) {
+        arena[o_base + dims.z] = y.z;
+    }
+    if (in_row.w) {
+        arena[o_base + dims.w] = y.w;
     }
 }
 
