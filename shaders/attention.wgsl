@@ -726,21 +726,23 @@ fn attention(
 // ---------------------------------------------------------------------------------------------
 // `attention_rows`: two query rows per invocation (many query rows, head_dim <= 32).
 //
-// A workgroup of 64 invocations takes RQ = 128 consecutive query rows of one (batch, head);
-// invocation t owns rows i0 + t and i0 + t + 64, holding their (pre-scaled) queries and output
-// accumulators in registers. Keys come in tiles of RK = 64: K and V of the tile are staged once
-// in workgroup memory (RPITCH4 = 8 vec4s per key, head_dim zero-padded to 32), then every
-// invocation walks all keys of the tile from there, eight at a time: eight scores per row, the
-// running max raised (and the accumulators rescaled) only when a score exceeds it, eight
-// weights, the values folded in. Every invocation reads the same staged key at the same time
-// (a broadcast, no bank conflicts), so the only barriers are the two around each tile's
-// staging, and a row's softmax state never leaves its invocation.
+// A workgroup of 128 invocations takes RQ = 128 consecutive query rows of one (batch, head).
+// Invocations t and t + 64 own the same two rows, r = i0 + t and r + 64, and split the keys
+// between them: each walks every other step of eight keys with its own streaming-softmax
+// state, and the two states merge at the end (through workgroup memory). Queries (pre-scaled)
+// and output accumulators live in registers. Keys come in tiles of RK = 64: K and V of the
+// tile are staged once in workgroup memory (RPITCH4 = 8 vec4s per key, head_dim zero-padded to
+// 32); a step scores eight keys for both rows, raises the running max (rescaling the
+// accumulators) only when a score exceeds it, and folds the eight weighted values in. All
+// invocations of a half read the same staged key at the same time (a broadcast, no bank
+// conflicts), so the only barriers are the two around each tile's staging.
 //
 // Each staged vec4 read feeds eight fmas (four per row): the walk is bound by workgroup-memory
-// reads, which is why an invocation takes two rows (one row per invocation measured 168 µs per
-// MiniLM layer on an H200) and why head_dim stops at 32 (twice the registers per row at 64).
-// A row's dims are a `Dims32` of named vec4s, not an array: an indexed local array may be left
-// in local memory by the driver.
+// reads and latency, which is why an invocation takes two rows, why the keys are split (twice
+// the warps to hide latency: MiniLM 32 x 128 attention 105 -> ? µs per layer on an H200; one
+// row per invocation without the split took 168) and why head_dim stops at 32 (twice the
+// registers per row at 64). A row's dims are a `Dims32` of named vec4s, not an array: an
+// indexed local array may be left in local memory by the driver.
 
 const RQ: u32 = 128u;
 const RK: u32 = 64u;
@@ -750,40 +752,38 @@ var<workgroup> rk: array<vec4<f32>, 512>; // RK * RPITCH4
 var<workgroup> rv: array<vec4<f32>, 512>; // RK * RPITCH4
 // Whether key kb + u of the tile is visible at all (below the tile's key end, not padded).
 var<workgroup> rlive: array<u32, 64>; // RK
+// The second half's softmax states (m, l of rows a and b), for the merge.
+var<workgroup> rstate: array<vec4<f32>, 64>;
 
-// Stages the tile's rows [kb, kb + len) of K into rk and of V into rv: invocation t loads dims
-// 4 (t % 8) .. + 4 of keys 32 round + t / 8 + 8 n (n < 4), eight invocations per key row so
-// the loads coalesce. Rows past `len` and dims past head_dim are zero. Returns whether a staged
-// value of V is not finite.
+// Stages the tile's rows [kb, kb + len) of K into rk and of V into rv: invocation t (of 128)
+// loads dims 4 (t % 8) .. + 4 of keys t / 8 + 16 n (n < 4), eight invocations per key row so
+// the loads coalesce, all eight loads (named values, not an array) in flight together. Rows
+// past `len` and dims past head_dim are zero. Returns whether a staged value of V is not
+// finite.
 fn stage_rows(k_head: u32, v_head: u32, kb: u32, len: u32, t: u32) -> bool {
     let d4 = t % RPITCH4;
     let d = 4u * d4;
     let ks = p.k_strides.y;
     let vs = p.v_strides.y;
-    var bad = false;
-    // Two rounds of four keys, K and V: eight loads in flight (named values, not an array).
-    for (var round = 0u; round < 2u; round++) {
-        let key = 32u * round + t / RPITCH4;
-        let k0 = row_at(k_head, ks, kb, len, key, d);
-        let k1 = row_at(k_head, ks, kb, len, key + 8u, d);
-        let k2 = row_at(k_head, ks, kb, len, key + 16u, d);
-        let k3 = row_at(k_head, ks, kb, len, key + 24u, d);
-        let v0 = row_at(v_head, vs, kb, len, key, d);
-        let v1 = row_at(v_head, vs, kb, len, key + 8u, d);
-        let v2 = row_at(v_head, vs, kb, len, key + 16u, d);
-        let v3 = row_at(v_head, vs, kb, len, key + 24u, d);
-        let at = key * RPITCH4 + d4;
-        rk[at] = k0;
-        rk[at + 8u * RPITCH4] = k1;
-        rk[at + 16u * RPITCH4] = k2;
-        rk[at + 24u * RPITCH4] = k3;
-        rv[at] = v0;
-        rv[at + 8u * RPITCH4] = v1;
-        rv[at + 16u * RPITCH4] = v2;
-        rv[at + 24u * RPITCH4] = v3;
-        bad = bad || ((non_finite(v0) || non_finite(v1)) || (non_finite(v2) || non_finite(v3)));
-    }
-    return bad;
+    let key = t / RPITCH4;
+    let k0 = row_at(k_head, ks, kb, len, key, d);
+    let k1 = row_at(k_head, ks, kb, len, key + 16u, d);
+    let k2 = row_at(k_head, ks, kb, len, key + 32u, d);
+    let k3 = row_at(k_head, ks, kb, len, key + 48u, d);
+    let v0 = row_at(v_head, vs, kb, len, key, d);
+    let v1 = row_at(v_head, vs, kb, len, key + 16u, d);
+    let v2 = row_at(v_head, vs, kb, len, key + 32u, d);
+    let v3 = row_at(v_head, vs, kb, len, key + 48u, d);
+    let at = key * RPITCH4 + d4;
+    rk[at] = k0;
+    rk[at + 16u * RPITCH4] = k1;
+    rk[at + 32u * RPITCH4] = k2;
+    rk[at + 48u * RPITCH4] = k3;
+    rv[at] = v0;
+    rv[at + 16u * RPITCH4] = v1;
+    rv[at + 32u * RPITCH4] = v2;
+    rv[at + 48u * RPITCH4] = v3;
+    return (non_finite(v0) || non_finite(v1)) || (non_finite(v2) || non_finite(v3));
 }
 
 // 32 consecutive dims of one row.
@@ -980,7 +980,57 @@ fn visible4(s_in: vec4<f32>, u: u32, j0: u32, end: u32, b: u32, h: u32, i: u32) 
     return s;
 }
 
-@compute @workgroup_size(64)
+// Stores row slot r's 32 accumulated dims into the staging area (rk for row a, rv for row b),
+// for the merge.
+fn park32(at: u32, x: Dims32, to_v: bool) {
+    if (to_v) {
+        rv[at] = x.d0;
+        rv[at + 1u] = x.d1;
+        rv[at + 2u] = x.d2;
+        rv[at + 3u] = x.d3;
+        rv[at + 4u] = x.d4;
+        rv[at + 5u] = x.d5;
+        rv[at + 6u] = x.d6;
+        rv[at + 7u] = x.d7;
+    } else {
+        rk[at] = x.d0;
+        rk[at + 1u] = x.d1;
+        rk[at + 2u] = x.d2;
+        rk[at + 3u] = x.d3;
+        rk[at + 4u] = x.d4;
+        rk[at + 5u] = x.d5;
+        rk[at + 6u] = x.d6;
+        rk[at + 7u] = x.d7;
+    }
+}
+
+// x * a + (the parked dims at `at`) * b.
+fn merge32(x: Dims32, a: f32, at: u32, b: f32, from_v: bool) -> Dims32 {
+    if (from_v) {
+        return Dims32(
+            fma(vec4<f32>(b), rv[at], x.d0 * a),
+            fma(vec4<f32>(b), rv[at + 1u], x.d1 * a),
+            fma(vec4<f32>(b), rv[at + 2u], x.d2 * a),
+            fma(vec4<f32>(b), rv[at + 3u], x.d3 * a),
+            fma(vec4<f32>(b), rv[at + 4u], x.d4 * a),
+            fma(vec4<f32>(b), rv[at + 5u], x.d5 * a),
+            fma(vec4<f32>(b), rv[at + 6u], x.d6 * a),
+            fma(vec4<f32>(b), rv[at + 7u], x.d7 * a),
+        );
+    }
+    return Dims32(
+        fma(vec4<f32>(b), rk[at], x.d0 * a),
+        fma(vec4<f32>(b), rk[at + 1u], x.d1 * a),
+        fma(vec4<f32>(b), rk[at + 2u], x.d2 * a),
+        fma(vec4<f32>(b), rk[at + 3u], x.d3 * a),
+        fma(vec4<f32>(b), rk[at + 4u], x.d4 * a),
+        fma(vec4<f32>(b), rk[at + 5u], x.d5 * a),
+        fma(vec4<f32>(b), rk[at + 6u], x.d6 * a),
+        fma(vec4<f32>(b), rk[at + 7u], x.d7 * a),
+    );
+}
+
+@compute @workgroup_size(128)
 fn attention_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
@@ -996,8 +1046,10 @@ fn attention_rows(
     let hk = h / p.group;
     let i0 = qt * RQ;
     let rows = min(RQ, p.seq_q - i0);
-    // Rows a and b of this invocation.
-    let ia = i0 + t;
+    // Row slot r (rows a and b) and which half of the keys this invocation walks.
+    let r = t % WG;
+    let half = t / WG;
+    let ia = i0 + r;
     let ib = ia + WG;
     let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
     let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
@@ -1012,8 +1064,8 @@ fn attention_rows(
         atomicStore(&v_bad, 0u);
     }
     let kv_end = workgroupUniformLoad(&key_end);
-    let end_a = select(0u, compute_key_end(ia), t < rows);
-    let end_b = select(0u, compute_key_end(ib), t + WG < rows);
+    let end_a = select(0u, compute_key_end(ia), r < rows);
+    let end_b = select(0u, compute_key_end(ib), r + WG < rows);
 
     var ma = NEG_MAX;
     var mb = NEG_MAX;
@@ -1023,20 +1075,22 @@ fn attention_rows(
     var acc = Dims32Pair(zero, zero);
     for (var kb = 0u; kb < kv_end; kb += RK) {
         let len = min(RK, kv_end - kb);
-        var live = t < len;
-        if (live && p.mask_kind == MASK_KEY_PADDING) {
-            live = padding_keeps(arena[mask_at(b, 0u, 0u, kb + t)]);
+        if (t < RK) {
+            var live = t < len;
+            if (live && p.mask_kind == MASK_KEY_PADDING) {
+                live = padding_keeps(arena[mask_at(b, 0u, 0u, kb + t)]);
+            }
+            rlive[t] = select(0u, 1u, live);
         }
-        rlive[t] = select(0u, 1u, live);
         if (stage_rows(k_head, v_head, kb, len, t)) {
             atomicOr(&v_bad, 1u);
         }
         workgroupBarrier();
         let careful = atomicLoad(&v_bad) != 0u;
 
-        // Eight keys per step (len is not a multiple of 8 only in the last tile; the staged
-        // slots past it are zero and not live).
-        for (var u = 0u; u < len; u += 8u) {
+        // Steps of eight keys, alternating between the halves (len is not a multiple of 8
+        // only in the last tile; the staged slots past it are zero and not live).
+        for (var u = 8u * half; u < len; u += 16u) {
             let at = u * RPITCH4;
             let at4 = at + 4u * RPITCH4;
             let s0 = dot32_pair4(qa, qb, at);
@@ -1068,16 +1122,37 @@ fn attention_rows(
             acc = fold32_pair4(acc, ra.w0, rb.w0, at, careful);
             acc = fold32_pair4(acc, ra.w1, rb.w1, at4, careful);
         }
-        // Before the next tile overwrites rk, rv and rlive.
+        // Before the next tile (or the merge) overwrites rk, rv and rlive.
         workgroupBarrier();
     }
 
+    // The second half parks its states; the first merges them into its own and stores. A
+    // half that saw no key has m = NEG_MAX and l = 0, so it weighs (at most) exp(-87) * 0.
+    let at = r * RPITCH4;
+    if (half == 1u) {
+        rstate[r] = vec4<f32>(ma, la, mb, lb);
+        park32(at, acc.a, false);
+        park32(at, acc.b, true);
+    }
+    workgroupBarrier();
+    if (half == 1u) {
+        return;
+    }
+    let other = rstate[r];
+    let m_a = max(ma, other.x);
+    let m_b = max(mb, other.z);
+    let ea = vec2<f32>(safe_exp(ma - m_a), safe_exp(other.x - m_a));
+    let eb = vec2<f32>(safe_exp(mb - m_b), safe_exp(other.z - m_b));
+    let l_a = la * ea.x + other.y * ea.y;
+    let l_b = lb * eb.x + other.w * eb.y;
     // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
     let o_head = p.out_offset + b * p.out_strides.x + h * p.out_strides.z;
-    if (t < rows) {
-        store32(o_head + ia * p.out_strides.y, 0u, acc.a, select(0.0, 1.0 / la, la > 0.0));
+    if (r < rows) {
+        let y = merge32(acc.a, ea.x, at, ea.y, false);
+        store32(o_head + ia * p.out_strides.y, 0u, y, select(0.0, 1.0 / l_a, l_a > 0.0));
     }
-    if (t + WG < rows) {
-        store32(o_head + ib * p.out_strides.y, 0u, acc.b, select(0.0, 1.0 / lb, lb > 0.0));
+    if (r + WG < rows) {
+        let y = merge32(acc.b, eb.x, at, eb.y, true);
+        store32(o_head + ib * p.out_strides.y, 0u, y, select(0.0, 1.0 / l_b, l_b > 0.0));
     }
 }

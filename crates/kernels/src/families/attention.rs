@@ -98,7 +98,7 @@ pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
     file: "attention.wgsl",
     source: SOURCE,
     entry: "attention_rows",
-    workgroup_size: [WORKGROUP, 1, 1],
+    workgroup_size: [2 * WORKGROUP, 1, 1],
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
     needs: Needs::BASELINE,
@@ -118,8 +118,9 @@ pub enum Variant {
     /// K and V is staged once in workgroup memory and reused by all of them.
     Tiled,
     /// Two query rows per invocation, [`ROWS_PER_GROUP`] rows of one (batch, head) per
-    /// workgroup: each tile of 64 keys of K and V is staged once, then every invocation walks
-    /// it with its queries and accumulators in registers (no barrier inside the walk).
+    /// workgroup of 128 invocations, each pair of rows walked by two invocations that split
+    /// the keys: each tile of 64 keys of K and V is staged once, then walked with the queries
+    /// and accumulators in registers (no barrier inside the walk).
     Rows,
 }
 
@@ -421,7 +422,9 @@ fn lower_views(
     let variant = Variant::choose(seq_q, batch * a.num_heads, a.head_dim);
     let q_tiles = seq_q.div_ceil(variant.rows_per_item());
     let items = batch * a.num_heads * q_tiles;
-    let g = grid(op, items * WORKGROUP as usize, WORKGROUP)?;
+    // One workgroup per work item.
+    let per_group = variant.kernel().invocations();
+    let g = grid(op, items * per_group as usize, per_group)?;
     let p = AttentionParams {
         items: u32_of(op, "work items", items)?,
         groups_x: g.groups[0],
