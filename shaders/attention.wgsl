@@ -1,19 +1,20 @@
 // Fused scaled-dot-product attention with a streaming (online) softmax.
 //
-// Entry point `attention` has two variants picked by `variant` (one pipeline, so that switching
-// between them on an extent change, decode at seq_q = 1 and prefill at seq_q = prompt, costs
-// nothing); `attention_rows` (variant 2, at the end of the file) has an entry point of its own,
-// its many registers would otherwise bound the others' occupancy:
+// Three variants (the `variant` param), each on an entry point of its own; they bind alike, so a
+// planned step switches between them when its extent changes (decode at seq_q = 1, prefill at
+// seq_q = prompt):
 //
-// - 0, per row (few queries, decode): one workgroup of 64 invocations computes one query row
-//   (batch b, head h, query i). The query row is staged in workgroup memory; keys are visited in
-//   tiles of 64, one key per invocation for the score, then every invocation folds the whole
-//   tile into its share of head_dim (dims t, t + 64, ...). The running max `m` and sum `l` are
-//   kept identically by every invocation, so no score matrix is ever stored and any key length
-//   works.
+// - 0, `attention_row` (few queries, decode): one workgroup computes one query row (batch b,
+//   head h, query i), its 256 invocations in ROW_GROUPS = 4 key groups of 64. The query row is
+//   staged in workgroup memory; group g visits the key tiles g, g + 4, ... (64 keys each), one
+//   key per invocation for the score, then every invocation of the group folds the whole tile
+//   into its share of head_dim (dims t, t + 64, ...). A group's running max `m` and sum `l` are
+//   kept identically by its invocations; at the end the four groups' states merge. No score
+//   matrix is ever stored and any key length works; the groups give a long cache four times
+//   the parallelism (decode has one workgroup per head).
 //
-// - 1, tiled (prefill, encoders): one workgroup of 64 invocations computes TQ = 16 query rows of
-//   one (batch, head). Keys are visited in tiles of TK = 32; each tile of K, then of V, is staged
+// - 1, `attention`, tiled (prefill, encoders): one workgroup of 64 invocations computes TQ = 16
+//   query rows of one (batch, head). Keys are visited in tiles of TK = 32; each tile of K, then of V, is staged
 //   once in workgroup memory and reused by all 16 rows. head_dim is staged in chunks of 64
 //   dims. Invocation t owns the query rows 2 * (t / 8) and 2 * (t / 8) + 1; for the scores it
 //   owns the keys t % 8 + 8 j (j < 4) of the tile, for the output the dims 4 (t % 8) .. + 4 and
@@ -24,6 +25,8 @@
 //   to 128 output dims are accumulated per pass; head_dim above 128 takes two passes, which
 //   recompute the scores (register use stays at 32 accumulators per invocation).
 //
+// - 2, `attention_rows` (many query rows, head_dim <= 32; at the end of the file).
+//
 // Operands are addressed by element offsets into the arena and by (batch, seq, head) strides in
 // elements (head_dim is contiguous), which covers BSHD, BHSD and views into a packed QKV tensor.
 // Grids larger than 65535 workgroups are folded into y.
@@ -33,8 +36,7 @@
 // arithmetic. A row that sees no key writes zeros.
 
 struct AttentionParams {
-    // Work items, one workgroup each: rows (batch * heads * seq_q) for variant 0, query tiles
-    // (batch * heads * q_tiles) for variant 1.
+    // Work items, one workgroup each: batch * heads * q_tiles.
     items: u32,
     groups_x: u32,
     seq_q: u32,
@@ -57,7 +59,7 @@ struct AttentionParams {
     out_offset: u32,
     // 0 per row, 1 tiled.
     variant: u32,
-    // ceil(seq_q / TQ) (variant 1).
+    // Query tiles per (batch, head): seq_q over the variant's rows per workgroup (1, TQ, RQ).
     q_tiles: u32,
     _pad0: u32,
     // (batch, seq, head, unused) strides in elements.
@@ -83,11 +85,17 @@ const MASK_KEY_PADDING: u32 = 3u;
 // never relies on -inf arithmetic.
 const NEG_MAX: f32 = -3.40282347e38;
 
-// Variant 0's workgroup memory.
+// Variant 0 (`attention_row`): key groups per workgroup, each of WG invocations.
+const ROW_GROUPS: u32 = 4u;
+const ROW_WG: u32 = 256u; // ROW_GROUPS * WG
 var<workgroup> q_row: array<f32, MAX_HEAD_DIM>;
-var<workgroup> tile_score: array<f32, WG>;
-var<workgroup> tile_live: array<u32, WG>;
-var<workgroup> tile_p: array<f32, WG>;
+// Group g's tile at [g * WG, (g + 1) * WG).
+var<workgroup> tile_score: array<f32, ROW_WG>;
+var<workgroup> tile_live: array<u32, ROW_WG>;
+var<workgroup> tile_p: array<f32, ROW_WG>;
+// Each group's (max, sum) and output sums, for the merge.
+var<workgroup> group_ml: array<vec2<f32>, ROW_GROUPS>;
+var<workgroup> group_acc: array<f32, 1024>; // ROW_GROUPS * MAX_HEAD_DIM
 // Both variants: the end of the keys any row of the workgroup may see.
 var<workgroup> key_end: u32;
 
@@ -221,18 +229,32 @@ fn weigh8(d: u32, vs: u32, w0: vec4<f32>, w1: vec4<f32>) -> f32 {
     return a + e;
 }
 
-// Variant 0: one query row per workgroup (see the file comment).
-fn attention_row(row: u32, t: u32) {
+// Variant 0: one query row per workgroup of ROW_GROUPS groups of WG invocations (see the file
+// comment). Group g walks the key tiles g, g + ROW_GROUPS, ... with its own running max, sum
+// and accumulators; the groups' states merge at the end. Every group runs the same number of
+// rounds (a group past the keys has an empty tile), so the barriers stay uniform.
+@compute @workgroup_size(256)
+fn attention_row(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let row = wid.x + wid.y * p.groups_x;
+    if (row >= p.items) {
+        return;
+    }
+    let g = tid / WG;
+    let t = tid % WG;
+    let base = g * WG;
     let i = row % p.seq_q;
     let h = (row / p.seq_q) % p.num_heads;
     let b = row / (p.seq_q * p.num_heads);
     let hk = h / p.group;
 
     let q_base = p.q_offset + b * p.q_strides.x + i * p.q_strides.y + h * p.q_strides.z;
-    for (var d = t; d < p.head_dim; d += WG) {
+    for (var d = tid; d < p.head_dim; d += ROW_WG) {
         q_row[d] = arena[q_base + d];
     }
-    if (t == 0u) {
+    if (tid == 0u) {
         key_end = compute_key_end(i);
     }
     // Also the barrier that publishes q_row.
@@ -248,30 +270,31 @@ fn attention_row(row: u32, t: u32) {
     let in_row = dims < vec4<u32>(p.head_dim);
     let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
     let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
-    for (var kb = 0u; kb < end; kb += WG) {
-        let len = min(WG, end - kb);
+    for (var round = 0u; round < end; round += ROW_WG) {
+        let kb = round + base;
+        let len = select(0u, min(WG, end - kb), kb < end);
 
         // One key per invocation: its score and whether it is live.
         var s = Score(0.0, false);
         if (t < len) {
             s = score(b, h, i, kb + t, k_head);
         }
-        tile_score[t] = s.value;
-        tile_live[t] = select(0u, 1u, s.live);
+        tile_score[base + t] = s.value;
+        tile_live[base + t] = select(0u, 1u, s.live);
         workgroupBarrier();
 
         // Every invocation derives the same new max from the tile.
         var tile_max = NEG_MAX;
         var tile_any = false;
         for (var u = 0u; u < len; u++) {
-            if (tile_live[u] != 0u) {
-                tile_max = max(tile_max, tile_score[u]);
+            if (tile_live[base + u] != 0u) {
+                tile_max = max(tile_max, tile_score[base + u]);
                 tile_any = true;
             }
         }
         let m_new = max(m, tile_max);
         let alpha = select(1.0, safe_exp(m - m_new), seen);
-        tile_p[t] = select(0.0, safe_exp(s.value - m_new), s.live);
+        tile_p[base + t] = select(0.0, safe_exp(s.value - m_new), s.live);
         workgroupBarrier();
 
         // Rescale the running sums to the new max and add this tile's weighted values.
@@ -281,8 +304,8 @@ fn attention_row(row: u32, t: u32) {
         let vs = p.v_strides.y;
         var u = 0u;
         for (; u + 8u <= len; u += 8u) {
-            let w0 = vec4<f32>(tile_p[u], tile_p[u + 1u], tile_p[u + 2u], tile_p[u + 3u]);
-            let w1 = vec4<f32>(tile_p[u + 4u], tile_p[u + 5u], tile_p[u + 6u], tile_p[u + 7u]);
+            let w0 = vec4<f32>(tile_p[base + u], tile_p[base + u + 1u], tile_p[base + u + 2u], tile_p[base + u + 3u]);
+            let w1 = vec4<f32>(tile_p[base + u + 4u], tile_p[base + u + 5u], tile_p[base + u + 6u], tile_p[base + u + 7u]);
             l += ((w0.x + w0.y) + (w0.z + w0.w)) + ((w1.x + w1.y) + (w1.z + w1.w));
             let r = v_head + (kb + u) * vs;
             if (in_row.x) {
@@ -299,7 +322,7 @@ fn attention_row(row: u32, t: u32) {
             }
         }
         for (; u < len; u++) {
-            let w = tile_p[u];
+            let w = tile_p[base + u];
             l += w;
             let r = v_head + (kb + u) * vs;
             if (in_row.x) {
@@ -319,21 +342,55 @@ fn attention_row(row: u32, t: u32) {
         seen = seen || tile_any;
     }
 
-    // A row that saw no key writes zeros (l >= 1 otherwise: the max key weighs exp(0)).
-    let inv_l = select(0.0, 1.0 / l, seen);
-    let o_base = p.out_offset + b * p.out_strides.x + i * p.out_strides.y + h * p.out_strides.z;
-    let y = acc * inv_l;
+    // Merge: every group parks its state, group 0 combines them. A group that saw no key has
+    // l = 0 and zero sums; if no group saw one, the row writes zeros.
+    if (t == 0u) {
+        group_ml[g] = vec2<f32>(select(NEG_MAX, m, seen), l);
+    }
+    let parked = g * MAX_HEAD_DIM;
     if (in_row.x) {
-        arena[o_base + dims.x] = y.x;
+        group_acc[parked + dims.x] = acc.x;
     }
     if (in_row.y) {
-        arena[o_base + dims.y] = y.y;
+        group_acc[parked + dims.y] = acc.y;
     }
     if (in_row.z) {
-        arena[o_base + dims.z] = y.z;
+        group_acc[parked + dims.z] = acc.z;
     }
     if (in_row.w) {
-        arena[o_base + dims.w] = y.w;
+        group_acc[parked + dims.w] = acc.w;
+    }
+    workgroupBarrier();
+    if (g != 0u) {
+        return;
+    }
+    var m_all = NEG_MAX;
+    for (var k = 0u; k < ROW_GROUPS; k++) {
+        m_all = max(m_all, group_ml[k].x);
+    }
+    var l_all = 0.0;
+    var y = vec4<f32>(0.0);
+    for (var k = 0u; k < ROW_GROUPS; k++) {
+        let e = safe_exp(group_ml[k].x - m_all);
+        l_all += group_ml[k].y * e;
+        // An unseen group's sums are exactly zero (masked keys add nothing); dims past
+        // head_dim read a clamped slot and are never stored.
+        let at = vec4<u32>(k * MAX_HEAD_DIM) + min(dims, vec4<u32>(MAX_HEAD_DIM - 1u));
+        y += e * vec4<f32>(group_acc[at.x], group_acc[at.y], group_acc[at.z], group_acc[at.w]);
+    }
+    let o_base = p.out_offset + b * p.out_strides.x + i * p.out_strides.y + h * p.out_strides.z;
+    let out = y * select(0.0, 1.0 / l_all, l_all > 0.0);
+    if (in_row.x) {
+        arena[o_base + dims.x] = out.x;
+    }
+    if (in_row.y) {
+        arena[o_base + dims.y] = out.y;
+    }
+    if (in_row.z) {
+        arena[o_base + dims.z] = out.z;
+    }
+    if (in_row.w) {
+        arena[o_base + dims.w] = out.w;
     }
 }
 
@@ -716,11 +773,7 @@ fn attention(
     if (item >= p.items) {
         return;
     }
-    if (p.variant == 0u) {
-        attention_row(item, t);
-    } else {
-        attention_tiled(item, t);
-    }
+    attention_tiled(item, t);
 }
 
 // ---------------------------------------------------------------------------------------------

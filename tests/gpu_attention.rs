@@ -345,6 +345,41 @@ fn causal_decode_with_a_long_cache() {
     }
 }
 
+/// Decode and short chunks over caches long enough that the per-row variant's four key groups
+/// walk several rounds (a round is 4 x 64 keys), the last one partial (some groups with part
+/// of a tile, some with none): causal, padded and biased keys, GQA, head_dims of one to four
+/// dims per invocation.
+#[test]
+fn per_row_key_groups_over_long_caches() {
+    let cases = [
+        (1, 300, AttentionMask::Causal, 64),
+        (1, 600, AttentionMask::KeyPadding, 32),
+        (3, 450, AttentionMask::Bias, 100),
+        (2, 1000, AttentionMask::None, 256),
+        (1, 130, AttentionMask::Causal, 8),
+    ];
+    for (n, (seq_q, past, mask, head_dim)) in cases.into_iter().enumerate() {
+        check(&Case {
+            batch: 1,
+            seq_q,
+            seq_k: past + seq_q + 7,
+            kv_heads: 2,
+            group: 3,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            mask,
+            layout: if n % 2 == 0 {
+                HeadLayout::Bshd
+            } else {
+                HeadLayout::Bhsd
+            },
+            past: Some(past),
+            bias_form: n,
+            seed: 4000 + n as u64,
+        });
+    }
+}
+
 #[test]
 fn large_head_dims_and_many_key_tiles() {
     for head_dim in [128, 256] {
@@ -601,7 +636,7 @@ fn values_of_hidden_keys_may_be_non_finite() {
 }
 
 /// One executable over a bounded sequence switches between the per-row and the tiled variants
-/// as the active extent changes (the step keeps its pipeline; only params and grid change).
+/// as the active extent changes (kernels of their own, built at compile time).
 /// Q, K and V are narrows of one fused projection, so attention reads them in place
 /// (`lower_packed`); GQA with 4 query heads over 2 kv heads.
 #[test]

@@ -31,6 +31,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &movement::GATHER,
         &movement::UPDATE_ROWS,
         &attention::ATTENTION,
+        &attention::ATTENTION_ROW,
         &attention::ATTENTION_ROWS,
         &rope::ROPE,
         &reduce::REDUCE,

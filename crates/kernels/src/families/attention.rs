@@ -13,8 +13,12 @@ use crate::lower::{
 use crate::params::KernelParams;
 use kiln_ir::{AttentionMask, HeadLayout, Op};
 
-/// Invocations per workgroup (both variants), and keys per tile of the per-row variant.
+/// Invocations per workgroup of the tiled variant, per key group of the per-row one (and keys
+/// per tile there), per key half of the per-invocation one.
 pub const WORKGROUP: u32 = 64;
+/// Key groups of the per-row variant (the shader's `ROW_GROUPS`): decode at a long cache has
+/// one workgroup per head, so its keys are split four ways inside the workgroup.
+pub const ROW_KEY_GROUPS: usize = 4;
 /// The largest head_dim the kernel holds.
 pub const MAX_HEAD_DIM: usize = 256;
 /// Query rows per workgroup of the tiled variant (the shader's `TQ`).
@@ -92,6 +96,18 @@ pub const ATTENTION: KernelDesc = KernelDesc {
     needs: Needs::BASELINE,
 };
 
+/// `attention_row`: [`Variant::Row`].
+pub const ATTENTION_ROW: KernelDesc = KernelDesc {
+    name: "attention_row",
+    file: "attention.wgsl",
+    source: SOURCE,
+    entry: "attention_row",
+    workgroup_size: [ROW_KEY_GROUPS as u32 * WORKGROUP, 1, 1],
+    bindings: BINDINGS,
+    params: AttentionParams::LAYOUT,
+    needs: Needs::BASELINE,
+};
+
 /// `attention_rows`: [`Variant::Rows`].
 pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
     name: "attention_rows",
@@ -105,14 +121,16 @@ pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
 };
 
 /// The attention kernels a planned step moves between when its extent changes its queries.
-pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&ATTENTION, &ATTENTION_ROWS];
+pub const EXTENT_VARIANTS: [&KernelDesc; 3] = [&ATTENTION_ROW, &ATTENTION, &ATTENTION_ROWS];
 
-/// Which algorithm runs. [`Variant::Row`] and [`Variant::Tiled`] share the `attention` entry
-/// point; [`Variant::Rows`] has its own (its registers would otherwise bound the others'
-/// occupancy). A planned step moves between all three when its active extent changes.
+/// Which algorithm runs, each on an entry point of its own (`attention_row`, `attention`,
+/// `attention_rows`; they bind alike). A planned step moves between all three when its active
+/// extent changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
-    /// One query row per workgroup: keys in tiles of 64, one per invocation.
+    /// One query row per workgroup of [`ROW_KEY_GROUPS`] groups of 64 invocations: each group
+    /// walks every fourth tile of 64 keys (one key per invocation for the score), and the
+    /// groups' softmax states merge at the end.
     Row,
     /// [`TILE_QUERIES`] query rows of one (batch, head) per workgroup: each tile of 32 keys of
     /// K and V is staged once in workgroup memory and reused by all of them.
@@ -151,7 +169,8 @@ impl Variant {
     /// The kernel that runs it.
     pub fn kernel(self) -> &'static KernelDesc {
         match self {
-            Variant::Row | Variant::Tiled => &ATTENTION,
+            Variant::Row => &ATTENTION_ROW,
+            Variant::Tiled => &ATTENTION,
             Variant::Rows => &ATTENTION_ROWS,
         }
     }
@@ -527,6 +546,15 @@ mod tests {
     }
 
     #[test]
+    fn the_row_constants_match_the_shader() {
+        assert!(SOURCE.contains(&format!("const ROW_GROUPS: u32 = {ROW_KEY_GROUPS}u;")));
+        assert!(SOURCE.contains(&format!(
+            "const ROW_WG: u32 = {}u;",
+            ROW_KEY_GROUPS * WORKGROUP as usize
+        )));
+    }
+
+    #[test]
     fn the_rows_constants_match_the_shader() {
         assert!(SOURCE.contains(&format!("const RQ: u32 = {ROWS_PER_GROUP}u;")));
         // Eight vec4s per staged key: head_dim up to 32.
@@ -576,16 +604,17 @@ mod tests {
         assert_eq!(d[0].kernel.name, ATTENTION.name);
         assert_eq!((p.variant, p.q_tiles, p.items), (1, 9, 12 * 9));
 
-        // One query: per row, on the tiled variant's pipeline.
+        // One query: per row.
         let d = lower_minilm(128, 1, 1);
         let p = params(&d[0]);
-        assert_eq!(d[0].kernel.name, ATTENTION.name);
+        assert_eq!(d[0].kernel.name, ATTENTION_ROW.name);
         assert_eq!((p.variant, p.items), (Variant::Row.code(), 12));
     }
 
     #[test]
     fn the_variants_kernels_bind_alike_and_are_listed() {
         assert!(ATTENTION.binds_like(&ATTENTION_ROWS));
+        assert!(ATTENTION.binds_like(&ATTENTION_ROW));
         for v in [Variant::Row, Variant::Tiled, Variant::Rows] {
             assert!(crate::extent_variants(v.kernel())
                 .iter()
