@@ -57,7 +57,7 @@ struct AttentionParams {
     k_offset: u32,
     v_offset: u32,
     out_offset: u32,
-    // 0 per row, 1 tiled.
+    // 0 per row, 1 tiled, 2 rows per invocation (which entry point the params are for).
     variant: u32,
     // Query tiles per (batch, head): seq_q over the variant's rows per workgroup (1, TQ, RQ).
     q_tiles: u32,
