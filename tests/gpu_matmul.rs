@@ -173,31 +173,53 @@ fn kernel_for(batch: usize, m: usize, k: usize, n: usize, transpose: bool) -> &'
 }
 
 #[test]
-fn wide_tiles_with_ragged_edges_and_batches() {
-    // 64 batches of 130 x 33 x 200: 2 x 2 tiles of 128 each, 256 in all, the wide kernel.
-    let (batch, m, k, n) = (64, 130, 33, 200);
-    for transpose in [false, true] {
-        assert_eq!(kernel_for(batch, m, k, n, transpose), "matmul_wide");
-        let mut g = Graph::new();
-        let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
-        let bshape = if transpose {
-            [batch, n, k]
-        } else {
-            [batch, k, n]
-        };
-        let b = g.input("b", DType::F32, bshape).unwrap();
-        let y = if transpose {
-            g.matmul_t(a, b).unwrap()
-        } else {
-            g.matmul(a, b).unwrap()
-        };
-        g.output(y).unwrap();
-        let inputs = [
-            ("a", tensor(&[batch, m, k], 11)),
-            ("b", tensor(&bshape, 12)),
-        ];
-        check(&g, &[], &inputs, k, &format!("wide t={transpose}"));
+fn wide_and_tall_tiles_with_ragged_edges_and_batches() {
+    // Batches of 130 x 33 x 200: 64 of them make 2 x 2 tiles of 128 each, 256 in all (the
+    // wide kernel); 32 make 2 x 4 tiles of 128 x 64 each, 256 in all (the tall kernel).
+    let (m, k, n) = (130, 33, 200);
+    for (batch, kernel) in [(64, "matmul_wide"), (32, "matmul_tall")] {
+        for transpose in [false, true] {
+            assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
+            let mut g = Graph::new();
+            let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
+            let bshape = if transpose {
+                [batch, n, k]
+            } else {
+                [batch, k, n]
+            };
+            let b = g.input("b", DType::F32, bshape).unwrap();
+            let y = if transpose {
+                g.matmul_t(a, b).unwrap()
+            } else {
+                g.matmul(a, b).unwrap()
+            };
+            g.output(y).unwrap();
+            let inputs = [
+                ("a", tensor(&[batch, m, k], 11)),
+                ("b", tensor(&bshape, 12)),
+            ];
+            check(&g, &[], &inputs, k, &format!("{kernel} t={transpose}"));
+        }
     }
+}
+
+/// The tall kernel's epilogue: bias and GELU on a linear layer of MiniLM's output-projection
+/// kind (ragged: 3000 rows, 380 columns, 144 tiles).
+#[test]
+fn tall_tiles_with_bias_and_activation() {
+    let (m, k, n) = (3000, 40, 380);
+    assert_eq!(kernel_for(1, m, k, n, true), "matmul_tall");
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [m, k]).unwrap();
+    let w = g.param("w", DType::F32, [n, k]).unwrap();
+    let b = g.param("b", DType::F32, [n]).unwrap();
+    let y = g
+        .fused_matmul_bias_act(x, w, Some(b), Some(Activation::Gelu), true)
+        .unwrap();
+    g.output(y).unwrap();
+    let params = [("w", tensor(&[n, k], 21)), ("b", tensor(&[n], 22))];
+    let inputs = [("x", tensor(&[m, k], 23))];
+    check(&g, &params, &inputs, k, "tall with bias and GELU");
 }
 
 #[test]
@@ -219,6 +241,7 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
         (64, 130, "matmul_wide"),
         (64, 9, "matmul_skinny"),
         (3, 130, "matmul"),
+        (32, 130, "matmul_tall"),
         (64, 130, "matmul_wide"),
         (2, 5, "matmul_skinny"),
     ];

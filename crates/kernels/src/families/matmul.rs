@@ -16,6 +16,11 @@ pub const WIDE_TILE: usize = 128;
 /// invocations do 4x the work of [`MATMUL`]'s for half the workgroup-memory reads per fma, but
 /// fewer workgroups leave SMs idle on smaller outputs (an H200 has 132).
 pub const WIDE_MIN_TILES: usize = 256;
+/// Output tile of one workgroup of [`MATMUL_TALL`]: rows, columns.
+pub const TALL_TILE: [usize; 2] = [128, 64];
+/// Below [`WIDE_MIN_TILES`], from this many 128x64 tiles on the tiled matmul runs
+/// [`MATMUL_TALL`] (one workgroup per SM of an H200 or more); fewer run [`MATMUL`].
+pub const TALL_MIN_TILES: usize = 128;
 /// Up to this many rows of A, with B stored `[N, K]`, the matmul runs [`MATMUL_SKINNY`] (a
 /// few output columns per workgroup, lanes striding K). All f32 matmul kernels take the same
 /// params and bindings, so a planned step can switch between them when the active extent
@@ -73,6 +78,22 @@ pub const MATMUL: KernelDesc = KernelDesc {
     needs: Needs::BASELINE,
 };
 
+/// [`MATMUL`] with 128x64 output tiles, 8x4 values per invocation (see [`TALL_MIN_TILES`]).
+pub const MATMUL_TALL: KernelDesc = KernelDesc {
+    name: "matmul_tall",
+    file: "matmul_tall.wgsl",
+    source: concat!(
+        include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul_common.wgsl"),
+        include_str!("../../../../shaders/matmul_tall.wgsl")
+    ),
+    entry: "matmul_tall",
+    workgroup_size: [256, 1, 1],
+    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    params: MatmulParams::LAYOUT,
+    needs: Needs::BASELINE,
+};
+
 /// [`MATMUL`] with 128x128 output tiles, 8x8 values per invocation (see [`WIDE_MIN_TILES`]).
 pub const MATMUL_WIDE: KernelDesc = KernelDesc {
     name: "matmul_wide",
@@ -106,7 +127,13 @@ pub const MATMUL_SKINNY: KernelDesc = KernelDesc {
 };
 
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 4] = [&MATMUL, &MATMUL_WIDE, &MATMUL_SKINNY, &MATMUL_COOP];
+pub const EXTENT_VARIANTS: [&KernelDesc; 5] = [
+    &MATMUL,
+    &MATMUL_TALL,
+    &MATMUL_WIDE,
+    &MATMUL_SKINNY,
+    &MATMUL_COOP,
+];
 
 /// Output tile of the cooperative-matrix kernel: rows, columns.
 pub const COOP_TILE: [usize; 2] = [128, 64];
@@ -138,10 +165,11 @@ pub const MATMUL_COOP: KernelDesc = KernelDesc {
 /// Whether [`use_cooperative`] moves dispatches of `kernel` to [`MATMUL_COOP`] (the tiled f32
 /// kernels; compared by name, as a `const` item has no guaranteed single address).
 pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
-    kernel.name == MATMUL.name || kernel.name == MATMUL_WIDE.name
+    [MATMUL.name, MATMUL_TALL.name, MATMUL_WIDE.name].contains(&kernel.name)
 }
 
-/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`]) to
+/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_TALL`],
+/// [`MATMUL_WIDE`]) to
 /// [`MATMUL_COOP`] (f16 inputs), keeping their params and giving them the coop kernel's grid;
 /// skinny ones stay as they are. Re-lowering at another extent must call this again.
 pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
@@ -314,24 +342,26 @@ pub fn lower_split(
         // An empty output: nothing to compute (the kernels assume at least one row).
         return Ok(Vec::new());
     }
-    let wide_tiles = rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE) * batch.max(1);
-    let (kernel, edge) = if skinny {
+    let tiles = |[r, c]: [usize; 2]| rows.div_ceil(r) * n.div_ceil(c) * batch.max(1);
+    // (K = 0 stays on the 64x64 kernel, whose loads are guarded per element.)
+    let (kernel, tile) = if skinny {
         (&MATMUL_SKINNY, None)
-    } else if wide_tiles >= WIDE_MIN_TILES && k > 0 {
-        // (K = 0 stays on the 64x64 kernel, whose loads are guarded per element.)
-        (&MATMUL_WIDE, Some(WIDE_TILE))
+    } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
+        (&MATMUL_WIDE, Some([WIDE_TILE; 2]))
+    } else if tiles(TALL_TILE) >= TALL_MIN_TILES && k > 0 {
+        (&MATMUL_TALL, Some(TALL_TILE))
     } else {
-        (&MATMUL, Some(TILE))
+        (&MATMUL, Some([TILE; 2]))
     };
-    let groups = match edge {
+    let groups = match tile {
         None => [
             u32_of(op, "column groups", n.div_ceil(SKINNY_COLS))?,
             1,
             u32_of(op, "batches", batch.max(1))?,
         ],
-        Some(edge) => [
-            u32_of(op, "column tiles", n.div_ceil(edge))?,
-            u32_of(op, "row tiles", rows.div_ceil(edge))?,
+        Some([r, c]) => [
+            u32_of(op, "column tiles", n.div_ceil(c))?,
+            u32_of(op, "row tiles", rows.div_ceil(r))?,
             u32_of(op, "batches", batch.max(1))?,
         ],
     };
@@ -400,15 +430,26 @@ mod tests {
         let wide = matmul_dispatch(4096, 64, 1024);
         assert_eq!(wide.kernel.name, "matmul_wide");
         assert_eq!(wide.groups, [8, 32, 1]);
-        // Just under the tile count that fills the GPU: the 64x64 kernel.
+        // Just under the wide tile count that fills the GPU: 128x64 tiles.
         let edge = WIDE_TILE * WIDE_MIN_TILES / 4;
-        assert_eq!(
-            matmul_dispatch(edge, 64, 3 * WIDE_TILE).kernel.name,
-            "matmul"
-        );
+        let tall = matmul_dispatch(edge, 64, 3 * WIDE_TILE);
+        assert_eq!(tall.kernel.name, "matmul_tall");
+        assert_eq!(tall.groups, [6, 64, 1]);
         assert_eq!(
             matmul_dispatch(edge, 64, 3 * WIDE_TILE + 1).kernel.name,
             "matmul_wide"
+        );
+        // MiniLM's 384-wide projections at 4096 rows: 192 tiles of 128x64.
+        assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul_tall");
+        // Under TALL_MIN_TILES 128x64 tiles: the 64x64 kernel.
+        let rows = TALL_TILE[0] * TALL_MIN_TILES / 4;
+        assert_eq!(
+            matmul_dispatch(rows, 64, 4 * TALL_TILE[1]).kernel.name,
+            "matmul_tall"
+        );
+        assert_eq!(
+            matmul_dispatch(rows - 1, 64, 3 * TALL_TILE[1]).kernel.name,
+            "matmul"
         );
     }
 
