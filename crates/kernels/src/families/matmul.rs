@@ -18,9 +18,15 @@ pub const WIDE_TILE: usize = 128;
 pub const WIDE_MIN_TILES: usize = 256;
 /// Output tile of one workgroup of [`MATMUL_TALL`]: rows, columns.
 pub const TALL_TILE: [usize; 2] = [128, 64];
-/// Below [`WIDE_MIN_TILES`], from this many 128x64 tiles on the tiled matmul runs
-/// [`MATMUL_TALL`] (one workgroup per SM of an H200 or more); fewer run [`MATMUL`].
-pub const TALL_MIN_TILES: usize = 128;
+/// Below [`WIDE_MIN_TILES`], the tiled matmul runs [`MATMUL_TALL`] when that makes at least
+/// this many 128x64 tiles and [`MATMUL`] at most [`TALL_MAX_SMALL_TILES`] 64x64 ones: where the
+/// 64x64 kernel has two workgroups or fewer per SM of an H200 (132), the tall kernel's fewer
+/// workgroup-memory reads per fma win (1024³: 0.169 -> 0.133 ms); with more 64x64 workgroups
+/// they hide latency better (4096 x 384 x 384: 91 µs against the tall kernel's 96; 4096 x 1536
+/// x 384: even).
+pub const TALL_MIN_TILES: usize = 96;
+/// See [`TALL_MIN_TILES`].
+pub const TALL_MAX_SMALL_TILES: usize = 256;
 /// Up to this many rows of A, with B stored `[N, K]`, the matmul runs [`MATMUL_SKINNY`] (a
 /// few output columns per workgroup, lanes striding K). All f32 matmul kernels take the same
 /// params and bindings, so a planned step can switch between them when the active extent
@@ -348,7 +354,10 @@ pub fn lower_split(
         (&MATMUL_SKINNY, None)
     } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
         (&MATMUL_WIDE, Some([WIDE_TILE; 2]))
-    } else if tiles(TALL_TILE) >= TALL_MIN_TILES && k > 0 {
+    } else if tiles(TALL_TILE) >= TALL_MIN_TILES
+        && tiles([TILE; 2]) <= TALL_MAX_SMALL_TILES
+        && k > 0
+    {
         (&MATMUL_TALL, Some(TALL_TILE))
     } else {
         (&MATMUL, Some([TILE; 2]))
@@ -430,27 +439,29 @@ mod tests {
         let wide = matmul_dispatch(4096, 64, 1024);
         assert_eq!(wide.kernel.name, "matmul_wide");
         assert_eq!(wide.groups, [8, 32, 1]);
-        // Just under the wide tile count that fills the GPU: 128x64 tiles.
+        // Just under the wide tile count that fills the GPU: the 64x64 kernel, with more than
+        // two 64x64 workgroups per SM.
         let edge = WIDE_TILE * WIDE_MIN_TILES / 4;
-        let tall = matmul_dispatch(edge, 64, 3 * WIDE_TILE);
-        assert_eq!(tall.kernel.name, "matmul_tall");
-        assert_eq!(tall.groups, [6, 64, 1]);
+        assert_eq!(
+            matmul_dispatch(edge, 64, 3 * WIDE_TILE).kernel.name,
+            "matmul"
+        );
         assert_eq!(
             matmul_dispatch(edge, 64, 3 * WIDE_TILE + 1).kernel.name,
             "matmul_wide"
         );
-        // MiniLM's 384-wide projections at 4096 rows: 192 tiles of 128x64.
-        assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul_tall");
-        // Under TALL_MIN_TILES 128x64 tiles: the 64x64 kernel.
-        let rows = TALL_TILE[0] * TALL_MIN_TILES / 4;
+        assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul");
+        // 1024³: 128 tiles of 128x64, 256 of 64x64.
+        let tall = matmul_dispatch(1024, 1024, 1024);
+        assert_eq!((tall.kernel.name, tall.groups), ("matmul_tall", [16, 8, 1]));
+        // The band's edges.
+        let [r, c] = TALL_TILE;
         assert_eq!(
-            matmul_dispatch(rows, 64, 4 * TALL_TILE[1]).kernel.name,
+            matmul_dispatch(8 * r, 64, 12 * c).kernel.name,
             "matmul_tall"
         );
-        assert_eq!(
-            matmul_dispatch(rows - 1, 64, 3 * TALL_TILE[1]).kernel.name,
-            "matmul"
-        );
+        assert_eq!(matmul_dispatch(8 * r, 64, 11 * c).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(8 * r + 1, 64, 16 * c).kernel.name, "matmul");
     }
 
     #[test]
