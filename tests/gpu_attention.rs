@@ -368,7 +368,7 @@ fn per_row_key_groups_over_long_caches() {
             head_dim,
             scale: 1.0 / (head_dim as f32).sqrt(),
             mask,
-            layout: if n % 2 == 0 {
+            layout: if n.is_multiple_of(2) {
                 HeadLayout::Bshd
             } else {
                 HeadLayout::Bhsd
@@ -478,7 +478,7 @@ fn rows_case(batch: usize, seq_q: usize, seq_k: usize, head_dim: usize, n: usize
         head_dim,
         scale: 1.0 / (head_dim as f32).sqrt(),
         mask: MASKS[n % 4],
-        layout: if n % 2 == 0 {
+        layout: if n.is_multiple_of(2) {
             HeadLayout::Bshd
         } else {
             HeadLayout::Bhsd
