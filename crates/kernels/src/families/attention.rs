@@ -1,8 +1,8 @@
 //! Fused scaled-dot-product attention with an online softmax: one workgroup per query row for
-//! few queries (decode), or per tile of [`TILE_QUERIES`] query rows of one (batch, head), K and V
-//! staged once per key tile for all of them (prefill, encoders); both are the `attention` entry
-//! point. Many query rows of at most [`ROWS_MAX_HEAD_DIM`] dims run one row per invocation
-//! (`attention_rows`). See [`Variant`]; `shaders/attention.wgsl` describes them.
+//! few queries (decode, `attention_row`), or per tile of [`TILE_QUERIES`] query rows of one
+//! (batch, head), K and V staged once per key tile for all of them (prefill, encoders:
+//! `attention`); many query rows of at most [`ROWS_MAX_HEAD_DIM`] dims run two rows per
+//! invocation (`attention_rows`). See [`Variant`]; `shaders/attention.wgsl` describes them.
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
@@ -33,19 +33,20 @@ pub const TILED_MIN_QUERIES: usize = 32;
 pub const ROWS_PER_GROUP: usize = 128;
 /// The largest head_dim [`Variant::Rows`] holds (a query and its accumulators in registers).
 /// Its walk is bound by workgroup-memory reads (four fmas per staged vec4): at head_dim 64 it
-/// took 287 µs for 32 x 128 queries of 12 heads where the tiled variant took 267 (H200), at 32
-/// (MiniLM) 168 µs per layer against 246.
+/// took 287 µs for 32 x 128 queries of 12 heads where the tiled variant took 267 (H200, one row
+/// per invocation then); at 32 (MiniLM, two rows per invocation) 100 µs per layer against 246.
 pub const ROWS_MAX_HEAD_DIM: usize = 32;
-/// [`Variant::Rows`] needs at least this many workgroups (batch * heads * query tiles of 128):
-/// below it, one workgroup per SM or fewer, the tiled variant's four times as many workgroups
-/// run faster.
+/// [`Variant::Rows`] needs at least this many workgroups (batch * heads * query tiles of 128),
+/// about one per SM of an H200; below it the tiled variant's eight times as many workgroups
+/// are expected to fill the GPU better (a judgement, not measured: SmolLM2's prefill, 18 such
+/// workgroups, has head_dim 64 and runs tiled anyway).
 pub const ROWS_MIN_GROUPS: usize = 128;
 
 const SOURCE: &str = include_str!("../../../../shaders/attention.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
 
 kernel_params! {
-    /// Params of the `attention` entry point.
+    /// Params of the attention entry points (`attention_row`, `attention`, `attention_rows`).
     pub struct AttentionParams as "AttentionParams" {
         /// Work items, one workgroup each: batch * num_heads * q_tiles.
         pub items: u32,
