@@ -49,6 +49,17 @@ fn batch_bases(z: u32) -> vec2<u32> {
     return vec2<u32>(a_base, b_base);
 }
 
+// Four consecutive k (from k0) of the row starting at `row`, zero past k (the 128-row tiled
+// kernels' staging loads). Rows and columns past the matrix are clamped to its last one by the
+// callers: they only feed outputs that are never stored. Past k, both operands read zero, so
+// no stray value (an infinity of a mask) reaches a stored output.
+fn along_k(row: u32, k0: u32) -> vec4<f32> {
+    let ks = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let at = min(ks, vec4<u32>(p.k - 1u)) + vec4<u32>(row);
+    let v = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
+    return select(vec4<f32>(0.0), v, ks < vec4<u32>(p.k));
+}
+
 fn store_one(out_base: u32, r: u32, c: u32, v: f32) {
     var x = v;
     if (p.has_bias != 0u) {

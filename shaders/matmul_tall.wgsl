@@ -26,16 +26,6 @@ struct TallStage {
     b: vec4<f32>,
 }
 
-// Four consecutive k (from k0) of the row starting at `row`, zero past k (rows and columns
-// past the matrix are clamped to its last one by the callers: they only feed outputs that are
-// never stored).
-fn tall_along_k(row: u32, k0: u32) -> vec4<f32> {
-    let ks = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let at = min(ks, vec4<u32>(p.k - 1u)) + vec4<u32>(row);
-    let v = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
-    return select(vec4<f32>(0.0), v, ks < vec4<u32>(p.k));
-}
-
 // A: invocation tid reads k-quad tid % 2 of tile row tid / 2. B (invocations below 128) stored
 // [N, K]: k-quad tid % 2 of tile column tid / 2; stored [K, N]: four consecutive columns
 // (tid % 16) * 4 of k-row tid / 16.
@@ -43,12 +33,12 @@ fn tall_load(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) -
     let half = tid / 2u;
     let quad = t + (tid % 2u) * 4u;
     let r = min(row0 + half, p.m - 1u);
-    let a = tall_along_k(a_base + r * p.a_stride_m, quad);
+    let a = along_k(a_base + r * p.a_stride_m, quad);
     var b = vec4<f32>(0.0);
     if (tid < 128u) {
         if (p.b_stride_k == 1u) {
             let c = min(col0 + half, p.n - 1u);
-            b = tall_along_k(b_base + c * p.b_stride_n, quad);
+            b = along_k(b_base + c * p.b_stride_n, quad);
         } else {
             let k = t + tid / 16u;
             let cs = min(vec4<u32>(col0 + (tid % 16u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));

@@ -27,17 +27,6 @@ struct Stage {
     b: vec4<f32>,
 }
 
-// Four consecutive k (from k0) of the row starting at `row`, zero past k. Rows and columns
-// past the matrix are clamped to its last one by the callers: they only feed outputs that are
-// never stored. Past k, both operands read zero, so no stray value (an infinity of a mask)
-// reaches a stored output.
-fn along_k(row: u32, k0: u32) -> vec4<f32> {
-    let ks = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let at = min(ks, vec4<u32>(p.k - 1u)) + vec4<u32>(row);
-    let v = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
-    return select(vec4<f32>(0.0), v, ks < vec4<u32>(p.k));
-}
-
 // A: invocation tid reads k-quad tid % 2 of tile row tid / 2. B stored [N, K] likewise, by
 // column; B stored [K, N]: four consecutive columns (tid % 32) * 4 of k-row tid / 32.
 fn load_stage(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) -> Stage {
