@@ -5,9 +5,9 @@
 // place in the row's descending order is therefore exact: no f32 rounding can change it.
 //
 // `argmax` / `topk` pick one element per pass with a workgroup max-reduction of (key, index).
-// Each thread caches the best of its own elements that come after the previous pick; only the
-// thread that owned the pick rescans (not after the last pick), so k passes cost about
-// n / 256 + 8k + (k - 1) * n / 256 steps.
+// Each thread caches the best of its own elements that come after the previous pick (the first
+// scan loads eight elements per step); only the thread that owned the pick rescans (not after
+// the last pick), so k passes cost about n / 256 + 8k + (k - 1) * n / 256 steps.
 //
 // `sample` never materialises a sorted candidate list, so it handles any row length, top_k and
 // top_p. Every set it needs (the top_k kept, the top_p nucleus, the drawn prefix) is a prefix of
@@ -146,10 +146,42 @@ fn write_pick(row: u32, j: u32, base: u32, idx: u32) {
     }
 }
 
+// The first of this thread's elements (lid, lid + WG, ...) in the whole row: local_best's
+// first scan, with eight loads issued together per step (their indices clamped into the row),
+// since one load per step waits for memory every step.
+fn first_best(base: u32, n: u32, lid: u32, argmax_keys: bool) -> vec2<u32> {
+    var bk = 0u;
+    var bi = NONE;
+    for (var i0 = lid; i0 < n; i0 += 8u * WG) {
+        let is0 = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u) * WG;
+        let is1 = is0 + vec4<u32>(4u * WG);
+        let last = vec4<u32>(n - 1u);
+        let a0 = min(is0, last);
+        let a1 = min(is1, last);
+        let x0 = vec4<f32>(arena[base + a0.x], arena[base + a0.y], arena[base + a0.z], arena[base + a0.w]);
+        let x1 = vec4<f32>(arena[base + a1.x], arena[base + a1.y], arena[base + a1.z], arena[base + a1.w]);
+        for (var c = 0u; c < 4u; c++) {
+            let k = select_key(x0[c], argmax_keys);
+            if (is0[c] < n && before(k, is0[c], bk, bi)) {
+                bk = k;
+                bi = is0[c];
+            }
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let k = select_key(x1[c], argmax_keys);
+            if (is1[c] < n && before(k, is1[c], bk, bi)) {
+                bk = k;
+                bi = is1[c];
+            }
+        }
+    }
+    return vec2<u32>(bk, bi);
+}
+
 // Writes the k first elements of one row in descending order.
 fn select_row(row: u32, lid: u32, argmax_keys: bool) {
     let base = p.in_offset + row * p.n;
-    var cand = local_best(base, p.n, lid, 0u, NONE, argmax_keys);
+    var cand = first_best(base, p.n, lid, argmax_keys);
     for (var j = 0u; j < p.k; j++) {
         let best = workgroup_best(cand, lid);
         if (lid == 0u) {
