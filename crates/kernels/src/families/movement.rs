@@ -411,3 +411,68 @@ fn gather(
     };
     Ok(Dispatch::new(&GATHER, &p, g.groups))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::DType;
+
+    const OP: Op = Op::UpdateRows { axis: 1 };
+
+    fn operand(offset: u32, dims: &[usize], dtype: DType) -> Operand {
+        Operand::new(offset, dims, dtype)
+    }
+
+    /// A cache [1, 16, 8] at `at` written in place from an update [1, 2, 8] at `at + 1000`.
+    fn job(at: u32) -> [Operand; 3] {
+        [
+            operand(at, &[1, 16, 8], DType::F32),
+            operand(at + 1000, &[1, 2, 8], DType::F32),
+            operand(5000, &[1], DType::I32),
+        ]
+    }
+
+    #[test]
+    fn batched_updates_are_one_dispatch_plus_copies_of_those_not_in_place() {
+        let (a, b) = (job(0), job(200));
+        let elsewhere = operand(3000, &[1, 16, 8], DType::F32);
+        let ds = lower_update_rows(&OP, 1, &[(&a, &a[0]), (&b, &elsewhere)]).unwrap();
+        // The copy of b's cache to its output, then the update.
+        assert_eq!(ds.len(), 2);
+        let d = ds.last().unwrap();
+        assert_eq!(d.groups[2], 2);
+        let p: UpdateRowsParams = bytemuck::pod_read_unaligned(&d.params);
+        assert_eq!((p.outer, p.dest_rows, p.rows, p.inner), (1, 16, 2, 8));
+        assert_eq!(p.out_offsets[..2], [0, 3000]);
+        assert_eq!(p.start_offset, 5000);
+    }
+
+    #[test]
+    fn rejections_name_what_is_wrong() {
+        let a = job(0);
+        let msg = |r: Result<Vec<Dispatch>, LowerError>| r.unwrap_err().to_string();
+        assert!(msg(lower_update_rows(&OP, 1, &[])).contains("one to four"));
+        let five: Vec<(&[Operand], &Operand)> = (0..5).map(|_| (&a[..], &a[0])).collect();
+        assert!(msg(lower_update_rows(&OP, 1, &five)).contains("one to four"));
+        assert!(
+            msg(lower_update_rows(&OP, 1, &[(&a[..2], &a[0])])).contains("dest, update and start")
+        );
+        let mut float_start = a.clone();
+        float_start[2] = operand(5000, &[1], DType::F32);
+        assert!(msg(lower_update_rows(&OP, 1, &[(&float_start, &a[0])])).contains("integer"));
+        // Batched jobs of other shapes.
+        let mut other = job(200);
+        other[1] = operand(1200, &[1, 3, 8], DType::F32);
+        assert!(msg(lower_update_rows(
+            &OP,
+            1,
+            &[(&a, &a[0]), (&other, &other[0])]
+        ))
+        .contains("share"));
+        // An axis past the rank, and an update of another rank.
+        assert!(msg(lower_update_rows(&OP, 3, &[(&a, &a[0])])).contains("axis 3"));
+        let mut flat = job(0);
+        flat[1] = operand(1000, &[16], DType::F32);
+        assert!(msg(lower_update_rows(&OP, 1, &[(&flat, &flat[0])])).contains("axis 1"));
+    }
+}

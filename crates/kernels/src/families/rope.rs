@@ -256,6 +256,52 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_shares_one_dispatch_split_between_its_jobs() {
+        let q = operand(0, &[1, 4, 3, 8], DType::F32);
+        let k = operand(96, &[1, 2, 3, 8], DType::F32);
+        let (qo, ko) = (
+            operand(200, &[1, 4, 3, 8], DType::F32),
+            operand(300, &[1, 2, 3, 8], DType::F32),
+        );
+        let d = lower_pair(
+            &op(8, false),
+            (std::slice::from_ref(&q), &qo),
+            (std::slice::from_ref(&k), &ko),
+        )
+        .unwrap();
+        let p: RopeParams = bytemuck::pod_read_unaligned(&d[0].params);
+        assert_eq!(
+            (p.heads[0], p.heads[1], p.split, p.work),
+            (4, 2, 12 * 4, 18 * 4)
+        );
+        assert_eq!((p.x_offsets[1], p.out_offsets[1]), (96, 300));
+    }
+
+    #[test]
+    fn a_pair_with_other_positions_or_lengths_is_rejected() {
+        let rope = op(8, true);
+        let q = operand(0, &[1, 2, 3, 8], DType::F32);
+        let (pos_a, pos_b) = (
+            operand(100, &[1], DType::I32),
+            operand(101, &[1], DType::I32),
+        );
+        let qi = [q.clone(), pos_a.clone()];
+        // Another position input.
+        let ki = [q.clone(), pos_b];
+        let err = lower_pair(&rope, (&qi, &q), (&ki, &q)).unwrap_err();
+        assert!(err.to_string().contains("share"), "{err}");
+        // Another sequence length.
+        let k4 = operand(0, &[1, 2, 4, 8], DType::F32);
+        let ki = [k4.clone(), pos_a];
+        let err = lower_pair(&rope, (&qi, &q), (&ki, &k4)).unwrap_err();
+        assert!(err.to_string().contains("share"), "{err}");
+        // No jobs, or three, through the shared path.
+        assert!(lower_jobs(&rope, &[]).is_err());
+        let job: (&[Operand], &Operand) = (&qi, &q);
+        assert!(lower_jobs(&rope, &[job, job, job]).is_err());
+    }
+
+    #[test]
     fn a_float_offset_input_is_rejected() {
         let x = operand(0, &[1, 1, 1, 8], DType::F32);
         let off = operand(8, &[1], DType::F32);
