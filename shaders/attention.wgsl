@@ -1033,53 +1033,30 @@ fn visible4(s_in: vec4<f32>, u: u32, j0: u32, end: u32, b: u32, h: u32, i: u32) 
     return s;
 }
 
-// Stores row slot r's 32 accumulated dims into the staging area (rk for row a, rv for row b),
-// for the merge.
-fn park32(at: u32, x: Dims32, to_v: bool) {
-    if (to_v) {
-        rv[at] = x.d0;
-        rv[at + 1u] = x.d1;
-        rv[at + 2u] = x.d2;
-        rv[at + 3u] = x.d3;
-        rv[at + 4u] = x.d4;
-        rv[at + 5u] = x.d5;
-        rv[at + 6u] = x.d6;
-        rv[at + 7u] = x.d7;
-    } else {
-        rk[at] = x.d0;
-        rk[at + 1u] = x.d1;
-        rk[at + 2u] = x.d2;
-        rk[at + 3u] = x.d3;
-        rk[at + 4u] = x.d4;
-        rk[at + 5u] = x.d5;
-        rk[at + 6u] = x.d6;
-        rk[at + 7u] = x.d7;
-    }
+// Parks 32 accumulated dims at rk[at..] for the merge (the keys are no longer needed).
+fn park32(at: u32, x: Dims32) {
+    rk[at] = x.d0;
+    rk[at + 1u] = x.d1;
+    rk[at + 2u] = x.d2;
+    rk[at + 3u] = x.d3;
+    rk[at + 4u] = x.d4;
+    rk[at + 5u] = x.d5;
+    rk[at + 6u] = x.d6;
+    rk[at + 7u] = x.d7;
 }
 
-// x * a + (the parked dims at `at`) * b.
-fn merge32(x: Dims32, a: f32, at: u32, b: f32, from_v: bool) -> Dims32 {
-    if (from_v) {
-        return Dims32(
-            fma(vec4<f32>(b), rv[at], x.d0 * a),
-            fma(vec4<f32>(b), rv[at + 1u], x.d1 * a),
-            fma(vec4<f32>(b), rv[at + 2u], x.d2 * a),
-            fma(vec4<f32>(b), rv[at + 3u], x.d3 * a),
-            fma(vec4<f32>(b), rv[at + 4u], x.d4 * a),
-            fma(vec4<f32>(b), rv[at + 5u], x.d5 * a),
-            fma(vec4<f32>(b), rv[at + 6u], x.d6 * a),
-            fma(vec4<f32>(b), rv[at + 7u], x.d7 * a),
-        );
-    }
+// x * a + (the dims parked at rk[at..]) * b.
+fn merge32(x: Dims32, a: f32, at: u32, b: f32) -> Dims32 {
+    let w = vec4<f32>(b);
     return Dims32(
-        fma(vec4<f32>(b), rk[at], x.d0 * a),
-        fma(vec4<f32>(b), rk[at + 1u], x.d1 * a),
-        fma(vec4<f32>(b), rk[at + 2u], x.d2 * a),
-        fma(vec4<f32>(b), rk[at + 3u], x.d3 * a),
-        fma(vec4<f32>(b), rk[at + 4u], x.d4 * a),
-        fma(vec4<f32>(b), rk[at + 5u], x.d5 * a),
-        fma(vec4<f32>(b), rk[at + 6u], x.d6 * a),
-        fma(vec4<f32>(b), rk[at + 7u], x.d7 * a),
+        fma(w, rk[at], x.d0 * a),
+        fma(w, rk[at + 1u], x.d1 * a),
+        fma(w, rk[at + 2u], x.d2 * a),
+        fma(w, rk[at + 3u], x.d3 * a),
+        fma(w, rk[at + 4u], x.d4 * a),
+        fma(w, rk[at + 5u], x.d5 * a),
+        fma(w, rk[at + 6u], x.d6 * a),
+        fma(w, rk[at + 7u], x.d7 * a),
     );
 }
 
@@ -1179,33 +1156,38 @@ fn attention_rows(
         workgroupBarrier();
     }
 
-    // The second half parks its states; the first merges them into its own and stores. A
-    // half that saw no key has m = NEG_MAX and l = 0, so it weighs (at most) exp(-87) * 0.
+    // The second half parks its states, row a's sums then row b's (one row fits rk); the first
+    // merges them into its own and stores. A half that saw no key has m = NEG_MAX and l = 0,
+    // so it weighs (at most) exp(-87) * 0. Every invocation reaches every barrier.
     let at = r * RPITCH4;
     if (half == 1u) {
         rstate[r] = vec4<f32>(ma, la, mb, lb);
-        park32(at, acc.a, false);
-        park32(at, acc.b, true);
+        park32(at, acc.a);
     }
     workgroupBarrier();
-    if (half == 1u) {
-        return;
-    }
     let other = rstate[r];
     let m_a = max(ma, other.x);
     let m_b = max(mb, other.z);
     let ea = vec2<f32>(safe_exp(ma - m_a), safe_exp(other.x - m_a));
     let eb = vec2<f32>(safe_exp(mb - m_b), safe_exp(other.z - m_b));
+    let ya = merge32(acc.a, ea.x, at, ea.y);
+    workgroupBarrier();
+    if (half == 1u) {
+        park32(at, acc.b);
+    }
+    workgroupBarrier();
+    if (half == 1u) {
+        return;
+    }
+    let yb = merge32(acc.b, eb.x, at, eb.y);
     let l_a = la * ea.x + other.y * ea.y;
     let l_b = lb * eb.x + other.w * eb.y;
     // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
     let o_head = p.out_offset + b * p.out_strides.x + h * p.out_strides.z;
     if (r < rows) {
-        let y = merge32(acc.a, ea.x, at, ea.y, false);
-        store32(o_head + ia * p.out_strides.y, 0u, y, select(0.0, 1.0 / l_a, l_a > 0.0));
+        store32(o_head + ia * p.out_strides.y, 0u, ya, select(0.0, 1.0 / l_a, l_a > 0.0));
     }
     if (r + WG < rows) {
-        let y = merge32(acc.b, eb.x, at, eb.y, true);
-        store32(o_head + ib * p.out_strides.y, 0u, y, select(0.0, 1.0 / l_b, l_b > 0.0));
+        store32(o_head + ib * p.out_strides.y, 0u, yb, select(0.0, 1.0 / l_b, l_b > 0.0));
     }
 }
