@@ -3,77 +3,182 @@
 // matmul_common.wgsl are prepended).
 //
 // out[z, m, n] = act(sum_k A[z, m, k] * B[z, k, n] + bias[n]).
-// A workgroup of 16x16 invocations computes a 64x64 output tile, 4x4 values per invocation,
-// staging 64x16 slices of A and 16x64 slices of B in workgroup memory. Operands are addressed by
-// strides, so B may be stored [K, N] or [N, K] (transposed) and batches may broadcast (stride 0).
-// With `split_width` < n, output column c goes to output c / split_width at column
-// c % split_width: the QKV split-write, three outputs from one dispatch.
+// A workgroup of 256 invocations computes a 64x64 output tile as four k-groups of 64: each
+// stage holds 16 values of k of A (64x16) and B (16x64), and group g multiplies k = 4g..4g+3
+// of it, 8x8 outputs per invocation (four vec4 workgroup reads per k for 64 fmas). The groups'
+// partial tiles are summed in workgroup memory at the end and all 256 invocations store. Four
+// groups on one tile keep four times as many invocations busy as one group per tile would:
+// what outputs with few tiles (a 384-wide projection) need, without a workspace for split-k.
+// Operands are addressed by strides, so B may be stored [K, N] or [N, K] (transposed) and
+// batches may broadcast (stride 0). With `split_width` < n, output column c goes to output
+// c / split_width at column c % split_width: the QKV split-write, three outputs from one
+// dispatch.
 
 const TILE: u32 = 64u;
-const TK: u32 = 16u;
+const GROUPS: u32 = 4u;
+const GROUP_K: u32 = 4u; // k per group per stage
+const TK: u32 = 16u; // k per stage: GROUPS * GROUP_K
+const TILE4: u32 = 16u; // vec4s per k of a staged slice
+const B_AT: u32 = 256u; // where the B slice starts in `tiles`
 
-// Tiles hold four consecutive rows (of A) or columns (of B) per vec4, so the inner product
-// reads one vec4 of each and does 16 fmas with no indexing into local arrays (which drivers
-// may place in slow local memory).
-var<workgroup> a_tile: array<vec4<f32>, 256>; // [kk * 16 + row / 4][row % 4]
-var<workgroup> b_tile: array<vec4<f32>, 256>; // [kk * 16 + col / 4][col % 4]
+// During the k-loop: the A slice at [k * 16 + (row / 4 ^ swizzle(k))][row % 4] and B's likewise
+// by column from B_AT. Afterwards: the 64x64 tile of partial sums, [row * 16 + col / 4].
+var<workgroup> tiles: array<vec4<f32>, 1024>;
 
-@compute @workgroup_size(16, 16, 1)
-fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tid = lid.y * 16u + lid.x;
-    let row0 = wid.y * TILE;
-    let col0 = wid.x * TILE;
+// The XOR applied to a staged slice's vec4 index at k, so that the four k-quads one warp
+// stores land in different banks (reads stay conflict-free: it permutes within a k).
+fn swizzle(k: u32) -> u32 {
+    return (k / 4u) % 8u;
+}
 
+// One invocation's share of a stage: k-quad tid % 4 of row (column of an [N, K] B) tid / 4;
+// for a [K, N] B, column quad tid % 16 of k-row tid / 16.
+struct Stage {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn load_stage(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) -> Stage {
+    let line = tid / 4u;
+    let quad = t + (tid % 4u) * 4u;
+    let a = along_k(a_base + min(row0 + line, p.m - 1u) * p.a_stride_m, quad);
+    var b: vec4<f32>;
+    if (p.b_stride_k == 1u) {
+        b = along_k(b_base + min(col0 + line, p.n - 1u) * p.b_stride_n, quad);
+    } else {
+        let k = t + tid / 16u;
+        let cs = min(vec4<u32>(col0 + (tid % 16u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+        let at = vec4<u32>(b_base + min(k, p.k - 1u) * p.b_stride_k) + cs * p.b_stride_n;
+        let v = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
+        b = select(vec4<f32>(0.0), v, k < p.k);
+    }
+    return Stage(a, b);
+}
+
+// Stores four consecutive k of one row (or [N, K] column) from `base`.
+fn put_along_k(base: u32, v: vec4<f32>, tid: u32) {
+    let line = tid / 4u;
+    let k0 = (tid % 4u) * 4u;
+    let at = (line / 4u) ^ swizzle(k0);
+    for (var j = 0u; j < 4u; j++) {
+        tiles[base + (k0 + j) * TILE4 + at][line % 4u] = v[j];
+    }
+}
+
+fn store_stage(s: Stage, tid: u32) {
+    put_along_k(0u, s.a, tid);
+    if (p.b_stride_k == 1u) {
+        put_along_k(B_AT, s.b, tid);
+    } else {
+        let k = tid / 16u;
+        tiles[B_AT + k * TILE4 + ((tid % 16u) ^ swizzle(k))] = s.b;
+    }
+}
+
+// Adds a group's partial vec4 into the summed tile (the first group to arrive writes it).
+fn fold(i: u32, v: vec4<f32>, first: bool) {
+    if (first) {
+        tiles[i] = v;
+    } else {
+        tiles[i] += v;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn matmul(
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
     let bases = batch_bases(wid.z);
     let a_base = bases.x;
     let b_base = bases.y;
-    // B stored [N, K] is read along k by consecutive invocations, [K, N] along n.
-    let b_k_fastest = p.b_stride_k == 1u;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+    let group = tid / 64u;
+    let tx = tid % 8u;
+    let ty = (tid % 64u) / 8u;
 
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // c<row><l|h>: tile row ty*4 + row (rows 4..7: 32 + ty*4 + row - 4), columns tx*4 (l) or
+    // 32 + tx*4 (h).
+    var c0l = vec4<f32>();
+    var c0h = vec4<f32>();
+    var c1l = vec4<f32>();
+    var c1h = vec4<f32>();
+    var c2l = vec4<f32>();
+    var c2h = vec4<f32>();
+    var c3l = vec4<f32>();
+    var c3h = vec4<f32>();
+    var c4l = vec4<f32>();
+    var c4h = vec4<f32>();
+    var c5l = vec4<f32>();
+    var c5h = vec4<f32>();
+    var c6l = vec4<f32>();
+    var c6h = vec4<f32>();
+    var c7l = vec4<f32>();
+    var c7h = vec4<f32>();
+    var next = load_stage(a_base, b_base, row0, col0, 0u, tid);
     for (var t = 0u; t < p.k; t += TK) {
-        for (var i = 0u; i < 4u; i++) {
-            let e = tid + i * 256u;
-            let r = e / TK;
-            let kk = e % TK;
-            var av = 0.0;
-            if (row0 + r < p.m && t + kk < p.k) {
-                av = arena[a_base + (row0 + r) * p.a_stride_m + t + kk];
-            }
-            a_tile[kk * 16u + r / 4u][r % 4u] = av;
-
-            var kb = e / TILE;
-            var c = e % TILE;
-            if (b_k_fastest) {
-                kb = e % TK;
-                c = e / TK;
-            }
-            var bv = 0.0;
-            if (t + kb < p.k && col0 + c < p.n) {
-                bv = arena[b_base + (t + kb) * p.b_stride_k + (col0 + c) * p.b_stride_n];
-            }
-            b_tile[kb * 16u + c / 4u][c % 4u] = bv;
+        store_stage(next, tid);
+        workgroupBarrier();
+        if (t + TK < p.k) {
+            next = load_stage(a_base, b_base, row0, col0, t + TK, tid);
+        }
+        for (var kk = 0u; kk < GROUP_K; kk++) {
+            let k = group * GROUP_K + kk;
+            let sw = swizzle(k);
+            let al = tiles[k * TILE4 + (ty ^ sw)];
+            let ah = tiles[k * TILE4 + ((8u + ty) ^ sw)];
+            let bl = tiles[B_AT + k * TILE4 + (tx ^ sw)];
+            let bh = tiles[B_AT + k * TILE4 + ((8u + tx) ^ sw)];
+            c0l = fma(vec4<f32>(al.x), bl, c0l);
+            c0h = fma(vec4<f32>(al.x), bh, c0h);
+            c1l = fma(vec4<f32>(al.y), bl, c1l);
+            c1h = fma(vec4<f32>(al.y), bh, c1h);
+            c2l = fma(vec4<f32>(al.z), bl, c2l);
+            c2h = fma(vec4<f32>(al.z), bh, c2h);
+            c3l = fma(vec4<f32>(al.w), bl, c3l);
+            c3h = fma(vec4<f32>(al.w), bh, c3h);
+            c4l = fma(vec4<f32>(ah.x), bl, c4l);
+            c4h = fma(vec4<f32>(ah.x), bh, c4h);
+            c5l = fma(vec4<f32>(ah.y), bl, c5l);
+            c5h = fma(vec4<f32>(ah.y), bh, c5h);
+            c6l = fma(vec4<f32>(ah.z), bl, c6l);
+            c6h = fma(vec4<f32>(ah.z), bh, c6h);
+            c7l = fma(vec4<f32>(ah.w), bl, c7l);
+            c7h = fma(vec4<f32>(ah.w), bh, c7h);
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let a = a_tile[kk * 16u + lid.y];
-            let b = b_tile[kk * 16u + lid.x];
-            acc0 = fma(vec4<f32>(a.x), b, acc0);
-            acc1 = fma(vec4<f32>(a.y), b, acc1);
-            acc2 = fma(vec4<f32>(a.z), b, acc2);
-            acc3 = fma(vec4<f32>(a.w), b, acc3);
+    }
+
+    // The groups take turns adding into the tile (group 1 first, group 0 last).
+    let il = ty * 64u + tx;
+    let ih = il + 512u;
+    for (var turn = 0u; turn < GROUPS; turn++) {
+        if (group == (turn + 1u) % GROUPS) {
+            let first = turn == 0u;
+            fold(il, c0l, first);
+            fold(il + 8u, c0h, first);
+            fold(il + 16u, c1l, first);
+            fold(il + 24u, c1h, first);
+            fold(il + 32u, c2l, first);
+            fold(il + 40u, c2h, first);
+            fold(il + 48u, c3l, first);
+            fold(il + 56u, c3h, first);
+            fold(ih, c4l, first);
+            fold(ih + 8u, c4h, first);
+            fold(ih + 16u, c5l, first);
+            fold(ih + 24u, c5h, first);
+            fold(ih + 32u, c6l, first);
+            fold(ih + 40u, c6h, first);
+            fold(ih + 48u, c7l, first);
+            fold(ih + 56u, c7h, first);
         }
         workgroupBarrier();
     }
 
     let out_base = wid.z * p.m * p.out_stride_m;
-    let r0 = row0 + lid.y * 4u;
-    let c0 = col0 + lid.x * 4u;
-    store_row(out_base, r0, c0, acc0);
-    store_row(out_base, r0 + 1u, c0, acc1);
-    store_row(out_base, r0 + 2u, c0, acc2);
-    store_row(out_base, r0 + 3u, c0, acc3);
+    for (var i = 0u; i < 4u; i++) {
+        let e = i * 256u + tid;
+        store_row(out_base, row0 + e / 16u, col0 + (e % 16u) * 4u, tiles[e]);
+    }
 }

@@ -68,8 +68,11 @@ fn store_one(out_base: u32, r: u32, c: u32, v: f32) {
     if (p.act != 0xffffffffu) {
         x = apply_unary(p.act, x);
     }
-    let which = c / p.split_width;
-    let col = c % p.split_width;
+    // Which of up to three outputs, by comparisons: an integer division costs dozens of
+    // instructions per stored value (QKV 4096x384 -> 1152: 211 -> 202 µs on the H200).
+    let w = p.split_width;
+    let which = select(0u, 1u, c >= w) + select(0u, 1u, c >= 2u * w);
+    let col = c - which * w;
     arena[p.out_offsets[which] + out_base + r * p.out_stride_m + col] = x;
 }
 

@@ -1,65 +1,81 @@
 // @file matmul_wide.wgsl
 // Register-tiled f32 matmul for large outputs: the same params, operands and epilogue as
 // `matmul` (activations.wgsl and matmul_common.wgsl are prepended), with a 128x128 output tile
-// per workgroup and 8x8 values per invocation. Per k, an invocation reads four vec4s from
-// workgroup memory for 64 fmas (the 64x64 kernel: two for 16), so it is bound by arithmetic
-// rather than by workgroup-memory bandwidth; the price is 4x fewer workgroups, so the lowering
-// picks it only for outputs with enough 128x128 tiles to fill the GPU.
+// per workgroup and 8x8 values per invocation, each reading four vec4s from workgroup memory
+// per k for 64 fmas. Against the 64x64 kernel, which splits k among four groups for the same
+// ratio, it stages each value of A and B for twice as many fmas and needs no final sum of
+// partial tiles; the price is 4x fewer workgroups, so the lowering picks it only for outputs
+// with enough 128x128 tiles to fill the GPU.
 //
 // Invocation (tx, ty) = (tid % 16, tid / 16) owns rows ty*4..+4 and 64+ty*4..+4 and columns
 // tx*4..+4 and 64+tx*4..+4 of the tile: split in halves, the vec4 reads of a warp hit
-// consecutive addresses (no bank conflicts). Each stage holds WK = 8 values of k; the next
-// stage's values are read from global memory into registers while the current one is
-// multiplied.
+// consecutive addresses (no bank conflicts). Each stage holds WK = 16 values of k (with 8,
+// twice the barriers, a 4096^3 linear took 5.5 ms against 4.6); the next stage's values are read from global
+// memory into registers while the current one is multiplied. Staged slices are not padded
+// but swizzled (see `swizzle`), so both fit WebGPU's default 16 KiB of workgroup memory.
 
 const WT: u32 = 128u;
-const WK: u32 = 8u;
-// vec4s per k of a staged tile: 32, plus one so that the two k-quads an A (or [N, K] B) load
-// writes fall in different banks.
-const WLD: u32 = 33u;
+const WK: u32 = 16u;
+const WT4: u32 = 32u; // vec4s per k of a staged slice
 
-var<workgroup> wa: array<vec4<f32>, 264>; // WK x WLD: [kk * WLD + row / 4][row % 4]
-var<workgroup> wb: array<vec4<f32>, 264>; // WK x WLD: [kk * WLD + col / 4][col % 4]
+var<workgroup> wa: array<vec4<f32>, 512>; // [kk * WT4 + (row / 4 ^ swizzle(kk))][row % 4]
+var<workgroup> wb: array<vec4<f32>, 512>; // [kk * WT4 + (col / 4 ^ swizzle(kk))][col % 4]
 
-// One invocation's share of a stage: four values of A and four of B.
-struct Stage {
-    a: vec4<f32>,
-    b: vec4<f32>,
+// The XOR applied to a staged slice's vec4 index at k, so that the four k-quads one warp
+// stores land in different banks (reads stay conflict-free: it permutes within a k).
+fn swizzle(k: u32) -> u32 {
+    return (k / 4u) % 8u;
 }
 
-// A: invocation tid reads k-quad tid % 2 of tile row tid / 2. B stored [N, K] likewise, by
-// column; B stored [K, N]: four consecutive columns (tid % 32) * 4 of k-row tid / 32.
+// One invocation's share of a stage: k-quad tid % 4 of tile rows tid / 4 and 64 + tid / 4 of
+// A (columns, for B stored [N, K]); for B stored [K, N], column quad tid % 32 of k-rows
+// tid / 32 and 8 + tid / 32.
+struct Stage {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    b0: vec4<f32>,
+    b1: vec4<f32>,
+}
+
+fn b_k_row(b_base: u32, col0: u32, k: u32, tid: u32) -> vec4<f32> {
+    let cs = min(vec4<u32>(col0 + (tid % 32u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    let at = vec4<u32>(b_base + min(k, p.k - 1u) * p.b_stride_k) + cs * p.b_stride_n;
+    let v = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
+    return select(vec4<f32>(0.0), v, k < p.k);
+}
+
 fn load_stage(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) -> Stage {
-    let half = tid / 2u;
-    let quad = t + (tid % 2u) * 4u;
-    let r = min(row0 + half, p.m - 1u);
-    let a = along_k(a_base + r * p.a_stride_m, quad);
-    var b: vec4<f32>;
+    let line = tid / 4u;
+    let quad = t + (tid % 4u) * 4u;
+    let a0 = along_k(a_base + min(row0 + line, p.m - 1u) * p.a_stride_m, quad);
+    let a1 = along_k(a_base + min(row0 + 64u + line, p.m - 1u) * p.a_stride_m, quad);
     if (p.b_stride_k == 1u) {
-        let c = min(col0 + half, p.n - 1u);
-        b = along_k(b_base + c * p.b_stride_n, quad);
-    } else {
-        let k = t + tid / 32u;
-        let cs = min(vec4<u32>(col0 + (tid % 32u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-        let at = vec4<u32>(b_base + min(k, p.k - 1u) * p.b_stride_k) + cs * p.b_stride_n;
-        let v = vec4<f32>(arena[at.x], arena[at.y], arena[at.z], arena[at.w]);
-        b = select(vec4<f32>(0.0), v, k < p.k);
+        let b0 = along_k(b_base + min(col0 + line, p.n - 1u) * p.b_stride_n, quad);
+        let b1 = along_k(b_base + min(col0 + 64u + line, p.n - 1u) * p.b_stride_n, quad);
+        return Stage(a0, a1, b0, b1);
     }
-    return Stage(a, b);
+    let k = t + tid / 32u;
+    return Stage(a0, a1, b_k_row(b_base, col0, k, tid), b_k_row(b_base, col0, k + 8u, tid));
 }
 
 fn store_stage(s: Stage, tid: u32) {
-    let half = tid / 2u;
-    let kq = (tid % 2u) * 4u;
+    let line = tid / 4u;
+    let k0 = (tid % 4u) * 4u;
+    let lo = (line / 4u) ^ swizzle(k0);
+    let hi = (16u + line / 4u) ^ swizzle(k0);
     for (var j = 0u; j < 4u; j++) {
-        wa[(kq + j) * WLD + half / 4u][half % 4u] = s.a[j];
+        wa[(k0 + j) * WT4 + lo][line % 4u] = s.a0[j];
+        wa[(k0 + j) * WT4 + hi][line % 4u] = s.a1[j];
     }
     if (p.b_stride_k == 1u) {
         for (var j = 0u; j < 4u; j++) {
-            wb[(kq + j) * WLD + half / 4u][half % 4u] = s.b[j];
+            wb[(k0 + j) * WT4 + lo][line % 4u] = s.b0[j];
+            wb[(k0 + j) * WT4 + hi][line % 4u] = s.b1[j];
         }
     } else {
-        wb[(tid / 32u) * WLD + tid % 32u] = s.b;
+        let k = tid / 32u;
+        wb[k * WT4 + ((tid % 32u) ^ swizzle(k))] = s.b0;
+        wb[(k + 8u) * WT4 + ((tid % 32u) ^ swizzle(k + 8u))] = s.b1;
     }
 }
 
@@ -102,10 +118,11 @@ fn matmul_wide(
             next = load_stage(a_base, b_base, row0, col0, t + WK, tid);
         }
         for (var kk = 0u; kk < WK; kk++) {
-            let al = wa[kk * WLD + ty];
-            let ah = wa[kk * WLD + 16u + ty];
-            let bl = wb[kk * WLD + tx];
-            let bh = wb[kk * WLD + 16u + tx];
+            let sw = swizzle(kk);
+            let al = wa[kk * WT4 + (ty ^ sw)];
+            let ah = wa[kk * WT4 + ((16u + ty) ^ sw)];
+            let bl = wb[kk * WT4 + (tx ^ sw)];
+            let bh = wb[kk * WT4 + ((16u + tx) ^ sw)];
             c0l = fma(vec4<f32>(al.x), bl, c0l);
             c0h = fma(vec4<f32>(al.x), bh, c0h);
             c1l = fma(vec4<f32>(al.y), bl, c1l);

@@ -78,7 +78,7 @@ pub const MATMUL: KernelDesc = KernelDesc {
         include_str!("../../../../shaders/matmul.wgsl")
     ),
     entry: "matmul",
-    workgroup_size: [16, 16, 1],
+    workgroup_size: [256, 1, 1],
     bindings: &[Binding::StorageReadWrite, Binding::Uniform],
     params: MatmulParams::LAYOUT,
     needs: Needs::BASELINE,
