@@ -173,11 +173,12 @@ fn kernel_for(batch: usize, m: usize, k: usize, n: usize, transpose: bool) -> &'
 }
 
 #[test]
-fn wide_and_tall_tiles_with_ragged_edges_and_batches() {
+fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     // Batches of 130 x 33 x 200: 64 of them make 2 x 2 tiles of 128 each, 256 in all (the
-    // wide kernel); 16 make 2 x 4 tiles of 128 x 64 each, 128 in all (the tall kernel).
+    // wide kernel); 16 make 3 x 4 tiles of 64 each (the 64x64 kernel, whose four k-groups
+    // see a ragged last stage: 33 = 2 * 16 + 1).
     let (m, k, n) = (130, 33, 200);
-    for (batch, kernel) in [(64, "matmul_wide"), (16, "matmul_tall")] {
+    for (batch, kernel) in [(64, "matmul_wide"), (16, "matmul")] {
         for transpose in [false, true] {
             assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
             let mut g = Graph::new();
@@ -203,12 +204,12 @@ fn wide_and_tall_tiles_with_ragged_edges_and_batches() {
     }
 }
 
-/// The tall kernel's epilogue: bias and GELU on a linear layer
-/// (ragged: 1000 rows, 760 columns, 96 tiles).
+/// The 64x64 kernel's epilogue after its k-groups' sums: bias and GELU on a linear layer
+/// (ragged: 1000 rows, 760 columns, 192 tiles).
 #[test]
-fn tall_tiles_with_bias_and_activation() {
+fn grouped_k_tiles_with_bias_and_activation() {
     let (m, k, n) = (1000, 40, 760);
-    assert_eq!(kernel_for(1, m, k, n, true), "matmul_tall");
+    assert_eq!(kernel_for(1, m, k, n, true), "matmul");
     let mut g = Graph::new();
     let x = g.input("x", DType::F32, [m, k]).unwrap();
     let w = g.param("w", DType::F32, [n, k]).unwrap();
@@ -219,7 +220,7 @@ fn tall_tiles_with_bias_and_activation() {
     g.output(y).unwrap();
     let params = [("w", tensor(&[n, k], 21)), ("b", tensor(&[n], 22))];
     let inputs = [("x", tensor(&[m, k], 23))];
-    check(&g, &params, &inputs, k, "tall with bias and GELU");
+    check(&g, &params, &inputs, k, "64x64 with bias and GELU");
 }
 
 #[test]
@@ -241,7 +242,7 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
         (64, 130, "matmul_wide"),
         (64, 9, "matmul_skinny"),
         (3, 130, "matmul"),
-        (16, 130, "matmul_tall"),
+        (16, 130, "matmul"),
         (64, 130, "matmul_wide"),
         (2, 5, "matmul_skinny"),
     ];

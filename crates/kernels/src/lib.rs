@@ -23,7 +23,6 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &elementwise::UNARY,
         &elementwise::WHERE,
         &matmul::MATMUL,
-        &matmul::MATMUL_TALL,
         &matmul::MATMUL_WIDE,
         &matmul::MATMUL_SKINNY,
         &matmul::MATMUL_COOP,

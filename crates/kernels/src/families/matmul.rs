@@ -12,21 +12,10 @@ use kiln_ir::{Activation, Op};
 pub const TILE: usize = 64;
 /// Output tile edge of one workgroup of [`MATMUL_WIDE`].
 pub const WIDE_TILE: usize = 128;
-/// From this many 128x128 output tiles on, the tiled matmul runs [`MATMUL_WIDE`]: its
-/// invocations do 4x the work of [`MATMUL`]'s for half the workgroup-memory reads per fma, but
-/// fewer workgroups leave SMs idle on smaller outputs (an H200 has 132).
+/// From this many 128x128 output tiles on, the tiled matmul runs [`MATMUL_WIDE`]: it stages
+/// each value of A and B for twice as many fmas as [`MATMUL`] and sums no partial tiles, but
+/// its 4x fewer workgroups leave SMs idle on smaller outputs (an H200 has 132).
 pub const WIDE_MIN_TILES: usize = 256;
-/// Output tile of one workgroup of [`MATMUL_TALL`]: rows, columns.
-pub const TALL_TILE: [usize; 2] = [128, 64];
-/// Below [`WIDE_MIN_TILES`], the tiled matmul runs [`MATMUL_TALL`] when that makes at least
-/// this many 128x64 tiles and [`MATMUL`] at most [`TALL_MAX_SMALL_TILES`] 64x64 ones: where the
-/// 64x64 kernel has two workgroups or fewer per SM of an H200 (132), the tall kernel's fewer
-/// workgroup-memory reads per fma win (1024³: 0.169 -> 0.133 ms); with more 64x64 workgroups
-/// they hide latency better (4096 x 384 x 384: 91 µs against the tall kernel's 96; 4096 x 1536
-/// x 384: even).
-pub const TALL_MIN_TILES: usize = 96;
-/// See [`TALL_MIN_TILES`].
-pub const TALL_MAX_SMALL_TILES: usize = 256;
 /// Up to this many rows of A, with B stored `[N, K]`, the matmul runs [`MATMUL_SKINNY`] (a
 /// few output columns per workgroup, lanes striding K). All f32 matmul kernels take the same
 /// params and bindings, so a planned step can switch between them when the active extent
@@ -84,22 +73,6 @@ pub const MATMUL: KernelDesc = KernelDesc {
     needs: Needs::BASELINE,
 };
 
-/// [`MATMUL`] with 128x64 output tiles, 8x4 values per invocation (see [`TALL_MIN_TILES`]).
-pub const MATMUL_TALL: KernelDesc = KernelDesc {
-    name: "matmul_tall",
-    file: "matmul_tall.wgsl",
-    source: concat!(
-        include_str!("../../../../shaders/activations.wgsl"),
-        include_str!("../../../../shaders/matmul_common.wgsl"),
-        include_str!("../../../../shaders/matmul_tall.wgsl")
-    ),
-    entry: "matmul_tall",
-    workgroup_size: [256, 1, 1],
-    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
-    params: MatmulParams::LAYOUT,
-    needs: Needs::BASELINE,
-};
-
 /// [`MATMUL`] with 128x128 output tiles, 8x8 values per invocation (see [`WIDE_MIN_TILES`]).
 pub const MATMUL_WIDE: KernelDesc = KernelDesc {
     name: "matmul_wide",
@@ -133,13 +106,7 @@ pub const MATMUL_SKINNY: KernelDesc = KernelDesc {
 };
 
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 5] = [
-    &MATMUL,
-    &MATMUL_TALL,
-    &MATMUL_WIDE,
-    &MATMUL_SKINNY,
-    &MATMUL_COOP,
-];
+pub const EXTENT_VARIANTS: [&KernelDesc; 4] = [&MATMUL, &MATMUL_WIDE, &MATMUL_SKINNY, &MATMUL_COOP];
 
 /// Output tile of the cooperative-matrix kernel: rows, columns.
 pub const COOP_TILE: [usize; 2] = [128, 64];
@@ -171,11 +138,10 @@ pub const MATMUL_COOP: KernelDesc = KernelDesc {
 /// Whether [`use_cooperative`] moves dispatches of `kernel` to [`MATMUL_COOP`] (the tiled f32
 /// kernels; compared by name, as a `const` item has no guaranteed single address).
 pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
-    [MATMUL.name, MATMUL_TALL.name, MATMUL_WIDE.name].contains(&kernel.name)
+    [MATMUL.name, MATMUL_WIDE.name].contains(&kernel.name)
 }
 
-/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_TALL`],
-/// [`MATMUL_WIDE`]) to
+/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`]) to
 /// [`MATMUL_COOP`] (f16 inputs), keeping their params and giving them the coop kernel's grid;
 /// skinny ones stay as they are. Re-lowering at another extent must call this again.
 pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
@@ -354,11 +320,6 @@ pub fn lower_split(
         (&MATMUL_SKINNY, None)
     } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
         (&MATMUL_WIDE, Some([WIDE_TILE; 2]))
-    } else if tiles(TALL_TILE) >= TALL_MIN_TILES
-        && tiles([TILE; 2]) <= TALL_MAX_SMALL_TILES
-        && k > 0
-    {
-        (&MATMUL_TALL, Some(TALL_TILE))
     } else {
         (&MATMUL, Some([TILE; 2]))
     };
@@ -451,17 +412,7 @@ mod tests {
             "matmul_wide"
         );
         assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul");
-        // 1024³: 128 tiles of 128x64, 256 of 64x64.
-        let tall = matmul_dispatch(1024, 1024, 1024);
-        assert_eq!((tall.kernel.name, tall.groups), ("matmul_tall", [16, 8, 1]));
-        // The band's edges.
-        let [r, c] = TALL_TILE;
-        assert_eq!(
-            matmul_dispatch(8 * r, 64, 12 * c).kernel.name,
-            "matmul_tall"
-        );
-        assert_eq!(matmul_dispatch(8 * r, 64, 11 * c).kernel.name, "matmul");
-        assert_eq!(matmul_dispatch(8 * r + 1, 64, 16 * c).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(1024, 1024, 1024).kernel.name, "matmul");
     }
 
     #[test]
