@@ -204,12 +204,56 @@ fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     }
 }
 
+/// Rows loaded four k at a time (K a multiple of four: the `_vec4` pipelines, with the last
+/// stage's quads past K reading zeros) and element by element (K = 37), by the 64x64 kernel
+/// (one batch) and the wide one (64 batches), with B stored either way.
+#[test]
+fn vec4_and_scalar_row_loads() {
+    for k in [4, 36, 37] {
+        for (batch, m, n, tiled) in [(1, 150, 70, "matmul"), (64, 130, 200, "matmul_wide")] {
+            let kernel = if k % 4 == 0 {
+                format!("{tiled}_vec4")
+            } else {
+                tiled.to_string()
+            };
+            for transpose in [false, true] {
+                assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
+                let mut g = Graph::new();
+                let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
+                let bshape = if transpose {
+                    [batch, n, k]
+                } else {
+                    [batch, k, n]
+                };
+                let b = g.input("b", DType::F32, bshape).unwrap();
+                let y = if transpose {
+                    g.matmul_t(a, b).unwrap()
+                } else {
+                    g.matmul(a, b).unwrap()
+                };
+                g.output(y).unwrap();
+                let inputs = [
+                    ("a", tensor(&[batch, m, k], 31)),
+                    ("b", tensor(&bshape, 32)),
+                ];
+                check(
+                    &g,
+                    &[],
+                    &inputs,
+                    k,
+                    &format!("{kernel} k={k} t={transpose}"),
+                );
+            }
+        }
+    }
+}
+
 /// The 64x64 kernel's epilogue after its k-groups' sums: bias and GELU on a linear layer
 /// (ragged: 1000 rows, 760 columns, 192 tiles).
 #[test]
 fn grouped_k_tiles_with_bias_and_activation() {
     let (m, k, n) = (1000, 40, 760);
-    assert_eq!(kernel_for(1, m, k, n, true), "matmul");
+    assert_eq!(kernel_for(1, m, k, n, true), "matmul_vec4");
     let mut g = Graph::new();
     let x = g.input("x", DType::F32, [m, k]).unwrap();
     let w = g.param("w", DType::F32, [n, k]).unwrap();

@@ -11,6 +11,11 @@ pub enum Binding {
     StorageReadWrite,
     /// The params uniform.
     Uniform,
+    /// Binding 0's buffer range again, declared `array<vec4<f32>>`: 16-byte loads of operands
+    /// the kernel is told are 16-byte aligned. Read-write like binding 0, so that the two views
+    /// of one buffer have one usage (WebGPU refuses a buffer bound read-only and read-write in
+    /// one dispatch).
+    ArenaVec4,
 }
 
 /// Device capabilities a kernel needs beyond baseline WGSL.
@@ -45,6 +50,9 @@ pub struct KernelDesc {
     pub bindings: &'static [Binding],
     pub params: ParamsLayout,
     pub needs: Needs,
+    /// Values of the source's pipeline-overridable constants (`override` in WGSL): one source,
+    /// specialised pipelines (e.g. the matmuls whose rows load as vec4s).
+    pub constants: &'static [(&'static str, f64)],
 }
 
 impl KernelDesc {

@@ -112,7 +112,7 @@ impl PipelineCache {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
-                    Binding::StorageReadWrite => wgpu::BindingType::Buffer {
+                    Binding::StorageReadWrite | Binding::ArenaVec4 => wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Storage { read_only: false },
                         has_dynamic_offset: false,
                         min_binding_size: None,
@@ -176,7 +176,10 @@ impl PipelineCache {
                 layout: Some(&layout),
                 module: &module,
                 entry_point: Some(k.entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: k.constants,
+                    ..Default::default()
+                },
                 cache: None,
             });
         let errors = [

@@ -209,6 +209,7 @@ mod tests {
             bindings: &[Binding::Uniform],
             params: TwoFields::LAYOUT,
             needs: Needs::default(),
+            constants: &[],
         }
     }
 

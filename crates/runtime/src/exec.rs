@@ -58,23 +58,15 @@ pub fn run_dispatches(
         });
         for (d, &u) in dispatches.iter().zip(&uniform_at) {
             let compiled = device.pipelines().get(d.kernel)?;
+            let params = wgpu::BufferBinding {
+                buffer: &uniform_buf,
+                offset: u,
+                size: wgpu::BufferSize::new(d.params.len() as u64),
+            };
             let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(d.kernel.name),
                 layout: &compiled.bind_group_layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: buffer.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniform_buf,
-                            offset: u,
-                            size: wgpu::BufferSize::new(d.params.len() as u64),
-                        }),
-                    },
-                ],
+                entries: &crate::bind::entries(d.kernel, buffer.as_entire_buffer_binding(), params),
             });
             pass.set_pipeline(&compiled.pipeline);
             // The params sit at `u` through the binding's own offset; no dynamic offset.

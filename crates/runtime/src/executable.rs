@@ -287,27 +287,20 @@ impl Executable {
                 let bind_group = match bind_groups.get(&key) {
                     Some(b) => b,
                     None => {
+                        let storage = wgpu::BufferBinding {
+                            buffer,
+                            offset,
+                            size: wgpu::BufferSize::new(size.next_multiple_of(4)),
+                        };
+                        let params = wgpu::BufferBinding {
+                            buffer: &uniform_buf,
+                            offset: 0,
+                            size: wgpu::BufferSize::new(d.params.len() as u64),
+                        };
                         let b = device.create_bind_group(&wgpu::BindGroupDescriptor {
                             label: Some(d.kernel.name),
                             layout: &compiled.bind_group_layout,
-                            entries: &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer,
-                                        offset,
-                                        size: wgpu::BufferSize::new(size.next_multiple_of(4)),
-                                    }),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &uniform_buf,
-                                        offset: 0,
-                                        size: wgpu::BufferSize::new(d.params.len() as u64),
-                                    }),
-                                },
-                            ],
+                            entries: &crate::bind::entries(d.kernel, storage, params),
                         });
                         bind_groups.entry(key).or_insert(b)
                     }

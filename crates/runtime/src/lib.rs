@@ -1,5 +1,6 @@
 //! kiln's runtime: the wgpu device, and execution of graphs on it.
 
+mod bind;
 pub mod device;
 pub mod eager;
 mod error;

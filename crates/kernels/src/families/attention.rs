@@ -95,6 +95,7 @@ pub const ATTENTION: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// `attention_row`: [`Variant::Row`].
@@ -107,6 +108,7 @@ pub const ATTENTION_ROW: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// `attention_rows`: [`Variant::Rows`].
@@ -119,6 +121,7 @@ pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// The attention kernels a planned step moves between when its extent changes its queries.

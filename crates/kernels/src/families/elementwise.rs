@@ -79,6 +79,7 @@ pub const WHERE: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: WhereParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 pub const BINARY: KernelDesc = KernelDesc {
@@ -90,6 +91,7 @@ pub const BINARY: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: BinaryParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 pub const UNARY: KernelDesc = KernelDesc {
@@ -101,6 +103,7 @@ pub const UNARY: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: UnaryParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// The shader's id of a binary op.

@@ -55,8 +55,22 @@ kernel_params! {
     }
 }
 
+/// Whether rows of `k` elements starting at `offset` and at every batch stride stay 16-byte
+/// aligned, so that the `*_VEC4` kernels may load them a k-quad at a time.
+fn rows_aligned(offset: u32, k: usize, batch_strides: &[usize]) -> bool {
+    offset % 4 == 0 && k > 0 && k % 4 == 0 && batch_strides.iter().all(|s| s % 4 == 0)
+}
+
 /// The `act` value meaning "no activation" (one value for every kernel).
 pub use crate::families::elementwise::NO_ACTIVATION;
+
+/// The arena, the params and the arena again as vec4s (see [`ALIGNED_A`]): every f32 matmul
+/// kernel declares all three (matmul_common.wgsl), so that they bind alike.
+const MATMUL_BINDINGS: &[Binding] = &[
+    Binding::StorageReadWrite,
+    Binding::Uniform,
+    Binding::ArenaVec4,
+];
 
 pub const MATMUL: KernelDesc = KernelDesc {
     name: "matmul",
@@ -68,9 +82,10 @@ pub const MATMUL: KernelDesc = KernelDesc {
     ),
     entry: "matmul",
     workgroup_size: [256, 1, 1],
-    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    bindings: MATMUL_BINDINGS,
     params: MatmulParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// [`MATMUL`] with 128x128 output tiles, 8x8 values per invocation (see [`WIDE_MIN_TILES`]).
@@ -84,9 +99,28 @@ pub const MATMUL_WIDE: KernelDesc = KernelDesc {
     ),
     entry: "matmul_wide",
     workgroup_size: [256, 1, 1],
-    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    bindings: MATMUL_BINDINGS,
     params: MatmulParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
+};
+
+/// The pipeline-overridable constant of matmul_common.wgsl that the `*_VEC4` kernels set.
+const ROWS_AS_VEC4: &[(&str, f64)] = &[("ROWS_AS_VEC4", 1.0)];
+
+/// [`MATMUL`] loading rows of A (and of B stored `[N, K]`) a k-quad at a time, where they are
+/// 16-byte aligned (offsets, strides and K multiples of four elements).
+pub const MATMUL_VEC4: KernelDesc = KernelDesc {
+    name: "matmul_vec4",
+    constants: ROWS_AS_VEC4,
+    ..MATMUL
+};
+
+/// [`MATMUL_WIDE`] loading aligned rows a k-quad at a time, like [`MATMUL_VEC4`].
+pub const MATMUL_WIDE_VEC4: KernelDesc = KernelDesc {
+    name: "matmul_wide_vec4",
+    constants: ROWS_AS_VEC4,
+    ..MATMUL_WIDE
 };
 
 /// The matmul for few rows of A against B stored `[N, K]` (see [`SKINNY_MAX_ROWS`]).
@@ -100,13 +134,21 @@ pub const MATMUL_SKINNY: KernelDesc = KernelDesc {
     ),
     entry: "matmul_skinny",
     workgroup_size: [256, 1, 1],
-    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    bindings: MATMUL_BINDINGS,
     params: MatmulParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 4] = [&MATMUL, &MATMUL_WIDE, &MATMUL_SKINNY, &MATMUL_COOP];
+pub const EXTENT_VARIANTS: [&KernelDesc; 6] = [
+    &MATMUL,
+    &MATMUL_VEC4,
+    &MATMUL_WIDE,
+    &MATMUL_WIDE_VEC4,
+    &MATMUL_SKINNY,
+    &MATMUL_COOP,
+];
 
 /// Output tile of the cooperative-matrix kernel: rows, columns.
 pub const COOP_TILE: [usize; 2] = [128, 64];
@@ -126,22 +168,30 @@ pub const MATMUL_COOP: KernelDesc = KernelDesc {
     ),
     entry: "matmul_coop",
     workgroup_size: [256, 1, 1],
-    bindings: &[Binding::StorageReadWrite, Binding::Uniform],
+    bindings: MATMUL_BINDINGS,
     params: MatmulParams::LAYOUT,
     needs: Needs {
         f16: true,
         subgroups: false,
         cooperative_matrix: true,
     },
+    constants: &[],
 };
 
 /// Whether [`use_cooperative`] moves dispatches of `kernel` to [`MATMUL_COOP`] (the tiled f32
 /// kernels; compared by name, as a `const` item has no guaranteed single address).
 pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
-    [MATMUL.name, MATMUL_WIDE.name].contains(&kernel.name)
+    [
+        MATMUL.name,
+        MATMUL_VEC4.name,
+        MATMUL_WIDE.name,
+        MATMUL_WIDE_VEC4.name,
+    ]
+    .contains(&kernel.name)
 }
 
-/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`]) to
+/// Moves the tiled f32 matmul dispatches among `dispatches` ([`MATMUL`], [`MATMUL_WIDE`] and
+/// their `_VEC4` pipelines) to
 /// [`MATMUL_COOP`] (f16 inputs), keeping their params and giving them the coop kernel's grid;
 /// skinny ones stay as they are. Re-lowering at another extent must call this again.
 pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
@@ -316,12 +366,22 @@ pub fn lower_split(
     }
     let tiles = |[r, c]: [usize; 2]| rows.div_ceil(r) * n.div_ceil(c) * batch.max(1);
     // (K = 0 stays on the 64x64 kernel, whose loads are guarded per element.)
+    let vec4_rows = rows_aligned(a.offset, k, &a_batch)
+        && (!transpose_b || rows_aligned(b.offset, k, &b_batch));
     let (kernel, tile) = if skinny {
         (&MATMUL_SKINNY, None)
     } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
-        (&MATMUL_WIDE, Some([WIDE_TILE; 2]))
+        let wide = if vec4_rows {
+            &MATMUL_WIDE_VEC4
+        } else {
+            &MATMUL_WIDE
+        };
+        (wide, Some([WIDE_TILE; 2]))
     } else {
-        (&MATMUL, Some([TILE; 2]))
+        (
+            if vec4_rows { &MATMUL_VEC4 } else { &MATMUL },
+            Some([TILE; 2]),
+        )
     };
     let groups = match tile {
         None => [
@@ -394,25 +454,51 @@ mod tests {
     }
 
     #[test]
+    fn rows_load_as_vec4s_only_when_aligned() {
+        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_vec4");
+        assert_eq!(
+            matmul_dispatch(4096, 36, 1024).kernel.name,
+            "matmul_wide_vec4"
+        );
+        // K not a multiple of four: every row but the first starts off 16 bytes.
+        assert_eq!(matmul_dispatch(300, 66, 100).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(4096, 66, 1024).kernel.name, "matmul_wide");
+        let lower_one = |a_offset: u32, b_offset: u32, transpose_b: bool| {
+            let a = Operand::new(a_offset, &[300, 64], DType::F32);
+            let bdims = if transpose_b { [100, 64] } else { [64, 100] };
+            let b = Operand::new(b_offset, &bdims, DType::F32);
+            let out = Operand::new(2 << 20, &[300, 100], DType::F32);
+            let op = Op::MatMul { transpose_b };
+            lower(&op, &[a, b], &out).unwrap().remove(0).kernel.name
+        };
+        assert_eq!(lower_one(2, 1 << 20, true), "matmul");
+        assert_eq!(lower_one(0, (1 << 20) + 2, true), "matmul");
+        // B stored [K, N] is read along n, never by k-quads: its offset does not matter.
+        assert_eq!(lower_one(0, (1 << 20) + 2, false), "matmul_vec4");
+        // K = 0 has no quad to load.
+        assert_eq!(matmul_dispatch(300, 0, 100).kernel.name, "matmul");
+    }
+
+    #[test]
     fn kernel_by_shape() {
         assert_eq!(matmul_dispatch(4, 64, 100).kernel.name, "matmul_skinny");
-        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_vec4");
         let wide = matmul_dispatch(4096, 64, 1024);
-        assert_eq!(wide.kernel.name, "matmul_wide");
+        assert_eq!(wide.kernel.name, "matmul_wide_vec4");
         assert_eq!(wide.groups, [8, 32, 1]);
         // Just under the wide tile count that fills the GPU: the 64x64 kernel, with more than
         // two 64x64 workgroups per SM.
         let edge = WIDE_TILE * WIDE_MIN_TILES / 4;
         assert_eq!(
             matmul_dispatch(edge, 64, 3 * WIDE_TILE).kernel.name,
-            "matmul"
+            "matmul_vec4"
         );
         assert_eq!(
             matmul_dispatch(edge, 64, 3 * WIDE_TILE + 1).kernel.name,
-            "matmul_wide"
+            "matmul_wide_vec4"
         );
-        assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul");
-        assert_eq!(matmul_dispatch(1024, 1024, 1024).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul_vec4");
+        assert_eq!(matmul_dispatch(1024, 1024, 1024).kernel.name, "matmul_vec4");
     }
 
     #[test]
@@ -428,13 +514,13 @@ mod tests {
     fn a_cooperative_grid_over_the_limit_is_a_typed_error() {
         // 5,000,000 columns: 39,063 wide tiles per row, 78,125 coop tiles (limit 65,535).
         let mut ds = vec![matmul_dispatch(256, 32, 5_000_000)];
-        assert_eq!(ds[0].kernel.name, "matmul_wide");
+        assert_eq!(ds[0].kernel.name, "matmul_wide_vec4");
         let err = use_cooperative(&mut ds).unwrap_err();
         assert!(
             matches!(err, LowerError::TooLarge { value: 78_125, .. }),
             "{err}"
         );
-        assert_eq!(ds[0].kernel.name, "matmul_wide", "left as it was");
+        assert_eq!(ds[0].kernel.name, "matmul_wide_vec4", "left as it was");
     }
 
     #[test]
@@ -497,6 +583,14 @@ mod tests {
         )
         .validate(&module)
         .expect("valid with every capability");
+        // `ROWS_AS_VEC4` (matmul_common.wgsl) takes its default, as wgpu's pipeline would.
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            None,
+            &Default::default(),
+        )
+        .expect("the overrides resolve");
         let options = naga::back::spv::Options {
             lang_version: (1, 3),
             ..Default::default()

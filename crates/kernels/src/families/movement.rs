@@ -73,6 +73,7 @@ pub const STRIDED_COPY: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: CopyParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 pub const GATHER: KernelDesc = KernelDesc {
@@ -84,6 +85,7 @@ pub const GATHER: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: GatherParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 pub const UPDATE_ROWS: KernelDesc = KernelDesc {
@@ -95,6 +97,7 @@ pub const UPDATE_ROWS: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: UpdateRowsParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 /// How `strided_copy` converts each word (the shader's `convert` codes).

@@ -44,6 +44,7 @@ pub const NORM: KernelDesc = KernelDesc {
     bindings: &[Binding::StorageReadWrite, Binding::Uniform],
     params: NormParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// The operands of one (possibly fused) norm.

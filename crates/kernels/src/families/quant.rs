@@ -99,6 +99,7 @@ pub const QUANT_GEMV: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: QuantMatmulParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 /// The quantized matmul for many rows of A (see [`Variant::Tiled`]).
@@ -111,6 +112,7 @@ pub const QUANT_TILED: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: QuantMatmulParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 /// The quantized matmul kernels a step moves between when its extent changes its rows.
@@ -125,6 +127,7 @@ pub const QUANT_GATHER: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: QuantGatherParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 /// Which quantized matmul kernel runs. Both take the same params and bindings, so a planned

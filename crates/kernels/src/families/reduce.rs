@@ -81,6 +81,7 @@ pub const REDUCE: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: ReduceParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 pub const SOFTMAX: KernelDesc = KernelDesc {
@@ -92,6 +93,7 @@ pub const SOFTMAX: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: SoftmaxParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 pub const CUMSUM: KernelDesc = KernelDesc {
@@ -103,6 +105,7 @@ pub const CUMSUM: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: CumsumParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 /// The shader's id of a reduction.

@@ -50,6 +50,7 @@ pub const ROPE: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: RopeParams::LAYOUT,
     needs: Needs::BASELINE,
+    constants: &[],
 };
 
 /// The attributes of a rope op that lowering needs.

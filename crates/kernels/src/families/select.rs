@@ -71,6 +71,7 @@ pub const ARGMAX: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: SelectParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 pub const TOPK: KernelDesc = KernelDesc {
@@ -82,6 +83,7 @@ pub const TOPK: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: SelectParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 pub const SAMPLE: KernelDesc = KernelDesc {
@@ -93,6 +95,7 @@ pub const SAMPLE: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: SampleParams::LAYOUT,
     needs: NEEDS,
+    constants: &[],
 };
 
 /// Lowers argmax, topk and sample (f32 rows only).
