@@ -58,7 +58,10 @@ kernel_params! {
 /// Whether rows of `k` elements starting at `offset` and at every batch stride stay 16-byte
 /// aligned, so that the `*_VEC4` kernels may load them a k-quad at a time.
 fn rows_aligned(offset: u32, k: usize, batch_strides: &[usize]) -> bool {
-    offset % 4 == 0 && k > 0 && k % 4 == 0 && batch_strides.iter().all(|s| s % 4 == 0)
+    offset.is_multiple_of(4)
+        && k > 0
+        && k.is_multiple_of(4)
+        && batch_strides.iter().all(|s| s.is_multiple_of(4))
 }
 
 /// The `act` value meaning "no activation" (one value for every kernel).
