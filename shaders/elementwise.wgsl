@@ -2,7 +2,9 @@
 // Elementwise kernels over an f32 arena window (activations.wgsl is prepended).
 //
 // Every operand is addressed by an element offset into the bound window. Broadcasting is done by
-// strides (a broadcast axis has stride 0), never by materialised copies. Grids larger than 65535
+// strides (a broadcast axis has stride 0), never by materialised copies. The lowering merges the
+// dims that every operand walks contiguously (`coalesce_dims`), so a flat index unravels into as
+// few dims as possible (one division each, none for the outermost). Grids larger than 65535
 // workgroups are folded into y; `grid_width` is the number of invocations in one row of the grid.
 
 struct BinaryParams {
@@ -100,7 +102,7 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
     var rem = i;
     var ao = 0u;
     var bo = 0u;
-    for (var d = i32(bp.rank) - 1; d >= 0; d--) {
+    for (var d = i32(bp.rank) - 1; d > 0; d--) {
         let q = u32(d) / 4u;
         let r = u32(d) % 4u;
         let size = bp.out_shape[q][r];
@@ -108,6 +110,11 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
         rem = rem / size;
         ao += c * bp.a_strides[q][r];
         bo += c * bp.b_strides[q][r];
+    }
+    // What is left is the index along the outermost dim: no division for it.
+    if (bp.rank > 0u) {
+        ao += rem * bp.a_strides[0].x;
+        bo += rem * bp.b_strides[0].x;
     }
     var a = arena[bp.a_offset + ao];
     if (bp.act_a != 0xffffffffu) {
@@ -136,7 +143,7 @@ fn where_select(@builtin(global_invocation_id) gid: vec3<u32>) {
     var co = 0u;
     var ao = 0u;
     var bo = 0u;
-    for (var d = i32(wp.rank) - 1; d >= 0; d--) {
+    for (var d = i32(wp.rank) - 1; d > 0; d--) {
         let q = u32(d) / 4u;
         let r = u32(d) % 4u;
         let size = wp.out_shape[q][r];
@@ -145,6 +152,11 @@ fn where_select(@builtin(global_invocation_id) gid: vec3<u32>) {
         co += c * wp.cond_strides[q][r];
         ao += c * wp.a_strides[q][r];
         bo += c * wp.b_strides[q][r];
+    }
+    if (wp.rank > 0u) {
+        co += rem * wp.cond_strides[0].x;
+        ao += rem * wp.a_strides[0].x;
+        bo += rem * wp.b_strides[0].x;
     }
     let take_a = arena[wp.cond_offset + co] != 0.0;
     arena[wp.out_offset + i] = select(arena[wp.b_offset + bo], arena[wp.a_offset + ao], take_a);

@@ -104,9 +104,15 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= total) {
         return;
     }
-    let inner_i = i % gp.inner;
-    let j = (i / gp.inner) % gp.num_indices;
-    let o = i / (gp.inner * gp.num_indices);
+    // One division per element where the gather has no outer dims (an embedding lookup).
+    let row = i / gp.inner;
+    let inner_i = i - row * gp.inner;
+    var o = 0u;
+    var j = row;
+    if (gp.outer > 1u) {
+        o = row / gp.num_indices;
+        j = row - o * gp.num_indices;
+    }
     let index = bitcast<i32>(arena[gp.index_offset + j]);
     // A kernel cannot raise: an index outside the table reads as zeros.
     var v = 0.0;

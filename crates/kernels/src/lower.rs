@@ -196,6 +196,41 @@ pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// The same walk over `dims` with fewer dims: dims of size 1 dropped, and each dim merged into
+/// the next inner one wherever every operand steps through both as one (its stride equals the
+/// inner stride times the inner size; broadcast zeros included). Elementwise kernels unravel a
+/// flat index one division per dim, so a contiguous `[32, 128, 384]` add unravels nothing.
+/// Returns the dims and, per operand, the strides.
+pub fn coalesce_dims(dims: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    // Built innermost first, reversed at the end.
+    let mut out_dims: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::with_capacity(dims.len()); strides.len()];
+    for i in (0..dims.len()).rev() {
+        if dims[i] == 1 {
+            continue;
+        }
+        if let Some(inner) = out_dims.last_mut() {
+            let merges = strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| o.last().is_some_and(|&os| s[i] == os * *inner));
+            if merges {
+                *inner *= dims[i];
+                continue;
+            }
+        }
+        out_dims.push(dims[i]);
+        for (o, s) in out_strides.iter_mut().zip(strides) {
+            o.push(s[i]);
+        }
+    }
+    out_dims.reverse();
+    for o in &mut out_strides {
+        o.reverse();
+    }
+    (out_dims, out_strides)
+}
+
 /// A 1-D grid over `n` invocations at `workgroup` per group, or a typed error when too large.
 /// The kernels compute a u32 flat index from the grid, so `n` must fit one.
 pub fn grid(op: &Op, n: usize, workgroup: u32) -> Result<crate::dispatch::Grid1d, LowerError> {
@@ -210,4 +245,32 @@ pub fn grid(op: &Op, n: usize, workgroup: u32) -> Result<crate::dispatch::Grid1d
         return Err(too_large);
     }
     crate::dispatch::grid_1d(n as u64, workgroup).ok_or(too_large)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_merges_contiguous_and_broadcast_dims() {
+        // A contiguous add: one dim.
+        let d = [32, 128, 384];
+        let (dims, st) = coalesce_dims(&d, &[strides(&d), strides(&d)]);
+        assert_eq!((dims, st), (vec![32 * 128 * 384], vec![vec![1], vec![1]]));
+        // Position embeddings [128, 384] added over a batch of 32: the batch stays apart.
+        let b = broadcast_strides(&[128, 384], &d);
+        let (dims, st) = coalesce_dims(&d, &[strides(&d), b]);
+        assert_eq!(dims, vec![32, 128 * 384]);
+        assert_eq!(st, vec![vec![128 * 384, 1], vec![0, 1]]);
+        // A row bias [1, 384]: size-1 dims vanish, broadcast zeros merge with each other.
+        let b = broadcast_strides(&[1, 1, 384], &d);
+        let (dims, st) = coalesce_dims(&d, &[strides(&d), b]);
+        assert_eq!(dims, vec![32 * 128, 384]);
+        assert_eq!(st, vec![vec![384, 1], vec![0, 1]]);
+        // A transposed operand merges nothing; a scalar has no dims at all.
+        let (dims, _) = coalesce_dims(&[4, 5], &[vec![5, 1], vec![1, 4]]);
+        assert_eq!(dims, vec![4, 5]);
+        let (dims, st) = coalesce_dims(&[1, 1], &[vec![0, 0]]);
+        assert_eq!((dims, st), (vec![], vec![vec![]]));
+    }
 }

@@ -2,7 +2,9 @@
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
-use crate::lower::{broadcast_strides, grid, require_f32, u32_of, Dispatch, LowerError, Operand};
+use crate::lower::{
+    broadcast_strides, coalesce_dims, grid, require_f32, u32_of, Dispatch, LowerError, Operand,
+};
 use crate::params::KernelParams;
 use kiln_ir::{Activation, BinaryOp, CompareOp, DType, Op};
 
@@ -167,17 +169,21 @@ fn lower_where(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatc
     require_f32(op, [&inputs[1], &inputs[2], out])?;
     let numel = out.numel();
     let g = grid(op, numel, 64)?;
-    let s = |i: usize| pack_dims(op, &broadcast_strides(&inputs[i].dims, &out.dims));
+    let (dims, st) = coalesce_dims(
+        &out.dims,
+        &[0, 1, 2].map(|i| broadcast_strides(&inputs[i].dims, &out.dims)),
+    );
+    let s = |i: usize| pack_dims(op, &st[i]);
     let p = WhereParams {
         numel: u32_of(op, "elements", numel)?,
-        rank: out.dims.len() as u32,
+        rank: dims.len() as u32,
         cond_offset: inputs[0].offset,
         a_offset: inputs[1].offset,
         b_offset: inputs[2].offset,
         out_offset: out.offset,
         grid_width: g.grid_width,
         _pad: 0,
-        out_shape: pack_dims(op, &out.dims)?,
+        out_shape: pack_dims(op, &dims)?,
         cond_strides: s(0)?,
         a_strides: s(1)?,
         b_strides: s(2)?,
@@ -205,18 +211,22 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
                 Op::Compare { kind } => compare_op_id(*kind),
                 _ => unreachable!("matched by the outer arm"),
             };
+            let (dims, st) = coalesce_dims(
+                &out.dims,
+                &[0, 1].map(|i| broadcast_strides(&inputs[i].dims, &out.dims)),
+            );
             let p = BinaryParams {
                 numel: n,
                 op: code,
-                rank: out.dims.len() as u32,
+                rank: dims.len() as u32,
                 a_offset: inputs[0].offset,
                 b_offset: inputs[1].offset,
                 out_offset: out.offset,
                 grid_width: g.grid_width,
                 act_a: NO_ACTIVATION,
-                out_shape: pack_dims(op, &out.dims)?,
-                a_strides: pack_dims(op, &broadcast_strides(&inputs[0].dims, &out.dims))?,
-                b_strides: pack_dims(op, &broadcast_strides(&inputs[1].dims, &out.dims))?,
+                out_shape: pack_dims(op, &dims)?,
+                a_strides: pack_dims(op, &st[0])?,
+                b_strides: pack_dims(op, &st[1])?,
             };
             Dispatch::new(&BINARY, &p, g.groups)
         }
