@@ -104,3 +104,77 @@ fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
         store_one(out_base, r, c, v[j]);
     }
 }
+
+// One invocation's 8x8 outputs in the register-tiled kernels: rows 0..3 of its first row quad
+// (c0..c3) and of its second (c4..c7), each row as the four columns of its first column quad
+// (l) and of its second (h). Named vec4s, not an array: an indexed local array may be left in
+// local memory by the driver.
+struct Tile8x8 {
+    c0l: vec4<f32>,
+    c0h: vec4<f32>,
+    c1l: vec4<f32>,
+    c1h: vec4<f32>,
+    c2l: vec4<f32>,
+    c2h: vec4<f32>,
+    c3l: vec4<f32>,
+    c3h: vec4<f32>,
+    c4l: vec4<f32>,
+    c4h: vec4<f32>,
+    c5l: vec4<f32>,
+    c5h: vec4<f32>,
+    c6l: vec4<f32>,
+    c6h: vec4<f32>,
+    c7l: vec4<f32>,
+    c7h: vec4<f32>,
+}
+
+// `t` plus the outer product at one k of A's eight values (al: the first row quad, ah: the
+// second) and B's eight (bl, bh).
+fn tile_fma(t: Tile8x8, al: vec4<f32>, ah: vec4<f32>, bl: vec4<f32>, bh: vec4<f32>) -> Tile8x8 {
+    return Tile8x8(
+        fma(vec4<f32>(al.x), bl, t.c0l),
+        fma(vec4<f32>(al.x), bh, t.c0h),
+        fma(vec4<f32>(al.y), bl, t.c1l),
+        fma(vec4<f32>(al.y), bh, t.c1h),
+        fma(vec4<f32>(al.z), bl, t.c2l),
+        fma(vec4<f32>(al.z), bh, t.c2h),
+        fma(vec4<f32>(al.w), bl, t.c3l),
+        fma(vec4<f32>(al.w), bh, t.c3h),
+        fma(vec4<f32>(ah.x), bl, t.c4l),
+        fma(vec4<f32>(ah.x), bh, t.c4h),
+        fma(vec4<f32>(ah.y), bl, t.c5l),
+        fma(vec4<f32>(ah.y), bh, t.c5h),
+        fma(vec4<f32>(ah.z), bl, t.c6l),
+        fma(vec4<f32>(ah.z), bh, t.c6h),
+        fma(vec4<f32>(ah.w), bl, t.c7l),
+        fma(vec4<f32>(ah.w), bh, t.c7h),
+    );
+}
+
+// Stores `t` through the epilogue: its row quads start at output rows r_lo and r_hi, its column
+// quads at columns c_lo and c_hi.
+fn store_tile(out_base: u32, t: Tile8x8, r_lo: u32, r_hi: u32, c_lo: u32, c_hi: u32) {
+    store_row(out_base, r_lo, c_lo, t.c0l);
+    store_row(out_base, r_lo, c_hi, t.c0h);
+    store_row(out_base, r_lo + 1u, c_lo, t.c1l);
+    store_row(out_base, r_lo + 1u, c_hi, t.c1h);
+    store_row(out_base, r_lo + 2u, c_lo, t.c2l);
+    store_row(out_base, r_lo + 2u, c_hi, t.c2h);
+    store_row(out_base, r_lo + 3u, c_lo, t.c3l);
+    store_row(out_base, r_lo + 3u, c_hi, t.c3h);
+    store_row(out_base, r_hi, c_lo, t.c4l);
+    store_row(out_base, r_hi, c_hi, t.c4h);
+    store_row(out_base, r_hi + 1u, c_lo, t.c5l);
+    store_row(out_base, r_hi + 1u, c_hi, t.c5h);
+    store_row(out_base, r_hi + 2u, c_lo, t.c6l);
+    store_row(out_base, r_hi + 2u, c_hi, t.c6h);
+    store_row(out_base, r_hi + 3u, c_lo, t.c7l);
+    store_row(out_base, r_hi + 3u, c_hi, t.c7h);
+}
+
+// The XOR applied to a staged slice's vec4 index at k (the tiled kernels stage A and B as
+// [k][row quad ^ swizzle(k)]), so that the four k-quads one warp stores land in different
+// banks; reads stay conflict-free, as it permutes the quads within a k.
+fn swizzle(k: u32) -> u32 {
+    return (k / 4u) % 8u;
+}

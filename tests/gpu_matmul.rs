@@ -172,34 +172,45 @@ fn kernel_for(batch: usize, m: usize, k: usize, n: usize, transpose: bool) -> &'
     lower(&op, &[a, b], &out).expect("lowers")[0].kernel.name
 }
 
+/// Checks batched `[batch, m, k] x B` against the reference on `kernel`, with B stored
+/// `[batch, k, n]` or (`transpose`) `[batch, n, k]`.
+fn check_batched(batch: usize, m: usize, k: usize, n: usize, transpose: bool, kernel: &str) {
+    assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
+    let bshape = if transpose {
+        [batch, n, k]
+    } else {
+        [batch, k, n]
+    };
+    let b = g.input("b", DType::F32, bshape).unwrap();
+    let y = if transpose {
+        g.matmul_t(a, b).unwrap()
+    } else {
+        g.matmul(a, b).unwrap()
+    };
+    g.output(y).unwrap();
+    let inputs = [
+        ("a", tensor(&[batch, m, k], 11 + k as u64)),
+        ("b", tensor(&bshape, 12 + k as u64)),
+    ];
+    check(
+        &g,
+        &[],
+        &inputs,
+        k,
+        &format!("{kernel} k={k} t={transpose}"),
+    );
+}
+
 #[test]
 fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     // Batches of 130 x 33 x 200: 64 of them make 2 x 2 tiles of 128 each, 256 in all (the
     // wide kernel); 16 make 3 x 4 tiles of 64 each (the 64x64 kernel, whose four k-groups
     // see a ragged last stage: 33 = 2 * 16 + 1).
-    let (m, k, n) = (130, 33, 200);
     for (batch, kernel) in [(64, "matmul_wide"), (16, "matmul")] {
         for transpose in [false, true] {
-            assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
-            let mut g = Graph::new();
-            let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
-            let bshape = if transpose {
-                [batch, n, k]
-            } else {
-                [batch, k, n]
-            };
-            let b = g.input("b", DType::F32, bshape).unwrap();
-            let y = if transpose {
-                g.matmul_t(a, b).unwrap()
-            } else {
-                g.matmul(a, b).unwrap()
-            };
-            g.output(y).unwrap();
-            let inputs = [
-                ("a", tensor(&[batch, m, k], 11)),
-                ("b", tensor(&bshape, 12)),
-            ];
-            check(&g, &[], &inputs, k, &format!("{kernel} t={transpose}"));
+            check_batched(batch, 130, 33, 200, transpose, kernel);
         }
     }
 }
@@ -217,32 +228,7 @@ fn vec4_and_scalar_row_loads() {
                 tiled.to_string()
             };
             for transpose in [false, true] {
-                assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
-                let mut g = Graph::new();
-                let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
-                let bshape = if transpose {
-                    [batch, n, k]
-                } else {
-                    [batch, k, n]
-                };
-                let b = g.input("b", DType::F32, bshape).unwrap();
-                let y = if transpose {
-                    g.matmul_t(a, b).unwrap()
-                } else {
-                    g.matmul(a, b).unwrap()
-                };
-                g.output(y).unwrap();
-                let inputs = [
-                    ("a", tensor(&[batch, m, k], 31)),
-                    ("b", tensor(&bshape, 32)),
-                ];
-                check(
-                    &g,
-                    &[],
-                    &inputs,
-                    k,
-                    &format!("{kernel} k={k} t={transpose}"),
-                );
+                check_batched(batch, m, k, n, transpose, &kernel);
             }
         }
     }
