@@ -86,8 +86,24 @@ fn matmul_wide(
     let tx = tid % 16u;
     let ty = tid / 16u;
 
-    // Rows ty*4.. and 64+ty*4.., columns tx*4.. and 64+tx*4.. of the tile.
-    var acc = Tile8x8();
+    // c<row><l|h>: row ty*4 + row (rows 4..7: 64 + ty*4 + row - 4), columns tx*4 (l) or
+    // 64 + tx*4 (h).
+    var c0l = vec4<f32>();
+    var c0h = vec4<f32>();
+    var c1l = vec4<f32>();
+    var c1h = vec4<f32>();
+    var c2l = vec4<f32>();
+    var c2h = vec4<f32>();
+    var c3l = vec4<f32>();
+    var c3h = vec4<f32>();
+    var c4l = vec4<f32>();
+    var c4h = vec4<f32>();
+    var c5l = vec4<f32>();
+    var c5h = vec4<f32>();
+    var c6l = vec4<f32>();
+    var c6h = vec4<f32>();
+    var c7l = vec4<f32>();
+    var c7h = vec4<f32>();
     var next = load_stage(a_base, b_base, row0, col0, 0u, tid);
     for (var t = 0u; t < p.k; t += WK) {
         store_stage(next, tid);
@@ -101,13 +117,47 @@ fn matmul_wide(
             let ah = wa[kk * WT4 + ((16u + ty) ^ sw)];
             let bl = wb[kk * WT4 + (tx ^ sw)];
             let bh = wb[kk * WT4 + ((16u + tx) ^ sw)];
-            acc = tile_fma(acc, al, ah, bl, bh);
+            // The 16 fmas are written out in each kernel: as a struct updated by a shared
+            // function, MiniLM 32x128 took 6.09 ms instead of 5.69 (H200).
+            c0l = fma(vec4<f32>(al.x), bl, c0l);
+            c0h = fma(vec4<f32>(al.x), bh, c0h);
+            c1l = fma(vec4<f32>(al.y), bl, c1l);
+            c1h = fma(vec4<f32>(al.y), bh, c1h);
+            c2l = fma(vec4<f32>(al.z), bl, c2l);
+            c2h = fma(vec4<f32>(al.z), bh, c2h);
+            c3l = fma(vec4<f32>(al.w), bl, c3l);
+            c3h = fma(vec4<f32>(al.w), bh, c3h);
+            c4l = fma(vec4<f32>(ah.x), bl, c4l);
+            c4h = fma(vec4<f32>(ah.x), bh, c4h);
+            c5l = fma(vec4<f32>(ah.y), bl, c5l);
+            c5h = fma(vec4<f32>(ah.y), bh, c5h);
+            c6l = fma(vec4<f32>(ah.z), bl, c6l);
+            c6h = fma(vec4<f32>(ah.z), bh, c6h);
+            c7l = fma(vec4<f32>(ah.w), bl, c7l);
+            c7h = fma(vec4<f32>(ah.w), bh, c7h);
         }
         workgroupBarrier();
     }
 
     let out_base = wid.z * p.m * p.out_stride_m;
     let rl = row0 + ty * 4u;
+    let rh = rl + 64u;
     let cl = col0 + tx * 4u;
-    store_tile(out_base, acc, rl, rl + 64u, cl, cl + 64u);
+    let ch = cl + 64u;
+    store_row(out_base, rl, cl, c0l);
+    store_row(out_base, rl, ch, c0h);
+    store_row(out_base, rl + 1u, cl, c1l);
+    store_row(out_base, rl + 1u, ch, c1h);
+    store_row(out_base, rl + 2u, cl, c2l);
+    store_row(out_base, rl + 2u, ch, c2h);
+    store_row(out_base, rl + 3u, cl, c3l);
+    store_row(out_base, rl + 3u, ch, c3h);
+    store_row(out_base, rh, cl, c4l);
+    store_row(out_base, rh, ch, c4h);
+    store_row(out_base, rh + 1u, cl, c5l);
+    store_row(out_base, rh + 1u, ch, c5h);
+    store_row(out_base, rh + 2u, cl, c6l);
+    store_row(out_base, rh + 2u, ch, c6h);
+    store_row(out_base, rh + 3u, cl, c7l);
+    store_row(out_base, rh + 3u, ch, c7h);
 }
