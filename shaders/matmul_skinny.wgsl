@@ -5,7 +5,8 @@
 // stride K, reading B's rows contiguously, for all rows of A at once (in groups of four rows,
 // as many groups as the rows need), then reduce through workgroup memory. The sums are
 // separate vec4 variables, never an indexed local array, which drivers may keep in slow local
-// memory. activations.wgsl and matmul_common.wgsl are prepended.
+// memory. Where rows are 16-byte aligned the `_vec4` pipeline reads four k per load (see
+// `skinny_dots`). activations.wgsl and matmul_common.wgsl are prepended.
 const SKINNY_COLS: u32 = 4u;
 const SKINNY_LANES: u32 = 64u;
 
@@ -14,6 +15,19 @@ const SKINNY_LANES: u32 = 64u;
 fn skinny_rows(a: u32, first: u32) -> vec4<f32> {
     let rows = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.a_stride_m;
     return vec4<f32>(arena[a + rows.x], arena[a + rows.y], arena[a + rows.z], arena[a + rows.w]);
+}
+
+// With `ROWS_AS_VEC4` (the `matmul_skinny_vec4` pipeline: rows 16-byte aligned, k a multiple of
+// four): rows `first..first + 4` of A at the k-quad where A's start plus k is `a`, each dotted
+// with B's k-quad `w`.
+fn skinny_dots(a: u32, first: u32, w: vec4<f32>) -> vec4<f32> {
+    let rows = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.a_stride_m;
+    return vec4<f32>(
+        dot(arena4[(a + rows.x) / 4u], w),
+        dot(arena4[(a + rows.y) / 4u], w),
+        dot(arena4[(a + rows.z) / 4u], w),
+        dot(arena4[(a + rows.w) / 4u], w),
+    );
 }
 
 var<workgroup> sums: array<vec4<f32>, 256>;
@@ -35,7 +49,29 @@ fn matmul_skinny(
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
     // One loop per row count (a uniform branch), so few rows load only what they use.
-    if (p.m <= 4u) {
+    if (ROWS_AS_VEC4) {
+        // Four k per lane and step, one 16-byte load per row and one of B.
+        let step = SKINNY_LANES * 4u;
+        if (p.m <= 4u) {
+            for (var k = lane * 4u; k < p.k; k += step) {
+                acc0 += skinny_dots(a_base + k, 0u, arena4[(b_row + k) / 4u]);
+            }
+        } else if (p.m <= 8u) {
+            for (var k = lane * 4u; k < p.k; k += step) {
+                let w = arena4[(b_row + k) / 4u];
+                acc0 += skinny_dots(a_base + k, 0u, w);
+                acc1 += skinny_dots(a_base + k, 4u, w);
+            }
+        } else {
+            for (var k = lane * 4u; k < p.k; k += step) {
+                let w = arena4[(b_row + k) / 4u];
+                acc0 += skinny_dots(a_base + k, 0u, w);
+                acc1 += skinny_dots(a_base + k, 4u, w);
+                acc2 += skinny_dots(a_base + k, 8u, w);
+                acc3 += skinny_dots(a_base + k, 12u, w);
+            }
+        }
+    } else if (p.m <= 4u) {
         for (var k = lane; k < p.k; k += SKINNY_LANES) {
             acc0 = fma(skinny_rows(a_base + k, 0u), vec4<f32>(arena[b_row + k]), acc0);
         }

@@ -215,21 +215,29 @@ fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     }
 }
 
-/// Rows loaded four k at a time (K a multiple of four: the `_vec4` pipelines, with the last
-/// stage's quads past K reading zeros) and element by element (K = 37), by the 64x64 kernel
-/// (one batch) and the wide one (64 batches), with B stored either way.
+/// Rows loaded four k at a time (K a multiple of four: the `_vec4` pipelines, with the tiled
+/// kernels' last stage's quads past K reading zeros) and element by element (K = 37), by the
+/// 64x64 kernel (one batch), the wide one (64 batches) and the skinny one (3, 7 and 16 rows,
+/// each row count its own loop, against B stored [N, K], with K past one round of its lanes).
 #[test]
 fn vec4_and_scalar_row_loads() {
-    for k in [4, 36, 37] {
-        for (batch, m, n, tiled) in [(1, 150, 70, "matmul"), (64, 130, 200, "matmul_wide")] {
+    for k in [4, 36, 37, 300] {
+        let cases = [
+            (1, 150, 70, "matmul", false),
+            (1, 150, 70, "matmul", true),
+            (64, 130, 200, "matmul_wide", false),
+            (64, 130, 200, "matmul_wide", true),
+            (1, 3, 70, "matmul_skinny", true),
+            (2, 7, 70, "matmul_skinny", true),
+            (1, 16, 70, "matmul_skinny", true),
+        ];
+        for (batch, m, n, base, transpose) in cases {
             let kernel = if k % 4 == 0 {
-                format!("{tiled}_vec4")
+                format!("{base}_vec4")
             } else {
-                tiled.to_string()
+                base.to_string()
             };
-            for transpose in [false, true] {
-                check_batched(batch, m, k, n, transpose, &kernel);
-            }
+            check_batched(batch, m, k, n, transpose, &kernel);
         }
     }
 }

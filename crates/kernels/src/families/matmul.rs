@@ -143,13 +143,21 @@ pub const MATMUL_SKINNY: KernelDesc = KernelDesc {
     constants: &[],
 };
 
+/// [`MATMUL_SKINNY`] reading aligned rows a k-quad at a time, like [`MATMUL_VEC4`].
+pub const MATMUL_SKINNY_VEC4: KernelDesc = KernelDesc {
+    name: "matmul_skinny_vec4",
+    constants: ROWS_AS_VEC4,
+    ..MATMUL_SKINNY
+};
+
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 6] = [
+pub const EXTENT_VARIANTS: [&KernelDesc; 7] = [
     &MATMUL,
     &MATMUL_VEC4,
     &MATMUL_WIDE,
     &MATMUL_WIDE_VEC4,
     &MATMUL_SKINNY,
+    &MATMUL_SKINNY_VEC4,
     &MATMUL_COOP,
 ];
 
@@ -372,7 +380,12 @@ pub fn lower_split(
     let vec4_rows = rows_aligned(a.offset, k, &a_batch)
         && (!transpose_b || rows_aligned(b.offset, k, &b_batch));
     let (kernel, tile) = if skinny {
-        (&MATMUL_SKINNY, None)
+        let skinny = if vec4_rows {
+            &MATMUL_SKINNY_VEC4
+        } else {
+            &MATMUL_SKINNY
+        };
+        (skinny, None)
     } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
         let wide = if vec4_rows {
             &MATMUL_WIDE_VEC4
@@ -484,7 +497,11 @@ mod tests {
 
     #[test]
     fn kernel_by_shape() {
-        assert_eq!(matmul_dispatch(4, 64, 100).kernel.name, "matmul_skinny");
+        assert_eq!(
+            matmul_dispatch(4, 64, 100).kernel.name,
+            "matmul_skinny_vec4"
+        );
+        assert_eq!(matmul_dispatch(4, 66, 100).kernel.name, "matmul_skinny");
         assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_vec4");
         let wide = matmul_dispatch(4096, 64, 1024);
         assert_eq!(wide.kernel.name, "matmul_wide_vec4");
@@ -538,7 +555,7 @@ mod tests {
         let params: Vec<Vec<u8>> = ds.iter().map(|d| d.params.clone()).collect();
         use_cooperative(&mut ds).unwrap();
         let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
-        assert_eq!(names, ["matmul_coop", "matmul_skinny", "matmul_coop"]);
+        assert_eq!(names, ["matmul_coop", "matmul_skinny_vec4", "matmul_coop"]);
         assert_eq!(ds[0].groups, [2, 3, 1]); // 128x64 tiles
         assert_eq!(ds[1].groups, skinny_groups);
         assert_eq!(ds[2].groups, [16, 32, 1]);
