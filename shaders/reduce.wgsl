@@ -2,7 +2,9 @@
 //
 // `reduce` and `softmax` run one workgroup per output element / row: the threads stride over the
 // reduced elements and combine their partials with a tree in workgroup memory, so long rows are
-// read in parallel and the summation error grows with log2(256) + n / 256, not with n.
+// read in parallel and the summation error grows with log2(256) + n / 256, not with n. Short
+// reductions (at most 1024 elements) over a contiguous innermost kept axis share a workgroup
+// among eight outputs, 32 invocations each (log2(32) + n / 32).
 // `cumsum` runs one invocation per line with a sequential loop (simple and exact in order; long
 // lines would want a workgroup scan). Grids larger than 65535 workgroups are folded into y.
 
@@ -18,8 +20,13 @@ struct ReduceParams {
     out_offset: u32,
     kept_rank: u32,
     red_rank: u32,
-    // Workgroups in x: the output index is `wid.x + wid.y * groups_x`.
+    // Workgroups in x: the workgroup index is `wid.x + wid.y * groups_x`.
     groups_x: u32,
+    // Consecutive outputs per workgroup (1 or 8), each with 256 / per_group invocations.
+    per_group: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
     // The kept (output) sub-shape with its input strides, and the reduced sub-shape with its
     // input strides; up to 8 dims each, packed four to a vec4.
     kept_shape: array<vec4<u32>, 2>,
@@ -113,19 +120,33 @@ fn tree_combine(kind: u32, lid: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let o = wid.x + wid.y * rp.groups_x;
-    if (o >= rp.out_numel) {
-        return;
-    }
-    let base = rp.in_offset + strided_offset(o, rp.kept_rank, rp.kept_shape, rp.kept_strides);
+    // Invocation lid works on output `sub` of the workgroup's per_group, as lane `lane` of its
+    // lanes: consecutive invocations take consecutive outputs, so with the innermost kept axis
+    // contiguous one load instruction reads whole memory sectors.
+    let lanes = WG / rp.per_group;
+    let sub = lid % rp.per_group;
+    let lane = lid / rp.per_group;
+    let o = (wid.x + wid.y * rp.groups_x) * rp.per_group + sub;
+    let valid = o < rp.out_numel;
     var acc = identity(rp.kind);
-    for (var r = lid; r < rp.count; r += WG) {
-        let x = arena[base + strided_offset(r, rp.red_rank, rp.red_shape, rp.red_strides)];
-        acc = combine(rp.kind, acc, x);
+    if (valid) {
+        let base = rp.in_offset + strided_offset(o, rp.kept_rank, rp.kept_shape, rp.kept_strides);
+        for (var r = lane; r < rp.count; r += lanes) {
+            let x = arena[base + strided_offset(r, rp.red_rank, rp.red_shape, rp.red_strides)];
+            acc = combine(rp.kind, acc, x);
+        }
     }
     partial[lid] = acc;
-    var y = tree_combine(rp.kind, lid);
-    if (lid == 0u) {
+    // A tree per output over its lanes (lane l of output sub sits at l * per_group + sub).
+    for (var s = lanes / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if (lane < s) {
+            partial[lid] = combine(rp.kind, partial[lid], partial[lid + s * rp.per_group]);
+        }
+    }
+    workgroupBarrier();
+    if (lane == 0u && valid) {
+        var y = partial[sub];
         if (rp.kind == 1u) {
             y = y / f32(rp.count);
         }

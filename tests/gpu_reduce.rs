@@ -5,7 +5,10 @@
 //! - max / min select an input element: exact.
 //! - sum: each thread adds up to ceil(count / 256) elements, then a 256-wide tree adds 8 more
 //!   levels, so an element passes through at most h = ceil(count / 256) + 8 roundings and the
-//!   error is at most h·u·Σ|x| (the classic summation bound). We allow twice that plus u·|want|.
+//!   error is at most h·u·Σ|x| (the classic summation bound). Where the kernel shares a
+//!   workgroup among eight outputs (at most 1024 reduced elements, the innermost axis kept),
+//!   32 invocations reduce each: h = ceil(count / 32) + 5 (`sum_depth`). We allow twice that
+//!   plus u·|want|.
 //!   It is computed per output from Σ|x| (the reference's sum of |x|), so it stays tight where
 //!   there is no cancellation and is honest where there is.
 //! - mean: the sum's bound divided by the count, plus one rounding of the division.
@@ -69,10 +72,28 @@ fn reduce_graph(shape: &[usize], kind: ReduceOp, axes: &[usize], keep_dim: bool)
     g
 }
 
+/// The most roundings an element passes through in the GPU's sum (see the file's doc comment):
+/// 32 invocations per output where the kernel shares a workgroup among several outputs (few
+/// reduced elements, the innermost axis longer than 1 kept), else 256.
+fn sum_depth(shape: &[usize], axes: &[usize]) -> usize {
+    use kiln::kernels::families::reduce::{OUTPUTS_PER_GROUP, SHARED_MAX_COUNT};
+    let count: usize = axes.iter().map(|&a| shape[a]).product();
+    let innermost_kept = (0..shape.len())
+        .rev()
+        .find(|&i| shape[i] > 1)
+        .is_some_and(|i| !axes.contains(&i));
+    let lanes = if count <= SHARED_MAX_COUNT && innermost_kept {
+        256 / OUTPUTS_PER_GROUP as usize
+    } else {
+        256
+    };
+    count.div_ceil(lanes) + lanes.ilog2() as usize
+}
+
 /// The tolerance of every output of a reduction (see the file's doc comment).
 fn reduce_tolerance(kind: ReduceOp, shape: &[usize], axes: &[usize], x: &[f32]) -> Vec<f32> {
     let count: usize = axes.iter().map(|&a| shape[a]).product();
-    let h = (count.div_ceil(256) + 8) as f32;
+    let h = sum_depth(shape, axes) as f32;
     let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
     let g = reduce_graph(shape, ReduceOp::Sum, axes, false);
     let abs_sum = evaluate(&g, &[], &[("x", tensor(shape, &abs))]).unwrap()[0].to_f32();
@@ -197,6 +218,22 @@ proptest! {
         let tol: Vec<f32> = bound.iter().zip(&cpu).map(|(b, w)| 2.0 * U * b + U * w.abs()).collect();
         assert_within(&gpu, &cpu, &tol, &format!("cumsum {shape:?} axis {axis} exclusive {exclusive}"));
     }
+}
+
+/// Eight outputs per workgroup (a reduced middle axis, the innermost kept): outputs that end
+/// inside a workgroup, strided kept axes, MiniLM's mean pooling shape scaled down, and a count
+/// just past the shared limit (one output per workgroup again).
+#[test]
+fn reduce_sharing_workgroups_among_outputs() {
+    assert_eq!(sum_depth(&[5, 37, 3], &[1]), 2 + 5);
+    check_reduce(&[5, 37, 3], &[1], false, 5);
+    check_reduce(&[4, 128, 40], &[1], true, 6);
+    check_reduce(&[2, 9, 3, 11], &[0, 2], false, 7);
+    assert_eq!(sum_depth(&[2, 1025, 3], &[1]), 5 + 8);
+    check_reduce(&[2, 1025, 3], &[1], false, 8);
+    // The innermost axis reduced: one output per workgroup.
+    assert_eq!(sum_depth(&[6, 7, 1], &[1]), 1 + 8);
+    check_reduce(&[6, 7, 1], &[1], false, 9);
 }
 
 #[test]
