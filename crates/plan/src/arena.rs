@@ -17,19 +17,26 @@ impl Interval {
 
 /// The peak, over steps, of the bytes live at once: no placement can use less.
 pub fn lower_bound(tensors: &[Interval]) -> u64 {
+    peak_step(tensors).0
+}
+
+/// The peak of [`lower_bound`] and the first step at which it is reached.
+pub fn peak_step(tensors: &[Interval]) -> (u64, usize) {
     let end = tensors.iter().map(|t| t.death + 1).max().unwrap_or(0);
     let mut delta = vec![0i128; end + 1];
     for t in tensors {
         delta[t.birth] += t.bytes as i128;
         delta[t.death + 1] -= t.bytes as i128;
     }
-    let mut live = 0i128;
-    let mut peak = 0i128;
-    for d in delta {
+    let (mut live, mut peak, mut at) = (0i128, 0i128, 0usize);
+    for (step, d) in delta.into_iter().enumerate() {
         live += d;
-        peak = peak.max(live);
+        if live > peak {
+            peak = live;
+            at = step;
+        }
     }
-    peak as u64
+    (peak as u64, at)
 }
 
 /// Places tensors largest first, each at the lowest `align`-aligned offset where it overlaps

@@ -31,8 +31,23 @@ pub enum PlanError {
         "the steps cannot be ordered: a {what} step waits on a cycle of steps (a planner bug)"
     )]
     Cycle { what: String },
-    #[error("the arena needs {bytes} bytes, more than the largest buffer ({limit})")]
-    ArenaTooLarge { bytes: u64, limit: u64 },
+    #[error("tensor {node} takes {bytes} bytes, more than the largest buffer ({limit})")]
+    TensorOverBuffer {
+        node: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error(
+        "the arena needs {bytes} bytes, more than the largest buffer ({limit}); at its peak, \
+         around {peak_tensor}, {peak} bytes are live at once"
+    )]
+    ArenaTooLarge {
+        bytes: u64,
+        limit: u64,
+        /// The most bytes live at once (the arena's lower bound) and a tensor live then.
+        peak: u64,
+        peak_tensor: String,
+    },
     #[error("node {node}: size overflows")]
     Overflow { node: String },
 }

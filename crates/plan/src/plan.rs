@@ -1,6 +1,6 @@
 //! The planner proper: legalize, fuse, schedule, place, window.
 
-use crate::arena::{lower_bound, place, Interval};
+use crate::arena::{lower_bound, peak_step, place, Interval};
 use crate::error::{node_name, PlanError};
 use crate::fusion::{self, FusionState};
 use crate::legalize::legalize;
@@ -102,8 +102,13 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     let bytes = sizes(g, options.storage)?;
     // No tensor may exceed the largest buffer; this also keeps the placement's sums of sizes
     // far from u64 overflow.
-    if let Some(&b) = bytes.iter().find(|&&b| b > options.limits.max_buffer) {
-        return Err(PlanError::ArenaTooLarge {
+    if let Some((i, &b)) = bytes
+        .iter()
+        .enumerate()
+        .find(|(_, &b)| b > options.limits.max_buffer)
+    {
+        return Err(PlanError::TensorOverBuffer {
+            node: node_name(g, NodeId(i)),
             bytes: b,
             limit: options.limits.max_buffer,
         });
@@ -287,9 +292,20 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     }
     let arena_bytes = arena_bytes.max(SLOT_ALIGN);
     if arena_bytes > options.limits.max_buffer {
+        let (peak, at) = peak_step(&intervals);
+        // The largest tensor live at the peak names it.
+        let named = (0..intervals.len())
+            .filter(|&k| intervals[k].birth <= at && at <= intervals[k].death)
+            .max_by_key(|&k| intervals[k].bytes)
+            .map_or_else(
+                || "no tensor".to_string(),
+                |k| node_name(g, NodeId(slots[k])),
+            );
         return Err(PlanError::ArenaTooLarge {
             bytes: arena_bytes,
             limit: options.limits.max_buffer,
+            peak,
+            peak_tensor: named,
         });
     }
 

@@ -358,6 +358,55 @@ fn a_tensor_larger_than_one_binding_is_named() {
 }
 
 #[test]
+fn buffers_too_small_name_the_tensor_or_the_peak() {
+    let opts = |max_buffer: u64| PlanOptions {
+        limits: DeviceLimits {
+            max_storage_binding: 1 << 20,
+            max_buffer,
+            binding_alignment: 256,
+        },
+        ..Default::default()
+    };
+    // One tensor larger than any buffer.
+    let mut g = Graph::new();
+    let x = g.input("huge", DType::F32, [64, 64]).unwrap();
+    let y = g.activation(Activation::Relu, x).unwrap();
+    g.output(y).unwrap();
+    let err = plan(&g, &opts(8 << 10)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            kiln_plan::PlanError::TensorOverBuffer { bytes: 16384, .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"huge\""), "{err}");
+    // Tensors of 16 KiB each, four live at the end: no 40 KiB buffer holds them.
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [64, 64]).unwrap();
+    let b = g.input("b", DType::F32, [64, 64]).unwrap();
+    let c = g.add_op(a, b).unwrap();
+    let d = g.mul(c, a).unwrap();
+    g.output(c).unwrap();
+    g.output(d).unwrap();
+    let err = plan(&g, &opts(40 << 10)).unwrap_err();
+    match &err {
+        kiln_plan::PlanError::ArenaTooLarge {
+            bytes,
+            peak,
+            peak_tensor,
+            ..
+        } => {
+            assert_eq!(*peak, 4 * 16384, "{err}");
+            assert!(*bytes >= *peak, "{err}");
+            assert!(peak_tensor.starts_with('%'), "{err}");
+        }
+        other => panic!("expected ArenaTooLarge, got {other}"),
+    }
+    assert!(plan(&g, &opts(1 << 20)).is_ok());
+}
+
+#[test]
 fn symbolic_dims_are_recorded_per_step() {
     let g = random_graph(&[(4, 0, 0)]);
     let p = plan(&g, &options(1 << 30, FusionOptions::default())).unwrap();
