@@ -7,7 +7,9 @@
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::families::elementwise::pack_dims;
 use crate::kernel_params;
-use crate::lower::{grid, require_f32, strides, u32_of, Dispatch, LowerError, Operand};
+use crate::lower::{
+    coalesce_dims, grid, require_f32, strides, u32_of, Dispatch, LowerError, Operand,
+};
 use crate::params::KernelParams;
 use kiln_ir::{Op, ReduceOp};
 
@@ -160,41 +162,28 @@ struct SubShape {
 }
 
 impl SubShape {
-    /// Appends an axis, merging it into the previous one when the two are contiguous in memory
-    /// (fewer dims mean fewer divisions per element in the shader).
-    fn push(&mut self, dim: usize, stride: usize) {
-        if let (Some(d), Some(s)) = (self.dims.last_mut(), self.strides.last()) {
-            if *s == stride * dim {
-                *d *= dim;
-                *self.strides.last_mut().expect("strides match dims") = stride;
-                return;
-            }
-        }
-        self.dims.push(dim);
-        self.strides.push(stride);
-    }
-
     fn packed(&self, op: &Op) -> Result<(Packed, Packed), LowerError> {
         Ok((pack_dims(op, &self.dims)?, pack_dims(op, &self.strides)?))
     }
 }
 
-/// Splits the input's axes into the kept and the reduced sub-shapes. Size-1 axes are dropped:
-/// they change neither offsets nor the output order.
+/// Splits the input's axes into the kept and the reduced sub-shapes, each with its
+/// contiguous axes merged and size-1 axes dropped (`coalesce_dims`): fewer dims mean fewer
+/// divisions per element in the shader, and neither changes offsets or the output order.
 fn split_axes(dims: &[usize], axes: &[usize]) -> (SubShape, SubShape) {
-    let mut kept = SubShape::default();
-    let mut red = SubShape::default();
-    for (i, (&d, s)) in dims.iter().zip(strides(dims)).enumerate() {
-        if d == 1 {
-            continue;
+    let all = strides(dims);
+    let pick = |reduced: bool| {
+        let (d, s): (Vec<usize>, Vec<usize>) = (0..dims.len())
+            .filter(|i| axes.contains(i) == reduced)
+            .map(|i| (dims[i], all[i]))
+            .unzip();
+        let (dims, mut strides) = coalesce_dims(&d, &[s]);
+        SubShape {
+            dims,
+            strides: strides.remove(0),
         }
-        if axes.contains(&i) {
-            red.push(d, s);
-        } else {
-            kept.push(d, s);
-        }
-    }
-    (kept, red)
+    };
+    (pick(false), pick(true))
 }
 
 fn lower_reduce(
