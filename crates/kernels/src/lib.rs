@@ -23,8 +23,11 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &elementwise::UNARY,
         &elementwise::WHERE,
         &matmul::MATMUL,
+        &matmul::MATMUL_VEC4,
         &matmul::MATMUL_WIDE,
+        &matmul::MATMUL_WIDE_VEC4,
         &matmul::MATMUL_SKINNY,
+        &matmul::MATMUL_SKINNY_VEC4,
         &matmul::MATMUL_COOP,
         &norm::NORM,
         &movement::STRIDED_COPY,
@@ -69,6 +72,21 @@ mod tests {
         for k in super::all_kernels() {
             if let Err(e) = super::validate_kernel(k) {
                 panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_extent_variant_is_shipped() {
+        let all = super::all_kernels();
+        for k in &all {
+            for v in super::extent_variants(k) {
+                assert!(
+                    all.iter().any(|a| a.name == v.name),
+                    "{} is an extent variant of {} but not in all_kernels",
+                    v.name,
+                    k.name
+                );
             }
         }
     }
