@@ -67,7 +67,7 @@ fn rows_aligned(offset: u32, k: usize, batch_strides: &[usize]) -> bool {
 /// The `act` value meaning "no activation" (one value for every kernel).
 pub use crate::families::elementwise::NO_ACTIVATION;
 
-/// The arena, the params and the arena again as vec4s (see [`ALIGNED_A`]): every f32 matmul
+/// The arena, the params and the arena again as vec4s (see [`MATMUL_VEC4`]): every f32 matmul
 /// kernel declares all three (matmul_common.wgsl), so that they bind alike.
 const MATMUL_BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,

@@ -308,28 +308,16 @@ fn siblings(
     lower_segments(op, a, &segments, Epilogue::default(), glu, norm)
 }
 
-/// The norm prologue's fields of [`QuantMatmulParams`] (all zero without one).
-#[derive(Default)]
-struct NormFields {
-    norm: u32,
-    eps: f32,
-    residual_offset: u32,
-    gamma_offset: u32,
-    sum_offset: u32,
-    has_residual: u32,
-    has_gamma: u32,
-    has_sum: u32,
-}
-
-/// The prologue's params, checked against A `a` of K columns.
+/// The prologue's fields of [`QuantMatmulParams`], checked against A `a` of K columns (all zero
+/// without a prologue).
 fn norm_params(
     op: &Op,
     a: &Operand,
     k: usize,
     norm: Option<&NormPrologueArgs<'_>>,
-) -> Result<NormFields, LowerError> {
+) -> Result<QuantMatmulParams, LowerError> {
     let Some(n) = norm else {
-        return Ok(NormFields::default());
+        return Ok(QuantMatmulParams::default());
     };
     if n.sum.is_some() && n.residual.is_none() {
         // The sum written is x + residual; without a residual there is nothing to tee.
@@ -357,7 +345,7 @@ fn norm_params(
             ));
         }
     }
-    Ok(NormFields {
+    Ok(QuantMatmulParams {
         norm: 1,
         eps: n.eps,
         residual_offset: n.residual.map_or(0, |o| o.offset),
@@ -366,6 +354,7 @@ fn norm_params(
         has_residual: u32::from(n.residual.is_some()),
         has_gamma: u32::from(n.gamma.is_some()),
         has_sum: u32::from(n.sum.is_some()),
+        ..Default::default()
     })
 }
 
@@ -424,7 +413,7 @@ fn lower_segments(
         *end = n as u32;
     }
     let rows: usize = a.dims[..ar - 1].iter().product();
-    let nf = norm_params(op, a, k, norm)?;
+    let norm_fields = norm_params(op, a, k, norm)?;
     u32_of(op, "elements", rows.saturating_mul(k))?;
     u32_of(op, "elements", rows.saturating_mul(n))?;
     // Each output holds its segment's columns for every row (under glu, the one output holds
@@ -474,20 +463,12 @@ fn lower_segments(
         grid_x: gx,
         glu: u32::from(glu.is_some()),
         glu_act: glu.map_or(NO_ACTIVATION, activation_id),
-        _pad0: 0,
-        norm: nf.norm,
-        eps: nf.eps,
-        residual_offset: nf.residual_offset,
-        gamma_offset: nf.gamma_offset,
-        sum_offset: nf.sum_offset,
-        has_residual: nf.has_residual,
-        has_gamma: nf.has_gamma,
-        has_sum: nf.has_sum,
         col_ends,
         formats,
         w_offsets,
         w_rows0,
         out_offsets,
+        ..norm_fields
     };
     let kernel = match variant {
         Variant::Gemv => &QUANT_GEMV,
