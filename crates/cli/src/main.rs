@@ -5,6 +5,7 @@ mod demo;
 mod embed_cmd;
 mod generate_cmd;
 mod info;
+mod kernel_stats;
 mod plan_cmd;
 mod profile_cmd;
 
@@ -113,6 +114,16 @@ enum Command {
         json: bool,
         prompt: String,
     },
+    /// What the Vulkan driver compiled each kernel into: registers, workgroup memory, spills
+    /// and whatever else it reports (VK_KHR_pipeline_executable_properties).
+    KernelStats {
+        /// Only these kernels, comma-separated (e.g. `matmul_wide_vec4`); default: all.
+        #[arg(long, value_delimiter = ',', value_name = "NAME")]
+        kernel: Vec<String>,
+        /// Also write each kernel's internal representations (driver IR, assembly) here.
+        #[arg(long, value_name = "DIR")]
+        ir: Option<std::path::PathBuf>,
+    },
     /// Run a graph once on the GPU with random inputs and print the GPU time of every step.
     Profile {
         /// A graph saved as JSON.
@@ -153,6 +164,7 @@ fn main() -> ExitCode {
             model,
             extent,
         } => profile_cmd::run(graph.as_deref(), model.as_deref(), &extent),
+        Command::KernelStats { kernel, ir } => kernel_stats::run(&kernel, ir.as_deref()),
         Command::Bench {
             json,
             quick,

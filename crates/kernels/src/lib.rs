@@ -12,7 +12,7 @@ pub mod validate;
 pub use desc::{Binding, KernelDesc, Needs};
 pub use lower::{lower, Dispatch, LowerError, Operand, Repr};
 pub use params::{KernelParams, ParamsLayout};
-pub use pipelines::{PipelineCache, PipelineError};
+pub use pipelines::{kernel_source, PipelineCache, PipelineError};
 pub use validate::{validate_kernel, ShaderError};
 
 /// Every kernel kiln ships, for validation and tools.

@@ -141,7 +141,7 @@ impl PipelineCache {
                 bind_group_layouts: &[Some(&bind_group_layout)],
                 immediate_size: 0,
             });
-        let (source, replaced) = source_of(k);
+        let (source, replaced) = kernel_source(k);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(k.file),
             source: wgpu::ShaderSource::Wgsl(source),
@@ -212,8 +212,8 @@ fn counted_loops_only(desc: &wgpu::ShaderModuleDescriptor<'_>) -> bool {
 /// The WGSL of `k` and whether it was replaced: its embedded source, or, when the environment
 /// variable `KILN_SHADER_DIR` names a directory holding `NAME.wgsl` (the kernel's whole
 /// concatenated source), that file. This is for kernel experiments on a GPU machine without
-/// rebuilding the binary.
-fn source_of(k: &KernelDesc) -> (std::borrow::Cow<'static, str>, bool) {
+/// rebuilding the binary (pipelines and `kiln kernel-stats` both read it).
+pub fn kernel_source(k: &KernelDesc) -> (std::borrow::Cow<'static, str>, bool) {
     let replaced = std::env::var_os("KILN_SHADER_DIR")
         .map(|dir| std::path::Path::new(&dir).join(format!("{}.wgsl", k.name)))
         .and_then(|path| std::fs::read_to_string(&path).ok().map(|s| (path, s)));
