@@ -47,6 +47,41 @@ pub fn run(only: &[String], ir_dir: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// The feature structs the tool queries and enables (the core ones of Vulkan 1.1 to 1.3, pipeline
+/// executable info, cooperative matrices).
+#[derive(Default)]
+struct Features {
+    v11: vk::PhysicalDeviceVulkan11Features<'static>,
+    v12: vk::PhysicalDeviceVulkan12Features<'static>,
+    v13: vk::PhysicalDeviceVulkan13Features<'static>,
+    coop: vk::PhysicalDeviceCooperativeMatrixFeaturesKHR<'static>,
+    exec: vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR<'static>,
+}
+
+impl Features {
+    /// The structs linked into one `PhysicalDeviceFeatures2` chain, for a query or for device
+    /// creation: Vulkan 1.3's only on a 1.3 device, cooperative matrices only with the
+    /// extension. Each struct's link is reset first, since an earlier chain left it set.
+    fn chain(&mut self, v13: bool, coop: bool) -> vk::PhysicalDeviceFeatures2<'_> {
+        self.v11.p_next = std::ptr::null_mut();
+        self.v12.p_next = std::ptr::null_mut();
+        self.v13.p_next = std::ptr::null_mut();
+        self.coop.p_next = std::ptr::null_mut();
+        self.exec.p_next = std::ptr::null_mut();
+        let mut chain = vk::PhysicalDeviceFeatures2::default()
+            .push_next(&mut self.v11)
+            .push_next(&mut self.v12)
+            .push_next(&mut self.exec);
+        if v13 {
+            chain = chain.push_next(&mut self.v13);
+        }
+        if coop {
+            chain = chain.push_next(&mut self.coop);
+        }
+        chain
+    }
+}
+
 /// A Vulkan device created with pipeline executable statistics enabled.
 struct StatsDevice {
     // Kept alive for `instance` and `device`.
@@ -132,37 +167,17 @@ impl StatsDevice {
         let coop = has(ash::khr::cooperative_matrix::NAME);
         let v13 = api >= vk::API_VERSION_1_3;
 
-        // Enable every feature the device has in these structs: kernels may need f16, the
-        // Vulkan memory model or cooperative matrices; the device only compiles pipelines.
-        let mut f11 = vk::PhysicalDeviceVulkan11Features::default();
-        let mut f12 = vk::PhysicalDeviceVulkan12Features::default();
-        let mut f13 = vk::PhysicalDeviceVulkan13Features::default();
-        let mut fcoop = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
-        let mut fexec = vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default();
-        {
-            let mut query = vk::PhysicalDeviceFeatures2::default()
-                .push_next(&mut f11)
-                .push_next(&mut f12)
-                .push_next(&mut fexec);
-            if v13 {
-                query = query.push_next(&mut f13);
-            }
-            if coop {
-                query = query.push_next(&mut fcoop);
-            }
-            // SAFETY: every struct in the chain is valid for this device's API version.
-            unsafe { instance.get_physical_device_features2(pd, &mut query) };
-        }
-        // The query linked the structs into one chain; `push_next` below links them again.
-        f11.p_next = std::ptr::null_mut();
-        f12.p_next = std::ptr::null_mut();
-        f13.p_next = std::ptr::null_mut();
-        fcoop.p_next = std::ptr::null_mut();
-        fexec.p_next = std::ptr::null_mut();
-        if fexec.pipeline_executable_info != vk::TRUE {
+        // Enable every feature the device has in these structs (queried, then passed back to
+        // device creation): kernels may need f16, the Vulkan memory model or cooperative
+        // matrices; the device only compiles pipelines.
+        let mut features = Features::default();
+        // SAFETY: every struct in the chain is valid for this device's API version.
+        unsafe { instance.get_physical_device_features2(pd, &mut features.chain(v13, coop)) };
+        if features.exec.pipeline_executable_info != vk::TRUE {
             return Err(format!("{name} reports no pipelineExecutableInfo feature"));
         }
-        let zero_init_native = v13 && f13.shader_zero_initialize_workgroup_memory == vk::TRUE;
+        let zero_init_native =
+            v13 && features.v13.shader_zero_initialize_workgroup_memory == vk::TRUE;
         // SAFETY: as above.
         let families = unsafe { instance.get_physical_device_queue_family_properties(pd) };
         let family = families
@@ -177,18 +192,11 @@ impl StatsDevice {
         if coop {
             names.push(ash::khr::cooperative_matrix::NAME.as_ptr());
         }
-        let mut create = vk::DeviceCreateInfo::default()
+        let mut enabled = features.chain(v13, coop);
+        let create = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queues)
             .enabled_extension_names(&names)
-            .push_next(&mut f11)
-            .push_next(&mut f12)
-            .push_next(&mut fexec);
-        if v13 {
-            create = create.push_next(&mut f13);
-        }
-        if coop {
-            create = create.push_next(&mut fcoop);
-        }
+            .push_next(&mut enabled);
         // SAFETY: the features enabled are those the device reported; the extensions exist.
         let device = unsafe { instance.create_device(pd, &create, None) }
             .map_err(vk_err("creating the Vulkan device"))?;
@@ -277,7 +285,10 @@ impl StatsDevice {
         // SAFETY: a valid create info; the pipeline is destroyed by `cleanup`.
         cleanup.pipeline =
             unsafe { d.create_compute_pipelines(vk::PipelineCache::null(), &[create], None) }
-                .map_err(|(_, e)| format!("compute pipeline: {e}"))?[0];
+                .map_err(|(_, e)| format!("compute pipeline: {e}"))?
+                .into_iter()
+                .next()
+                .ok_or("the driver returned no pipeline")?;
         let info = vk::PipelineInfoKHR::default().pipeline(cleanup.pipeline);
         // SAFETY: the pipeline was created with the capture flags on a device with the feature.
         let executables = unsafe { self.executables.get_pipeline_executable_properties(&info) }
