@@ -304,6 +304,18 @@ proptest! {
         prop_assert_eq!(&gpu, &cpu);
         prop_assert_eq!(&gpu, &argmax);
     }
+}
+
+proptest! {
+    // A fixed seed for the generated cases: whether a row's draw lands within MARGIN of a
+    // cumulative boundary is chance (a few per cent of rows), so the check that at most one row
+    // per case does (which keeps the exact comparison from going unexercised) failed now and then
+    // on valid picks: a CI run on 2026-11-21 drew 3 rows of 257 with two near a boundary, the GPU's
+    // picks inside the nucleus. The inputs are still random, chosen once.
+    #![proptest_config(ProptestConfig {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b69_6c6e),
+        ..ProptestConfig::with_cases(8)
+    })]
 
     #[test]
     fn seeded_sampling_matches_reference(
