@@ -172,9 +172,11 @@ fn matmul(
         workgroupBarrier();
     }
 
-    let out_base = wid.z * p.m * p.out_stride_m;
-    for (var i = 0u; i < 4u; i++) {
-        let e = i * 256u + tid;
-        store_row(out_base, row0 + e / 16u, col0 + (e % 16u) * 4u, tiles[e]);
+    // Invocation tid stores column tid % 64 of rows tid / 64 + 4i (see `OutColumn`).
+    let c = tid % TILE;
+    let col = out_column(wid.z * p.m * p.out_stride_m, col0 + c);
+    for (var i = 0u; i < TILE / 4u; i++) {
+        let r = tid / TILE + 4u * i;
+        store_in_column(col, row0 + r, tiles[r * TILE4 + c / 4u][c % 4u]);
     }
 }

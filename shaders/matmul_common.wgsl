@@ -90,19 +90,40 @@ fn store_one(out_base: u32, r: u32, c: u32, v: f32) {
     arena[p.out_offsets[which] + out_base + r * p.out_stride_m + col] = x;
 }
 
-// Stores up to four consecutive output values of row r from column col0 (the tiled kernels'
-// epilogue), dropping those past the matrix.
-fn store_row(out_base: u32, r: u32, col0: u32, v: vec4<f32>) {
-    if (r >= p.m) {
+// One output column as the tiled kernels' epilogue stores it: where its row 0 lies (after the
+// split-write's choice of output), its bias, and whether it exists. The tiled kernels give each
+// invocation one column and walk it down the tile's rows, so that a warp stores 32 consecutive
+// values per instruction and the bias, the output choice and the activation's call site are
+// computed or inlined once rather than per value (storing four consecutive columns per
+// invocation, every store instruction of a warp touched four times the memory sectors it
+// filled: a 4096x16 -> 1024 linear, almost all epilogue, took 32 µs on the H200).
+struct OutColumn {
+    at: u32,
+    bias: f32,
+    inside: bool,
+}
+
+fn out_column(out_base: u32, c: u32) -> OutColumn {
+    let inside = c < p.n;
+    var bias = 0.0;
+    if (p.has_bias != 0u && inside) {
+        bias = arena[p.bias_offset + c];
+    }
+    let w = p.split_width;
+    let which = select(0u, 1u, c >= w) + select(0u, 1u, c >= 2u * w);
+    return OutColumn(p.out_offsets[which] + out_base + c - which * w, bias, inside);
+}
+
+// Stores row r of a column: bias, activation, and nothing past the matrix.
+fn store_in_column(col: OutColumn, r: u32, v: f32) {
+    if (!col.inside || r >= p.m) {
         return;
     }
-    for (var j = 0u; j < 4u; j++) {
-        let c = col0 + j;
-        if (c >= p.n) {
-            return;
-        }
-        store_one(out_base, r, c, v[j]);
+    var x = v + col.bias;
+    if (p.act != 0xffffffffu) {
+        x = apply_unary(p.act, x);
     }
+    arena[col.at + r * p.out_stride_m] = x;
 }
 
 // The XOR applied to a staged slice's vec4 index at k (the tiled kernels stage A and B as
