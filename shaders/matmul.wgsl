@@ -3,38 +3,43 @@
 // matmul_common.wgsl are prepended).
 //
 // out[z, m, n] = act(sum_k A[z, m, k] * B[z, k, n] + bias[n]).
-// A workgroup of 256 invocations computes a 64x64 output tile as four k-groups of 64: each
-// stage holds 16 values of k of A (64x16) and B (16x64), and group g multiplies k = 4g..4g+3
-// of it, 8x8 outputs per invocation (four vec4 workgroup reads per k for 64 fmas). The groups'
-// partial tiles are summed in workgroup memory at the end and all 256 invocations store. Four
-// groups on one tile keep four times as many invocations busy as one group per tile would:
-// what outputs with few tiles (a 384-wide projection) need, without a workspace for split-k.
+// A workgroup computes a 64x64 output tile as GROUPS k-groups of 64 invocations (four in the
+// `matmul` pipelines, eight in `matmul_k8`): each stage holds 4 * GROUPS values of k of A
+// (64 x 4G) and B (4G x 64), and group g multiplies k = 4g..4g+3 of it, 8x8 outputs per
+// invocation (four vec4 workgroup reads per k for 64 fmas). The groups' partial tiles are
+// summed in workgroup memory at the end and all invocations store. Several groups on one tile
+// keep that many times as many invocations busy as one group per tile would: what outputs with
+// few tiles (a 384-wide projection) need, without a workspace for split-k. Eight groups make
+// workgroups of 512 invocations, of which an SM holds one instead of two of 256: the lowering
+// picks them where that fills the GPU's last wave better.
 // Operands are addressed by strides, so B may be stored [K, N] or [N, K] (transposed) and
 // batches may broadcast (stride 0). With `split_width` < n, output column c goes to output
 // c / split_width at column c % split_width: the QKV split-write, three outputs from one
 // dispatch.
 
 const TILE: u32 = 64u;
-const GROUPS: u32 = 4u;
+// k-groups of 64 invocations (4 or 8: a stage must fit the 16 KiB tile below).
+override GROUPS: u32 = 4u;
 const GROUP_K: u32 = 4u; // k per group per stage
-const TK: u32 = 16u; // k per stage: GROUPS * GROUP_K
+override TK: u32 = GROUPS * GROUP_K; // k per stage
 const TILE4: u32 = 16u; // vec4s per k of a staged slice
-const B_AT: u32 = 256u; // where the B slice starts in `tiles`
+override B_AT: u32 = TK * TILE4; // where the B slice starts in `tiles`
+override INVOCATIONS: u32 = GROUPS * 64u;
 
 // During the k-loop: the A slice at [k * 16 + (row / 4 ^ swizzle(k))][row % 4] and B's likewise
 // by column from B_AT. Afterwards: the 64x64 tile of partial sums, [row * 16 + col / 4].
 var<workgroup> tiles: array<vec4<f32>, 1024>;
 
-// One invocation's share of a stage: k-quad tid % 4 of row (column of an [N, K] B) tid / 4;
-// for a [K, N] B, column quad tid % 16 of k-row tid / 16.
+// One invocation's share of a stage: k-quad tid % GROUPS of row (column of an [N, K] B)
+// tid / GROUPS; for a [K, N] B, column quad tid % 16 of k-row tid / 16.
 struct Stage {
     a: vec4<f32>,
     b: vec4<f32>,
 }
 
 fn load_stage(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) -> Stage {
-    let line = tid / 4u;
-    let quad = t + (tid % 4u) * 4u;
+    let line = tid / GROUPS;
+    let quad = t + (tid % GROUPS) * 4u;
     let a = along_k(a_base + min(row0 + line, p.m - 1u) * p.a_stride_m, quad);
     var b: vec4<f32>;
     if (p.b_stride_k == 1u) {
@@ -51,8 +56,8 @@ fn load_stage(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) 
 
 // Stores four consecutive k of one row (or [N, K] column) from `base`.
 fn put_along_k(base: u32, v: vec4<f32>, tid: u32) {
-    let line = tid / 4u;
-    let k0 = (tid % 4u) * 4u;
+    let line = tid / GROUPS;
+    let k0 = (tid % GROUPS) * 4u;
     let at = (line / 4u) ^ swizzle(k0);
     for (var j = 0u; j < 4u; j++) {
         tiles[base + (k0 + j) * TILE4 + at][line % 4u] = v[j];
@@ -78,7 +83,7 @@ fn fold(i: u32, v: vec4<f32>, first: bool) {
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(INVOCATIONS, 1, 1)
 fn matmul(
     @builtin(local_invocation_index) tid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -172,11 +177,11 @@ fn matmul(
         workgroupBarrier();
     }
 
-    // Invocation tid stores column tid % 64 of rows tid / 64 + 4i (see `OutColumn`).
+    // Invocation tid stores column tid % 64 of rows tid / 64 + GROUPS * i (see `OutColumn`).
     let c = tid % TILE;
     let col = out_column(wid.z * p.m * p.out_stride_m, col0 + c);
-    for (var i = 0u; i < TILE / 4u; i++) {
-        let r = tid / TILE + 4u * i;
+    for (var i = 0u; i < TILE / GROUPS; i++) {
+        let r = tid / TILE + GROUPS * i;
         store_in_column(col, row0 + r, tiles[r * TILE4 + c / 4u][c % 4u]);
     }
 }

@@ -206,9 +206,10 @@ fn check_batched(batch: usize, m: usize, k: usize, n: usize, transpose: bool, ke
 #[test]
 fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     // Batches of 130 x 33 x 200: 64 of them make 2 x 2 tiles of 128 each, 256 in all (the
-    // wide kernel); 16 make 3 x 4 tiles of 64 each (the 64x64 kernel, whose four k-groups
-    // see a ragged last stage: 33 = 2 * 16 + 1).
-    for (batch, kernel) in [(64, "matmul_wide"), (16, "matmul")] {
+    // wide kernel); 16 make 3 x 4 tiles of 64 each, 192 in all (the 64x64 kernel, whose four
+    // k-groups see a ragged last stage: 33 = 2 * 16 + 1); 4 make 48 (the eight-group one,
+    // whose stage of 32 k is ragged too).
+    for (batch, kernel) in [(64, "matmul_wide"), (16, "matmul"), (4, "matmul_k8")] {
         for transpose in [false, true] {
             check_batched(batch, 130, 33, 200, transpose, kernel);
         }
@@ -217,14 +218,17 @@ fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
 
 /// Rows loaded four k at a time (K a multiple of four: the `_vec4` pipelines, with the tiled
 /// kernels' last stage's quads past K reading zeros) and element by element (K = 37), by the
-/// 64x64 kernel (one batch), the wide one (64 batches) and the skinny one (3, 7 and 16 rows,
+/// 64x64 kernels (eight k-groups with one batch, four with 32), the wide one (64 batches) and
+/// the skinny one (3, 7 and 16 rows,
 /// each row count its own loop, against B stored [N, K], with K past one round of its lanes).
 #[test]
 fn vec4_and_scalar_row_loads() {
     for k in [4, 36, 37, 300] {
         let cases = [
-            (1, 150, 70, "matmul", false),
-            (1, 150, 70, "matmul", true),
+            (1, 150, 70, "matmul_k8", false),
+            (1, 150, 70, "matmul_k8", true),
+            (32, 150, 70, "matmul", false),
+            (32, 150, 70, "matmul", true),
             (64, 130, 200, "matmul_wide", false),
             (64, 130, 200, "matmul_wide", true),
             (1, 3, 70, "matmul_skinny", true),
@@ -242,12 +246,18 @@ fn vec4_and_scalar_row_loads() {
     }
 }
 
-/// The 64x64 kernel's epilogue after its k-groups' sums: bias and GELU on a linear layer
-/// (ragged: 1000 rows, 760 columns, 192 tiles).
+/// The 64x64 kernels' epilogue after their k-groups' sums: bias and GELU on a linear layer
+/// (ragged: 1000 rows, 760 columns, 192 tiles for four k-groups; 300 rows, 60 tiles for eight).
 #[test]
 fn grouped_k_tiles_with_bias_and_activation() {
-    let (m, k, n) = (1000, 40, 760);
-    assert_eq!(kernel_for(1, m, k, n, true), "matmul_vec4");
+    for (m, kernel) in [(1000, "matmul_vec4"), (300, "matmul_k8_vec4")] {
+        grouped_k_tiles_with_bias_and_gelu(m, kernel);
+    }
+}
+
+fn grouped_k_tiles_with_bias_and_gelu(m: usize, kernel: &str) {
+    let (k, n) = (40, 760);
+    assert_eq!(kernel_for(1, m, k, n, true), kernel);
     let mut g = Graph::new();
     let x = g.input("x", DType::F32, [m, k]).unwrap();
     let w = g.param("w", DType::F32, [n, k]).unwrap();
@@ -258,7 +268,13 @@ fn grouped_k_tiles_with_bias_and_activation() {
     g.output(y).unwrap();
     let params = [("w", tensor(&[n, k], 21)), ("b", tensor(&[n], 22))];
     let inputs = [("x", tensor(&[m, k], 23))];
-    check(&g, &params, &inputs, k, "64x64 with bias and GELU");
+    check(
+        &g,
+        &params,
+        &inputs,
+        k,
+        &format!("{kernel} with bias and GELU"),
+    );
 }
 
 #[test]
@@ -279,7 +295,7 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
     let extents = [
         (64, 130, "matmul_wide"),
         (64, 9, "matmul_skinny"),
-        (3, 130, "matmul"),
+        (3, 130, "matmul_k8"),
         (16, 130, "matmul"),
         (64, 130, "matmul_wide"),
         (2, 5, "matmul_skinny"),

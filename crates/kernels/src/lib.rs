@@ -24,6 +24,8 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &elementwise::WHERE,
         &matmul::MATMUL,
         &matmul::MATMUL_VEC4,
+        &matmul::MATMUL_K8,
+        &matmul::MATMUL_K8_VEC4,
         &matmul::MATMUL_WIDE,
         &matmul::MATMUL_WIDE_VEC4,
         &matmul::MATMUL_SKINNY,

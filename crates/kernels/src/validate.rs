@@ -74,7 +74,7 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
     if k.needs.cooperative_matrix {
         caps |= Capabilities::COOPERATIVE_MATRIX;
     }
-    Validator::new(ValidationFlags::all(), caps)
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| ShaderError::Invalid {
             kernel: k.name,
@@ -86,6 +86,22 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
         file: k.file,
         message,
     };
+    // The kernel as its pipeline builds it: with the descriptor's override constants applied
+    // (a workgroup size may depend on them).
+    let constants = k
+        .constants
+        .iter()
+        .map(|(name, value)| (name.to_string(), *value))
+        .collect();
+    let module = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, k.entry)),
+        &constants,
+    )
+    .map_err(|e| mismatch(format!("override constants: {e}")))?
+    .0
+    .into_owned();
     let entry = module
         .entry_points
         .iter()

@@ -59,11 +59,15 @@ pub fn run_eager(
             dims,
             dtype: node.dtype,
         };
-        let lowered = lower(&node.op, &ins, &out).map_err(|e| RunError::Unsupported {
+        let mut lowered = lower(&node.op, &ins, &out).map_err(|e| RunError::Unsupported {
             node: id,
             op: node.op.name(),
             detail: e.to_string(),
         })?;
+        kiln_kernels::families::matmul::fit_invocation_limit(
+            &mut lowered,
+            device.info().limits.max_compute_invocations_per_workgroup,
+        );
         dispatches.extend(lowered);
         operands.push(out);
     }

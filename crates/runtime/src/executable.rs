@@ -147,8 +147,8 @@ pub struct Executable {
     uploads: u64,
     /// CPU time of the last run up to its submit (validation, uploads, encoding).
     last_cpu_ns: u64,
-    /// Whether f32 matmuls run on cooperative matrices (f16 inputs).
-    cooperative: bool,
+    /// Which kernels the device lets the lowering pick (the same at every extent).
+    fit: KernelFit,
 }
 
 impl Executable {
@@ -223,17 +223,19 @@ impl Executable {
         }
 
         // Lower every step; remember each dispatch's binding range.
-        let cooperative =
-            options.matmul_inputs == MatmulInputs::F16WhereFaster && device.info().cooperative_f16;
+        let fit = KernelFit {
+            cooperative: options.matmul_inputs == MatmulInputs::F16WhereFaster
+                && device.info().cooperative_f16,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+        };
         let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
-            let d = lower_step(&plan, step, &extent, cooperative).map_err(|source| {
-                CompileError::Lower {
+            let d =
+                lower_step(&plan, step, &extent, fit).map_err(|source| CompileError::Lower {
                     step: i,
                     what: step_name(&plan, step),
                     source,
-                }
-            })?;
+                })?;
             lowered.push((d, step));
         }
         let align = limits.min_uniform_buffer_offset_alignment as usize;
@@ -281,7 +283,7 @@ impl Executable {
                 at = at.next_multiple_of(align);
                 let compiled = device.pipelines().get(d.kernel)?;
                 if !step.extent.is_empty() {
-                    prepare_extent_variants(device, d.kernel, cooperative)?;
+                    prepare_extent_variants(device, d.kernel, fit)?;
                 }
                 let key = (d.kernel.name, scratch_bound, offset, size);
                 let bind_group = match bind_groups.get(&key) {
@@ -425,14 +427,14 @@ impl Executable {
             extent,
             uploads: 0,
             last_cpu_ns: 0,
-            cooperative,
+            fit,
         })
     }
 
     /// Whether f32 matmuls run on cooperative matrices with f16 inputs (asked for with
     /// [`MatmulInputs::F16WhereFaster`] and supported by the device).
     pub fn uses_cooperative_matrix(&self) -> bool {
-        self.cooperative
+        self.fit.cooperative
     }
 
     /// The plan this executable runs.
@@ -603,7 +605,7 @@ impl Executable {
             if !step.extent.iter().any(|e| changed.contains(&e.symbol)) {
                 continue;
             }
-            let ds = lower_step(&self.plan, step, &extent, self.cooperative).map_err(|e| {
+            let ds = lower_step(&self.plan, step, &extent, self.fit).map_err(|e| {
                 RunError::Unsupported {
                     node: i,
                     op: "step",
@@ -1167,22 +1169,31 @@ fn check_tensor(
     Ok(())
 }
 
+/// What the device lets the lowering pick, decided once per executable.
+#[derive(Debug, Clone, Copy)]
+struct KernelFit {
+    /// Whether f32 matmuls run on cooperative matrices (f16 inputs).
+    cooperative: bool,
+    /// The device's `max_compute_invocations_per_workgroup`.
+    max_invocations: u32,
+}
+
 /// Builds the pipelines a dispatch of `kernel` may switch to on extent changes, so that
 /// `set_active_extent` finds them cached (the cooperative kernel only where it is used).
 fn prepare_extent_variants(
     device: &Device,
     kernel: &'static kiln_kernels::KernelDesc,
-    cooperative: bool,
+    fit: KernelFit,
 ) -> Result<(), PipelineError> {
     use kiln_kernels::families::matmul::replaced_by_cooperative;
     for v in kiln_kernels::extent_variants(kernel) {
         // Only the kernels this executable can pick: the cooperative one replaces the tiled
-        // f32 kernels exactly when it is used.
-        let unused = if cooperative {
+        // f32 kernels exactly when it is used, and none has more invocations than allowed.
+        let unused = if fit.cooperative {
             replaced_by_cooperative(v)
         } else {
             v.needs.cooperative_matrix
-        };
+        } || v.invocations() > fit.max_invocations;
         if unused {
             continue;
         }
@@ -1192,16 +1203,19 @@ fn prepare_extent_variants(
 }
 
 /// The dispatches of `step` at `extent`, with f32 matmuls on the cooperative kernel when
-/// `cooperative` (the same choice at every extent, so a step keeps its pipelines).
+/// `fit.cooperative` and within the device's workgroup size (the same choices at every
+/// extent, so a step keeps its pipelines).
 fn lower_step(
     plan: &ExecutionPlan,
     step: &kiln_plan::Step,
     extent: &kiln_ir::DimBinding,
-    cooperative: bool,
+    fit: KernelFit,
 ) -> Result<Vec<Dispatch>, LowerError> {
+    use kiln_kernels::families::matmul::{fit_invocation_limit, use_cooperative};
     let mut ds = crate::steps::lower_step(plan, step, extent)?;
-    if cooperative {
-        kiln_kernels::families::matmul::use_cooperative(&mut ds)?;
+    fit_invocation_limit(&mut ds, fit.max_invocations);
+    if fit.cooperative {
+        use_cooperative(&mut ds)?;
     }
     Ok(ds)
 }

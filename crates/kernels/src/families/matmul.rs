@@ -16,6 +16,11 @@ pub const WIDE_TILE: usize = 128;
 /// each value of A and B for twice as many fmas as [`MATMUL`] and sums no partial tiles, but
 /// its 4x fewer workgroups leave SMs idle on smaller outputs (an H200 has 132).
 pub const WIDE_MIN_TILES: usize = 256;
+/// Workgroups of 256 invocations of the tiled f32 kernels that run at once on the GPU their
+/// choice is tuned on: an H200's 132 SMs hold two each (the kernels take 116-128 registers
+/// per invocation, `kiln kernel-stats`), one of [`MATMUL_K8`]'s 512. A dispatch of more
+/// workgroups runs in waves, the last one partly idle.
+pub const CONCURRENT_WORKGROUPS: usize = 264;
 /// Up to this many rows of A, with B stored `[N, K]`, the matmul runs [`MATMUL_SKINNY`] (a
 /// few output columns per workgroup, lanes striding K). All f32 matmul kernels take the same
 /// params and bindings, so a planned step can switch between them when the active extent
@@ -119,6 +124,34 @@ pub const MATMUL_VEC4: KernelDesc = KernelDesc {
     ..MATMUL
 };
 
+/// [`MATMUL`] with eight k-groups (512 invocations, half as many workgroups at once): see
+/// [`prefers_eight_groups`].
+pub const MATMUL_K8: KernelDesc = KernelDesc {
+    name: "matmul_k8",
+    workgroup_size: [512, 1, 1],
+    constants: &[("GROUPS", 8.0)],
+    ..MATMUL
+};
+
+/// [`MATMUL_K8`] loading aligned rows a k-quad at a time, like [`MATMUL_VEC4`].
+pub const MATMUL_K8_VEC4: KernelDesc = KernelDesc {
+    name: "matmul_k8_vec4",
+    constants: &[("GROUPS", 8.0), ("ROWS_AS_VEC4", 1.0)],
+    ..MATMUL_K8
+};
+
+/// Whether `tiles` 64x64 output tiles run better on [`MATMUL_K8`] than on [`MATMUL`]: when
+/// its waves (half as many workgroups at once, each tile done in about half the time) leave
+/// less of the GPU idle. MiniLM's 384-wide projections at 4096 rows have 384 tiles: 1.45
+/// waves of the four-group kernel, 2.9 of the eight-group one (on the H200, 4096x384 -> 384
+/// 84 -> 73 µs in the model, and 4096x1536 -> 384 no longer 240 or 291 µs from run to run but
+/// 240). With equal waves the four-group kernel is faster (1024^3: 100 against 106 µs).
+pub fn prefers_eight_groups(tiles: usize) -> bool {
+    // The share of the workgroup slots that the waves keep busy, in whole waves.
+    let fill = |concurrent: usize| tiles as f64 / (tiles.div_ceil(concurrent) * concurrent) as f64;
+    tiles > 0 && fill(CONCURRENT_WORKGROUPS / 2) > fill(CONCURRENT_WORKGROUPS)
+}
+
 /// [`MATMUL_WIDE`] loading aligned rows a k-quad at a time, like [`MATMUL_VEC4`].
 pub const MATMUL_WIDE_VEC4: KernelDesc = KernelDesc {
     name: "matmul_wide_vec4",
@@ -151,9 +184,11 @@ pub const MATMUL_SKINNY_VEC4: KernelDesc = KernelDesc {
 };
 
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 7] = [
+pub const EXTENT_VARIANTS: [&KernelDesc; 9] = [
     &MATMUL,
     &MATMUL_VEC4,
+    &MATMUL_K8,
+    &MATMUL_K8_VEC4,
     &MATMUL_WIDE,
     &MATMUL_WIDE_VEC4,
     &MATMUL_SKINNY,
@@ -195,6 +230,8 @@ pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
     [
         MATMUL.name,
         MATMUL_VEC4.name,
+        MATMUL_K8.name,
+        MATMUL_K8_VEC4.name,
         MATMUL_WIDE.name,
         MATMUL_WIDE_VEC4.name,
     ]
@@ -234,6 +271,23 @@ pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
         d.groups[1] = groups[1] as u32;
     }
     Ok(())
+}
+
+/// Moves [`MATMUL_K8`] dispatches (512 invocations per workgroup) to the four-group kernel
+/// (the same tiles, grid and params) where the device allows fewer invocations per workgroup
+/// than that: `max_invocations` is its `max_compute_invocations_per_workgroup` (WebGPU
+/// guarantees 256, which every other kernel stays within). Re-lowering must call this again.
+pub fn fit_invocation_limit(dispatches: &mut [Dispatch], max_invocations: u32) {
+    for d in dispatches {
+        if d.kernel.invocations() <= max_invocations {
+            continue;
+        }
+        if d.kernel.name == MATMUL_K8.name {
+            d.kernel = &MATMUL;
+        } else if d.kernel.name == MATMUL_K8_VEC4.name {
+            d.kernel = &MATMUL_VEC4;
+        }
+    }
 }
 
 /// What the epilogue adds after the product.
@@ -394,10 +448,13 @@ pub fn lower_split(
         };
         (wide, Some([WIDE_TILE; 2]))
     } else {
-        (
-            if vec4_rows { &MATMUL_VEC4 } else { &MATMUL },
-            Some([TILE; 2]),
-        )
+        let tiled = match (prefers_eight_groups(tiles([TILE; 2])), vec4_rows) {
+            (false, false) => &MATMUL,
+            (false, true) => &MATMUL_VEC4,
+            (true, false) => &MATMUL_K8,
+            (true, true) => &MATMUL_K8_VEC4,
+        };
+        (tiled, Some([TILE; 2]))
     };
     let groups = match tile {
         None => [
@@ -471,13 +528,13 @@ mod tests {
 
     #[test]
     fn rows_load_as_vec4s_only_when_aligned() {
-        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_vec4");
+        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_k8_vec4");
         assert_eq!(
             matmul_dispatch(4096, 36, 1024).kernel.name,
             "matmul_wide_vec4"
         );
         // K not a multiple of four: every row but the first starts off 16 bytes.
-        assert_eq!(matmul_dispatch(300, 66, 100).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(300, 66, 100).kernel.name, "matmul_k8");
         assert_eq!(matmul_dispatch(4096, 66, 1024).kernel.name, "matmul_wide");
         let lower_one = |a_offset: u32, b_offset: u32, transpose_b: bool| {
             let a = Operand::new(a_offset, &[300, 64], DType::F32);
@@ -487,12 +544,12 @@ mod tests {
             let op = Op::MatMul { transpose_b };
             lower(&op, &[a, b], &out).unwrap().remove(0).kernel.name
         };
-        assert_eq!(lower_one(2, 1 << 20, true), "matmul");
-        assert_eq!(lower_one(0, (1 << 20) + 2, true), "matmul");
+        assert_eq!(lower_one(2, 1 << 20, true), "matmul_k8");
+        assert_eq!(lower_one(0, (1 << 20) + 2, true), "matmul_k8");
         // B stored [K, N] is read along n, never by k-quads: its offset does not matter.
-        assert_eq!(lower_one(0, (1 << 20) + 2, false), "matmul_vec4");
+        assert_eq!(lower_one(0, (1 << 20) + 2, false), "matmul_k8_vec4");
         // K = 0 has no quad to load.
-        assert_eq!(matmul_dispatch(300, 0, 100).kernel.name, "matmul");
+        assert_eq!(matmul_dispatch(300, 0, 100).kernel.name, "matmul_k8");
     }
 
     #[test]
@@ -502,7 +559,7 @@ mod tests {
             "matmul_skinny_vec4"
         );
         assert_eq!(matmul_dispatch(4, 66, 100).kernel.name, "matmul_skinny");
-        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_vec4");
+        assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_k8_vec4");
         let wide = matmul_dispatch(4096, 64, 1024);
         assert_eq!(wide.kernel.name, "matmul_wide_vec4");
         assert_eq!(wide.groups, [8, 32, 1]);
@@ -517,8 +574,49 @@ mod tests {
             matmul_dispatch(edge, 64, 3 * WIDE_TILE + 1).kernel.name,
             "matmul_wide_vec4"
         );
-        assert_eq!(matmul_dispatch(4096, 1536, 384).kernel.name, "matmul_vec4");
+        // 384 tiles of 64x64: 1.45 waves of four-group workgroups, 2.9 of eight-group ones.
+        assert_eq!(
+            matmul_dispatch(4096, 1536, 384).kernel.name,
+            "matmul_k8_vec4"
+        );
+        // 256 tiles: one wave of either, and the four-group kernel is the faster one.
         assert_eq!(matmul_dispatch(1024, 1024, 1024).kernel.name, "matmul_vec4");
+    }
+
+    #[test]
+    fn eight_groups_where_their_waves_fill_the_gpu_better() {
+        let c = CONCURRENT_WORKGROUPS;
+        // Up to one wave of eight-group workgroups: they keep twice the share busy.
+        for tiles in [1, 12, c / 2] {
+            assert!(prefers_eight_groups(tiles), "{tiles}");
+        }
+        // Equal whole waves: the four-group kernel.
+        for tiles in [c / 2 + 1, c, 2 * c, 4 * c] {
+            assert!(!prefers_eight_groups(tiles), "{tiles}");
+        }
+        // Just past a wave of four-group workgroups: three of eight-group ones are fuller.
+        assert!(prefers_eight_groups(c + 1));
+        assert!(prefers_eight_groups(3 * c / 2));
+        assert!(!prefers_eight_groups(0));
+    }
+
+    #[test]
+    fn eight_groups_fall_back_where_workgroups_are_limited() {
+        let mut ds = vec![
+            matmul_dispatch(300, 64, 100),
+            matmul_dispatch(300, 66, 100),
+            matmul_dispatch(4096, 64, 1024),
+        ];
+        let before: Vec<_> = ds.iter().map(|d| (d.groups, d.params.clone())).collect();
+        fit_invocation_limit(&mut ds, 512);
+        let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
+        assert_eq!(names, ["matmul_k8_vec4", "matmul_k8", "matmul_wide_vec4"]);
+        fit_invocation_limit(&mut ds, 256);
+        let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
+        assert_eq!(names, ["matmul_vec4", "matmul", "matmul_wide_vec4"]);
+        // The same tiles: grid and params carry over.
+        let after: Vec<_> = ds.iter().map(|d| (d.groups, d.params.clone())).collect();
+        assert_eq!(before, after);
     }
 
     #[test]
