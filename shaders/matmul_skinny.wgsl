@@ -7,8 +7,10 @@
 // separate vec4 variables, never an indexed local array, which drivers may keep in slow local
 // memory. Where rows are 16-byte aligned the `_vec4` pipeline reads four k per load (see
 // `skinny_dots`). activations.wgsl and matmul_common.wgsl are prepended.
-const SKINNY_COLS: u32 = 4u;
-const SKINNY_LANES: u32 = 64u;
+// 4 columns of 64 lanes (`matmul_skinny`), or 2 of 128 (`matmul_skinny_narrow`, twice the
+// workgroups for outputs too narrow to fill the GPU otherwise).
+override SKINNY_COLS: u32 = 4u;
+override SKINNY_LANES: u32 = 256u / SKINNY_COLS;
 
 // Rows `first..first + 4` of A at column `k` (A's start plus k is `a`); rows past m read row
 // m - 1 and are dropped.

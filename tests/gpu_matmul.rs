@@ -219,8 +219,8 @@ fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
 /// Rows loaded four k at a time (K a multiple of four: the `_vec4` pipelines, with the tiled
 /// kernels' last stage's quads past K reading zeros) and element by element (K = 37), by the
 /// 64x64 kernels (eight k-groups with one batch, four with 32), the wide one (64 batches) and
-/// the skinny one (3, 7 and 16 rows,
-/// each row count its own loop, against B stored [N, K], with K past one round of its lanes).
+/// the skinny ones (3, 7 and 16 rows, each row count its own loop, against B stored [N, K],
+/// with K past one round of their lanes; 70 columns on two per workgroup, 601 on four).
 #[test]
 fn vec4_and_scalar_row_loads() {
     for k in [4, 36, 37, 300] {
@@ -231,9 +231,12 @@ fn vec4_and_scalar_row_loads() {
             (32, 150, 70, "matmul", true),
             (64, 130, 200, "matmul_wide", false),
             (64, 130, 200, "matmul_wide", true),
-            (1, 3, 70, "matmul_skinny", true),
-            (2, 7, 70, "matmul_skinny", true),
-            (1, 16, 70, "matmul_skinny", true),
+            (1, 3, 70, "matmul_skinny_narrow", true),
+            (2, 7, 70, "matmul_skinny_narrow", true),
+            (1, 16, 70, "matmul_skinny_narrow", true),
+            (1, 3, 601, "matmul_skinny", true),
+            (2, 7, 601, "matmul_skinny", true),
+            (1, 16, 601, "matmul_skinny", true),
         ];
         for (batch, m, n, base, transpose) in cases {
             let kernel = if k % 4 == 0 {
@@ -298,7 +301,7 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
         (3, 130, "matmul_k8"),
         (16, 130, "matmul"),
         (64, 130, "matmul_wide"),
-        (2, 5, "matmul_skinny"),
+        (2, 5, "matmul_skinny_narrow"),
     ];
     for (i, (batch, seq, kernel)) in extents.into_iter().enumerate() {
         assert_eq!(kernel_for(batch, seq, k, n, true), kernel);

@@ -30,6 +30,8 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &matmul::MATMUL_WIDE_VEC4,
         &matmul::MATMUL_SKINNY,
         &matmul::MATMUL_SKINNY_VEC4,
+        &matmul::MATMUL_SKINNY_NARROW,
+        &matmul::MATMUL_SKINNY_NARROW_VEC4,
         &matmul::MATMUL_COOP,
         &norm::NORM,
         &movement::STRIDED_COPY,

@@ -28,6 +28,10 @@ pub const CONCURRENT_WORKGROUPS: usize = 264;
 pub const SKINNY_MAX_ROWS: usize = 16;
 /// Output columns per workgroup of the skinny kernel (`SKINNY_COLS` in matmul_skinny.wgsl).
 pub const SKINNY_COLS: usize = 4;
+/// Output columns per workgroup of [`MATMUL_SKINNY_NARROW`]: twice the workgroups, for
+/// outputs whose [`SKINNY_COLS`]-column workgroups would be fewer than the GPU's SMs
+/// ([`CONCURRENT_WORKGROUPS`] / 2 on the H200).
+pub const SKINNY_NARROW_COLS: usize = 2;
 
 /// Batch dims the kernel unravels (more are folded where contiguous, else rejected).
 pub const MAX_BATCH_RANK: usize = 4;
@@ -183,8 +187,34 @@ pub const MATMUL_SKINNY_VEC4: KernelDesc = KernelDesc {
     ..MATMUL_SKINNY
 };
 
+/// [`MATMUL_SKINNY`] with [`SKINNY_NARROW_COLS`] columns of 128 lanes per workgroup.
+pub const MATMUL_SKINNY_NARROW: KernelDesc = KernelDesc {
+    name: "matmul_skinny_narrow",
+    constants: &[("SKINNY_COLS", SKINNY_NARROW_COLS as f64)],
+    ..MATMUL_SKINNY
+};
+
+/// [`MATMUL_SKINNY_NARROW`] reading aligned rows a k-quad at a time.
+pub const MATMUL_SKINNY_NARROW_VEC4: KernelDesc = KernelDesc {
+    name: "matmul_skinny_narrow_vec4",
+    constants: &[
+        ("SKINNY_COLS", SKINNY_NARROW_COLS as f64),
+        ("ROWS_AS_VEC4", 1.0),
+    ],
+    ..MATMUL_SKINNY
+};
+
+/// Output columns per workgroup of a skinny kernel.
+fn skinny_columns(kernel: &KernelDesc) -> usize {
+    if kernel.name == MATMUL_SKINNY_NARROW.name || kernel.name == MATMUL_SKINNY_NARROW_VEC4.name {
+        SKINNY_NARROW_COLS
+    } else {
+        SKINNY_COLS
+    }
+}
+
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 9] = [
+pub const EXTENT_VARIANTS: [&KernelDesc; 11] = [
     &MATMUL,
     &MATMUL_VEC4,
     &MATMUL_K8,
@@ -193,6 +223,8 @@ pub const EXTENT_VARIANTS: [&KernelDesc; 9] = [
     &MATMUL_WIDE_VEC4,
     &MATMUL_SKINNY,
     &MATMUL_SKINNY_VEC4,
+    &MATMUL_SKINNY_NARROW,
+    &MATMUL_SKINNY_NARROW_VEC4,
     &MATMUL_COOP,
 ];
 
@@ -434,10 +466,12 @@ pub fn lower_split(
     let vec4_rows = rows_aligned(a.offset, k, &a_batch)
         && (!transpose_b || rows_aligned(b.offset, k, &b_batch));
     let (kernel, tile) = if skinny {
-        let skinny = if vec4_rows {
-            &MATMUL_SKINNY_VEC4
-        } else {
-            &MATMUL_SKINNY
+        let narrow = n.div_ceil(SKINNY_COLS) * batch.max(1) < CONCURRENT_WORKGROUPS / 2;
+        let skinny = match (narrow, vec4_rows) {
+            (false, false) => &MATMUL_SKINNY,
+            (false, true) => &MATMUL_SKINNY_VEC4,
+            (true, false) => &MATMUL_SKINNY_NARROW,
+            (true, true) => &MATMUL_SKINNY_NARROW_VEC4,
         };
         (skinny, None)
     } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
@@ -458,7 +492,7 @@ pub fn lower_split(
     };
     let groups = match tile {
         None => [
-            u32_of(op, "column groups", n.div_ceil(SKINNY_COLS))?,
+            u32_of(op, "column groups", n.div_ceil(skinny_columns(kernel)))?,
             1,
             u32_of(op, "batches", batch.max(1))?,
         ],
@@ -556,9 +590,13 @@ mod tests {
     fn kernel_by_shape() {
         assert_eq!(
             matmul_dispatch(4, 64, 100).kernel.name,
-            "matmul_skinny_vec4"
+            "matmul_skinny_narrow_vec4"
         );
-        assert_eq!(matmul_dispatch(4, 66, 100).kernel.name, "matmul_skinny");
+        assert_eq!(
+            matmul_dispatch(4, 66, 100).kernel.name,
+            "matmul_skinny_narrow"
+        );
+        assert_eq!(matmul_dispatch(4, 66, 1000).kernel.name, "matmul_skinny");
         assert_eq!(matmul_dispatch(300, 64, 100).kernel.name, "matmul_k8_vec4");
         let wide = matmul_dispatch(4096, 64, 1024);
         assert_eq!(wide.kernel.name, "matmul_wide_vec4");
@@ -653,7 +691,10 @@ mod tests {
         let params: Vec<Vec<u8>> = ds.iter().map(|d| d.params.clone()).collect();
         use_cooperative(&mut ds).unwrap();
         let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
-        assert_eq!(names, ["matmul_coop", "matmul_skinny_vec4", "matmul_coop"]);
+        assert_eq!(
+            names,
+            ["matmul_coop", "matmul_skinny_narrow_vec4", "matmul_coop"]
+        );
         assert_eq!(ds[0].groups, [2, 3, 1]); // 128x64 tiles
         assert_eq!(ds[1].groups, skinny_groups);
         assert_eq!(ds[2].groups, [16, 32, 1]);
@@ -669,27 +710,34 @@ mod tests {
 
     #[test]
     fn skinny_columns_agree_with_the_shader() {
-        let module = crate::validate_kernel(&MATMUL_SKINNY).expect("valid WGSL");
-        let (_, constant) = module
-            .constants
+        // The source's default, and each pipeline's override, against the grid's columns.
+        let module = naga::front::wgsl::parse_str(MATMUL_SKINNY.source).expect("parses");
+        let cols = module
+            .overrides
             .iter()
-            .find(|(_, c)| c.name.as_deref() == Some("SKINNY_COLS"))
-            .expect("matmul_skinny.wgsl declares SKINNY_COLS");
-        let value = match module.global_expressions[constant.init] {
-            naga::Expression::Literal(naga::Literal::U32(v)) => v as usize,
-            ref other => panic!("SKINNY_COLS is not a u32 literal: {other:?}"),
-        };
-        assert_eq!(value, SKINNY_COLS);
-        // The lanes per column times the columns fill the 256-invocation workgroup.
-        let lanes = module
-            .constants
-            .iter()
-            .find(|(_, c)| c.name.as_deref() == Some("SKINNY_LANES"))
-            .map(|(_, c)| &module.global_expressions[c.init]);
+            .find(|(_, o)| o.name.as_deref() == Some("SKINNY_COLS"))
+            .and_then(|(_, o)| o.init)
+            .map(|init| &module.global_expressions[init]);
         assert!(matches!(
-            lanes,
-            Some(naga::Expression::Literal(naga::Literal::U32(l))) if *l as usize * SKINNY_COLS == 256
+            cols,
+            Some(naga::Expression::Literal(naga::Literal::U32(4)))
         ));
+        assert_eq!(SKINNY_COLS, 4);
+        for k in [&MATMUL_SKINNY_NARROW, &MATMUL_SKINNY_NARROW_VEC4] {
+            assert!(k
+                .constants
+                .contains(&("SKINNY_COLS", SKINNY_NARROW_COLS as f64)));
+            assert_eq!(skinny_columns(k), SKINNY_NARROW_COLS);
+            crate::validate_kernel(k).expect("valid with its constants");
+        }
+        assert_eq!(skinny_columns(&MATMUL_SKINNY_VEC4), SKINNY_COLS);
+        // 384 columns make 96 workgroups of four, fewer than the SMs: two columns each.
+        let narrow = matmul_dispatch(16, 64, 384);
+        assert_eq!(narrow.kernel.name, "matmul_skinny_narrow_vec4");
+        assert_eq!(narrow.groups, [192, 1, 1]);
+        let wide = matmul_dispatch(16, 64, 1536);
+        assert_eq!(wide.kernel.name, "matmul_skinny_vec4");
+        assert_eq!(wide.groups, [384, 1, 1]);
     }
 
     #[test]
