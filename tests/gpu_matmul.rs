@@ -338,3 +338,60 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
         );
     }
 }
+
+/// Where a workgroup may have only 256 invocations (the tiny device), the eight-group kernel's
+/// shapes run on the four-group kernel instead, eagerly and planned (lavapipe runs the
+/// 512-invocation pipeline even there: wgpu does not check a workgroup size set by an override
+/// constant against the limit, so the test asserts the kernel).
+#[test]
+fn eight_groups_fall_back_where_workgroups_are_limited_to_256() {
+    let dev = common::tiny_device();
+    assert!(dev.info().limits.max_compute_invocations_per_workgroup <= 256);
+    // Planned (every step within the tiny device's 8 KB storage bindings).
+    fallback_case(&dev, 20, 17, 24, true, true);
+    // Eager (no windows): small enough for one binding.
+    fallback_case(&dev, 20, 9, 24, false, false);
+}
+
+fn fallback_case(
+    dev: &kiln::runtime::Device,
+    m: usize,
+    k: usize,
+    n: usize,
+    transpose: bool,
+    planned: bool,
+) {
+    use kiln::runtime::{CompileOptions, Executable};
+    assert_eq!(kernel_for(1, m, k, n, transpose), "matmul_k8");
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, [m, k]).unwrap();
+    let bshape = if transpose { [n, k] } else { [k, n] };
+    let b = g.input("b", DType::F32, bshape).unwrap();
+    let y = if transpose {
+        g.matmul_t(a, b).unwrap()
+    } else {
+        g.matmul(a, b).unwrap()
+    };
+    g.output(y).unwrap();
+    let inputs = [("a", tensor(&[m, k], 31)), ("b", tensor(&bshape, 32))];
+    let want = evaluate(&g, &[], &inputs).unwrap();
+    let got = if planned {
+        let mut exe = Executable::compile(dev, &g, &CompileOptions::default()).unwrap();
+        assert_eq!(exe.kernel_names(), ["matmul"]);
+        // The full-sized device keeps the eight-group kernel.
+        let full = Executable::compile(&common::device(), &g, &CompileOptions::default());
+        assert_eq!(full.unwrap().kernel_names(), ["matmul_k8"]);
+        exe.run(&[("a", &inputs[0].1), ("b", &inputs[1].1)])
+            .unwrap()
+    } else {
+        run_eager(dev, &g, &[], &inputs).unwrap()
+    };
+    let what = format!("{m}x{k}x{n} planned={planned}");
+    common::assert_close(
+        &got[0].to_f32(),
+        &want[0].to_f32(),
+        1e-5 * (k as f32).sqrt(),
+        0.0,
+        &what,
+    );
+}

@@ -24,7 +24,8 @@ pub fn device() -> Device {
 }
 
 /// A second device whose storage bindings are capped at `TINY_BINDING` bytes, so that the
-/// planner must use bind windows and staging even for small test graphs.
+/// planner must use bind windows and staging even for small test graphs, and whose workgroups
+/// are capped at WebGPU's default 256 invocations, so that kernels needing more fall back.
 pub fn tiny_device() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
     DEVICE
@@ -32,6 +33,7 @@ pub fn tiny_device() -> Device {
             Device::new(&DeviceOptions {
                 backends: Some(kiln::runtime::wgpu::Backends::VULKAN),
                 max_storage_binding: Some(TINY_BINDING),
+                max_workgroup_invocations: Some(256),
                 // The tests on this device also run the kernels with wgpu's bounds checks,
                 // those on `device()` without (the default, unless KILN_KERNEL_BOUNDS_CHECKS
                 // says otherwise).

@@ -28,6 +28,10 @@ pub struct DeviceOptions {
     /// Caps `max_storage_buffer_binding_size` below the adapter's (tests use this to force bind
     /// windows and staging on small arenas).
     pub max_storage_binding: Option<u64>,
+    /// Caps the invocations of one workgroup (`max_compute_invocations_per_workgroup` and
+    /// `max_compute_workgroup_size_x`) below the adapter's: kernels that need more are then
+    /// replaced by smaller ones (tests use this to run the fallbacks; WebGPU guarantees 256).
+    pub max_workgroup_invocations: Option<u32>,
     /// Compiles kiln's kernels with wgpu's bounds checks: every index into a workgroup, local
     /// or storage array clamped to the array. `None` reads `KILN_KERNEL_BOUNDS_CHECKS` (`1` or
     /// `true` turns them on), else off. Off, the kernels' indices are trusted: each comes from
@@ -48,6 +52,14 @@ pub struct DeviceOptions {
 /// The default of [`DeviceOptions::spin_wait`]: long enough for a decode step or a small
 /// batch, short enough that long runs do not hold a CPU core.
 pub const DEFAULT_SPIN_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The most invocations one of kiln's workgroups may have under `limits`: every kernel's
+/// workgroup is one-dimensional, so the x extent bounds it as well as the total.
+pub(crate) fn max_invocations(limits: &wgpu::Limits) -> u32 {
+    limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x)
+}
 
 /// What kiln knows about the chosen device.
 #[derive(Debug, Clone)]
@@ -178,6 +190,11 @@ impl Device {
         if let Some(cap) = options.max_storage_binding {
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap);
+        }
+        if let Some(cap) = options.max_workgroup_invocations {
+            limits.max_compute_invocations_per_workgroup =
+                limits.max_compute_invocations_per_workgroup.min(cap);
+            limits.max_compute_workgroup_size_x = limits.max_compute_workgroup_size_x.min(cap);
         }
         let features = adapter.features() & wanted_features();
         let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {

@@ -66,7 +66,7 @@ pub fn run_eager(
         })?;
         kiln_kernels::families::matmul::fit_invocation_limit(
             &mut lowered,
-            device.info().limits.max_compute_invocations_per_workgroup,
+            crate::device::max_invocations(&device.info().limits),
         );
         dispatches.extend(lowered);
         operands.push(out);

@@ -226,7 +226,7 @@ impl Executable {
         let fit = KernelFit {
             cooperative: options.matmul_inputs == MatmulInputs::F16WhereFaster
                 && device.info().cooperative_f16,
-            max_invocations: limits.max_compute_invocations_per_workgroup,
+            max_invocations: crate::device::max_invocations(limits),
         };
         let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
@@ -457,6 +457,18 @@ impl Executable {
     /// Kernel dispatches per run.
     pub fn dispatch_count(&self) -> usize {
         self.dispatch_count
+    }
+
+    /// The kernel of every dispatch at the active extent, in run order: which variant each
+    /// step got (it may change with the extent, and with the device's limits).
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch { kernel, .. } => Some(kernel.name),
+                Action::Copy { .. } => None,
+            })
+            .collect()
     }
 
     /// The dtypes of the outputs, in order.
@@ -1174,7 +1186,7 @@ fn check_tensor(
 struct KernelFit {
     /// Whether f32 matmuls run on cooperative matrices (f16 inputs).
     cooperative: bool,
-    /// The device's `max_compute_invocations_per_workgroup`.
+    /// The most invocations a (one-dimensional) workgroup may have on the device.
     max_invocations: u32,
 }
 
