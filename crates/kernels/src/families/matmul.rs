@@ -307,8 +307,10 @@ pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
 
 /// Moves [`MATMUL_K8`] dispatches (512 invocations per workgroup) to the four-group kernel
 /// (the same tiles, grid and params) where the device allows fewer invocations per workgroup
-/// than that: `max_invocations` is its `max_compute_invocations_per_workgroup` (WebGPU
-/// guarantees 256, which every other kernel stays within). Re-lowering must call this again.
+/// than that: `max_invocations` is the lesser of its `max_compute_invocations_per_workgroup`
+/// and `max_compute_workgroup_size_x` (WebGPU guarantees 256 of both, which every other
+/// kernel stays within). Re-lowering must call this again. wgpu does not check a workgroup
+/// size set by an override constant against the device's limits, so nothing else would.
 pub fn fit_invocation_limit(dispatches: &mut [Dispatch], max_invocations: u32) {
     for d in dispatches {
         if d.kernel.invocations() <= max_invocations {
