@@ -20,6 +20,11 @@ fn tensor(shape: &[usize], seed: u64, offset: f32) -> HostTensor {
     HostTensor::from_f32(shape, &v).unwrap()
 }
 
+/// Few rows (`norm`, 256 invocations per row) or many (`norm_many_rows`, 64 per row).
+fn rows() -> impl Strategy<Value = usize> {
+    prop_oneof![1usize..20, 1024usize..1100]
+}
+
 fn width() -> impl Strategy<Value = usize> {
     prop::sample::select(vec![
         1usize, 3, 17, 64, 255, 256, 257, 700, 1024, 1025, 2000,
@@ -30,7 +35,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(10))]
 
     #[test]
-    fn norms_match_reference(rows in 1usize..20, w in width(), rms in any::<bool>(), gamma in any::<bool>(), beta in any::<bool>(), seed in any::<u64>()) {
+    fn norms_match_reference(rows in rows(), w in width(), rms in any::<bool>(), gamma in any::<bool>(), beta in any::<bool>(), seed in any::<u64>()) {
         let kind = if rms { NormKind::Rms } else { NormKind::Layer };
         let mut g = Graph::new();
         // An offset of 3 makes the mean large relative to the spread, which punishes a
@@ -53,7 +58,7 @@ proptest! {
     }
 
     #[test]
-    fn fused_residual_matches_reference(rows in 1usize..20, w in width(), rms in any::<bool>(), bias in any::<bool>(), seed in any::<u64>()) {
+    fn fused_residual_matches_reference(rows in rows(), w in width(), rms in any::<bool>(), bias in any::<bool>(), seed in any::<u64>()) {
         let kind = if rms { NormKind::Rms } else { NormKind::Layer };
         let mut g = Graph::new();
         let x = g.input("x", DType::F32, [rows, w]).unwrap();

@@ -34,6 +34,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &matmul::MATMUL_SKINNY_NARROW_VEC4,
         &matmul::MATMUL_COOP,
         &norm::NORM,
+        &norm::NORM_MANY_ROWS,
         &movement::STRIDED_COPY,
         &movement::GATHER,
         &movement::UPDATE_ROWS,
@@ -58,9 +59,10 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
 /// that keep one entry point at every extent. The runtime builds their pipelines at compile
 /// time, so an extent change never compiles a shader.
 pub fn extent_variants(kernel: &KernelDesc) -> &'static [&'static KernelDesc] {
-    let families: [&'static [&'static KernelDesc]; 3] = [
+    let families: [&'static [&'static KernelDesc]; 4] = [
         &families::attention::EXTENT_VARIANTS,
         &families::matmul::EXTENT_VARIANTS,
+        &families::norm::EXTENT_VARIANTS,
         &families::quant::EXTENT_VARIANTS,
     ];
     families
