@@ -172,26 +172,34 @@ fn kernel_for(batch: usize, m: usize, k: usize, n: usize, transpose: bool) -> &'
     lower(&op, &[a, b], &out).expect("lowers")[0].kernel.name
 }
 
-/// Checks batched `[batch, m, k] x B` against the reference on `kernel`, with B stored
-/// `[batch, k, n]` or (`transpose`) `[batch, n, k]`.
-fn check_batched(batch: usize, m: usize, k: usize, n: usize, transpose: bool, kernel: &str) {
-    assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
+/// The graph of `a x b` over inputs `a` `[..batch, m, k]` and `b` `[..batch, k, n]` (or, with
+/// `transpose`, `[..batch, n, k]`), with the two inputs' shapes.
+fn matmul_graph(
+    batch: &[usize],
+    [m, k, n]: [usize; 3],
+    transpose: bool,
+) -> (Graph, Vec<usize>, Vec<usize>) {
+    let ashape = [batch, &[m, k]].concat();
+    let bshape = [batch, &(if transpose { [n, k] } else { [k, n] })[..]].concat();
     let mut g = Graph::new();
-    let a = g.input("a", DType::F32, [batch, m, k]).unwrap();
-    let bshape = if transpose {
-        [batch, n, k]
-    } else {
-        [batch, k, n]
-    };
-    let b = g.input("b", DType::F32, bshape).unwrap();
+    let a = g.input("a", DType::F32, ashape.as_slice()).unwrap();
+    let b = g.input("b", DType::F32, bshape.as_slice()).unwrap();
     let y = if transpose {
         g.matmul_t(a, b).unwrap()
     } else {
         g.matmul(a, b).unwrap()
     };
     g.output(y).unwrap();
+    (g, ashape, bshape)
+}
+
+/// Checks batched `[batch, m, k] x B` against the reference on `kernel`, with B stored
+/// `[batch, k, n]` or (`transpose`) `[batch, n, k]`.
+fn check_batched(batch: usize, m: usize, k: usize, n: usize, transpose: bool, kernel: &str) {
+    assert_eq!(kernel_for(batch, m, k, n, transpose), kernel);
+    let (g, ashape, bshape) = matmul_graph(&[batch], [m, k, n], transpose);
     let inputs = [
-        ("a", tensor(&[batch, m, k], 11 + k as u64)),
+        ("a", tensor(&ashape, 11 + k as u64)),
         ("b", tensor(&bshape, 12 + k as u64)),
     ];
     check(
@@ -363,17 +371,8 @@ fn fallback_case(
 ) {
     use kiln::runtime::{CompileOptions, Executable};
     assert_eq!(kernel_for(1, m, k, n, transpose), "matmul_k8");
-    let mut g = Graph::new();
-    let a = g.input("a", DType::F32, [m, k]).unwrap();
-    let bshape = if transpose { [n, k] } else { [k, n] };
-    let b = g.input("b", DType::F32, bshape).unwrap();
-    let y = if transpose {
-        g.matmul_t(a, b).unwrap()
-    } else {
-        g.matmul(a, b).unwrap()
-    };
-    g.output(y).unwrap();
-    let inputs = [("a", tensor(&[m, k], 31)), ("b", tensor(&bshape, 32))];
+    let (g, ashape, bshape) = matmul_graph(&[], [m, k, n], transpose);
+    let inputs = [("a", tensor(&ashape, 31)), ("b", tensor(&bshape, 32))];
     let want = evaluate(&g, &[], &inputs).unwrap();
     let got = if planned {
         let mut exe = Executable::compile(dev, &g, &CompileOptions::default()).unwrap();

@@ -552,6 +552,10 @@ mod tests {
     use super::*;
     use kiln_ir::DType;
 
+    fn names(ds: &[Dispatch]) -> Vec<&'static str> {
+        ds.iter().map(|d| d.kernel.name).collect()
+    }
+
     fn matmul_dispatch(m: usize, k: usize, n: usize) -> Dispatch {
         let a = Operand::new(0, &[m, k], DType::F32);
         let b = Operand::new(1 << 20, &[n, k], DType::F32);
@@ -649,11 +653,12 @@ mod tests {
         ];
         let before: Vec<_> = ds.iter().map(|d| (d.groups, d.params.clone())).collect();
         fit_invocation_limit(&mut ds, 512);
-        let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
-        assert_eq!(names, ["matmul_k8_vec4", "matmul_k8", "matmul_wide_vec4"]);
+        assert_eq!(
+            names(&ds),
+            ["matmul_k8_vec4", "matmul_k8", "matmul_wide_vec4"]
+        );
         fit_invocation_limit(&mut ds, 256);
-        let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
-        assert_eq!(names, ["matmul_vec4", "matmul", "matmul_wide_vec4"]);
+        assert_eq!(names(&ds), ["matmul_vec4", "matmul", "matmul_wide_vec4"]);
         // The same tiles: grid and params carry over.
         let after: Vec<_> = ds.iter().map(|d| (d.groups, d.params.clone())).collect();
         assert_eq!(before, after);
@@ -692,9 +697,8 @@ mod tests {
         let skinny_groups = ds[1].groups;
         let params: Vec<Vec<u8>> = ds.iter().map(|d| d.params.clone()).collect();
         use_cooperative(&mut ds).unwrap();
-        let names: Vec<&str> = ds.iter().map(|d| d.kernel.name).collect();
         assert_eq!(
-            names,
+            names(&ds),
             ["matmul_coop", "matmul_skinny_narrow_vec4", "matmul_coop"]
         );
         assert_eq!(ds[0].groups, [2, 3, 1]); // 128x64 tiles
