@@ -385,18 +385,8 @@ fn spirv(k: &KernelDesc, version: (u8, u8), zero_init_native: bool) -> Result<Ve
     )
     .validate(&module)
     .map_err(|e| e.emit_to_string_with_path(&source, k.file))?;
-    let constants = k
-        .constants
-        .iter()
-        .map(|(name, value)| (name.to_string(), *value))
-        .collect();
-    let (module, info) = naga::back::pipeline_constants::process_overrides(
-        &module,
-        &info,
-        Some((naga::ShaderStage::Compute, k.entry)),
-        &constants,
-    )
-    .map_err(|e| format!("override constants: {e}"))?;
+    let (module, info) = kiln_kernels::validate::with_constants(k, &module, &info)
+        .map_err(|e| format!("override constants: {e}"))?;
     let unchecked = naga::proc::BoundsCheckPolicy::Unchecked;
     let options = spv::Options {
         lang_version: version,

@@ -54,6 +54,28 @@ fn location(file: &str, source: &str, loc: Option<naga::SourceLocation>) -> Stri
     )
 }
 
+/// `module` (with its validation `info`) specialised as `k`'s pipeline is: the descriptor's
+/// override constants applied to its entry point. The error is naga's, as text.
+pub fn with_constants(
+    k: &KernelDesc,
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let constants = k
+        .constants
+        .iter()
+        .map(|(name, value)| (name.to_string(), *value))
+        .collect();
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        module,
+        info,
+        Some((naga::ShaderStage::Compute, k.entry)),
+        &constants,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((module.into_owned(), info.into_owned()))
+}
+
 /// Validates one kernel. Returns the parsed module on success.
 pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
     let path = format!("shaders/{}", k.file);
@@ -88,20 +110,9 @@ pub fn validate_kernel(k: &KernelDesc) -> Result<naga::Module, ShaderError> {
     };
     // The kernel as its pipeline builds it: with the descriptor's override constants applied
     // (a workgroup size may depend on them).
-    let constants = k
-        .constants
-        .iter()
-        .map(|(name, value)| (name.to_string(), *value))
-        .collect();
-    let module = naga::back::pipeline_constants::process_overrides(
-        &module,
-        &info,
-        Some((naga::ShaderStage::Compute, k.entry)),
-        &constants,
-    )
-    .map_err(|e| mismatch(format!("override constants: {e}")))?
-    .0
-    .into_owned();
+    let module = with_constants(k, &module, &info)
+        .map_err(|e| mismatch(format!("override constants: {e}")))?
+        .0;
     let entry = module
         .entry_points
         .iter()
