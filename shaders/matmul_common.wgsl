@@ -21,8 +21,11 @@ struct MatmulParams {
     act: u32,
     split_width: u32,
     out_stride_m: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Split-k (`matmul_wide` only; 0 = none): workgroup z covers k from (z / batches) * k_chunk
+    // to k_chunk further and writes its raw partial sums, which `matmul_split_sum` adds up.
+    k_chunk: u32,
+    // The product of batch_dims (1 without batches).
+    batches: u32,
     // Up to three outputs (one unless split-writing).
     out_offsets: vec4<u32>,
     // Up to four batch dims of the output, and each operand's stride over them (0 = broadcast).

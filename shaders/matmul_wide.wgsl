@@ -144,11 +144,19 @@ fn matmul_wide(
     var c6h = vec4<f32>();
     var c7l = vec4<f32>();
     var c7h = vec4<f32>();
-    var next = load_stage(a_base, b_base, row0, col0, 0u, tid);
-    for (var t = 0u; t < p.k; t += WK) {
+    // The k range of this workgroup: all of k, or with split-k its chunk (a multiple of WK,
+    // so no stage reaches into the next chunk).
+    var k_begin = 0u;
+    var k_end = p.k;
+    if (p.k_chunk != 0u) {
+        k_begin = (wid.z / p.batches) * p.k_chunk;
+        k_end = min(p.k, k_begin + p.k_chunk);
+    }
+    var next = load_stage(a_base, b_base, row0, col0, k_begin, tid);
+    for (var t = k_begin; t < k_end; t += WK) {
         store_stage(next, tid);
         workgroupBarrier();
-        if (t + WK < p.k) {
+        if (t + WK < k_end) {
             next = load_stage(a_base, b_base, row0, col0, t + WK, tid);
         }
         for (var kk = 0u; kk < WK; kk++) {

@@ -107,6 +107,87 @@ fn qkv_split_write(w: usize) {
     }
 }
 
+/// Split-k (`matmul_wide` writing each chunk's partial products into a workspace, then
+/// `matmul_split_sum` adding them through the epilogue) with everything the epilogue does:
+/// bias, GELU and the QKV split-write; k = 1100 makes six chunks of 160 and a ragged last
+/// one of 140. A workspace too small for the partial products keeps one dispatch.
+#[test]
+fn split_k_adds_chunks_through_the_epilogue() {
+    let (m, k, w) = (150, 1100, 40);
+    let (x, wt, bias) = (values(m * k, 4), values(3 * w * k, 5), values(3 * w, 6));
+    let mut g = Graph::new();
+    let xi = g.input("x", DType::F32, [m, k]).unwrap();
+    let wi = g.input("w", DType::F32, [3 * w, k]).unwrap();
+    let bi = g.input("b", DType::F32, [3 * w]).unwrap();
+    let y = g
+        .fused_matmul_bias_act(xi, wi, Some(bi), Some(Activation::Gelu), true)
+        .unwrap();
+    for i in 0..3 {
+        let part = g.narrow(y, 1, i * w, w).unwrap();
+        g.output(part).unwrap();
+    }
+    let inputs = [
+        ("x", HostTensor::from_f32(&[m, k], &x).unwrap()),
+        ("w", HostTensor::from_f32(&[3 * w, k], &wt).unwrap()),
+        ("b", HostTensor::from_f32(&[3 * w], &bias).unwrap()),
+    ];
+    let want = evaluate(&g, &[], &inputs).unwrap();
+
+    let chunks = 7;
+    let partial_words = chunks * m * 3 * w;
+    let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w + partial_words);
+    let outs: Vec<Operand> = (0..3)
+        .map(|i| operand(off[3] + (i * m * w) as u32, &[m, w]))
+        .collect();
+    let workspace = matmul::SplitWorkspace {
+        offset: off[3] + (3 * m * w) as u32,
+        words: partial_words,
+    };
+    let op = Op::FusedMatMulBiasAct {
+        transpose_b: true,
+        has_bias: true,
+        act: Some(Activation::Gelu),
+    };
+    let lower = |workspace| {
+        matmul::lower_split_k(
+            &op,
+            &operand(off[0], &[m, k]),
+            &operand(off[1], &[3 * w, k]),
+            true,
+            matmul::Epilogue {
+                bias: Some(&operand(off[2], &[3 * w])),
+                act: Some(Activation::Gelu),
+            },
+            &[&outs[0], &outs[1], &outs[2]],
+            workspace,
+        )
+        .unwrap()
+    };
+    let too_small = matmul::SplitWorkspace {
+        words: partial_words - 1,
+        ..workspace
+    };
+    assert_eq!(lower(Some(too_small)).len(), 1);
+    let ops = lower(Some(workspace));
+    let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
+    assert_eq!(names, ["matmul_wide_vec4", "matmul_split_sum"]);
+    assert_eq!(matmul::split_k_words(&ops), partial_words);
+    let reads: Vec<(u64, u64)> = outs
+        .iter()
+        .map(|o| (o.offset as u64, (m * w) as u64))
+        .collect();
+    let got = run_dispatches(&common::device(), &arena, &ops, &reads).unwrap();
+    for i in 0..3 {
+        common::assert_close(
+            &floats(&got[i]),
+            &want[i].to_f32(),
+            1e-5 * (k as f32).sqrt(),
+            0.0,
+            &format!("split-k, part {i}"),
+        );
+    }
+}
+
 #[test]
 fn residual_tee_writes_norm_and_sum() {
     let (rows, w) = (5, 300);

@@ -394,3 +394,70 @@ fn fallback_case(
         &what,
     );
 }
+
+/// Planned matmuls whose outputs have too few 128x128 tiles for the GPU split k among
+/// workgroups (a workspace past the arena, then a second dispatch adding the chunks): a linear
+/// layer with bias and GELU (the planner's matmul epilogue; 6 tiles, k = 1100 in seven chunks
+/// of 160, the last ragged), and a batched product with B stored [K, N] and k = 1030 read
+/// element by element (3 batches of two tiles), each against the reference and against
+/// running them eagerly (no workspace there: one dispatch each).
+#[test]
+fn planned_split_k_matches_the_reference() {
+    use kiln::runtime::{CompileOptions, Executable};
+    let (m, k, n) = (200, 1100, 300);
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [m, k]).unwrap();
+    let w = g.param("w", DType::F32, [n, k]).unwrap();
+    let b = g.param("b", DType::F32, [n]).unwrap();
+    let y = g.matmul_t(x, w).unwrap();
+    let y = g.add_op(y, b).unwrap();
+    let y = g.activation(Activation::Gelu, y).unwrap();
+    g.output(y).unwrap();
+    let params = [("w", tensor(&[n, k], 41)), ("b", tensor(&[n], 42))];
+    let inputs = [("x", tensor(&[m, k], 43))];
+    split_k_case(
+        &g,
+        &params,
+        &inputs,
+        k,
+        ["matmul_wide_vec4", "matmul_split_sum"],
+    );
+
+    let k = 1030;
+    let (g, ashape, bshape) = matmul_graph(&[3], [130, k, 70], false);
+    let inputs = [("a", tensor(&ashape, 44)), ("b", tensor(&bshape, 45))];
+    split_k_case(&g, &[], &inputs, k, ["matmul_wide", "matmul_split_sum"]);
+
+    fn split_k_case(
+        g: &Graph,
+        params: &[(&str, HostTensor)],
+        inputs: &[(&str, HostTensor)],
+        k: usize,
+        kernels: [&str; 2],
+    ) {
+        let mut exe = Executable::compile(&common::device(), g, &CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{kernels:?}: {e}"));
+        assert_eq!(exe.kernel_names(), kernels);
+        for (name, t) in params {
+            exe.set_param(name, t).unwrap();
+        }
+        let feed: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+        let got = exe.run(&feed).unwrap();
+        let want = evaluate(g, params, inputs).unwrap();
+        common::assert_close(
+            &got[0].to_f32(),
+            &want[0].to_f32(),
+            1e-5 * (k as f32).sqrt(),
+            0.0,
+            &format!("{kernels:?}"),
+        );
+        let eager = run_eager(&common::device(), g, params, inputs).unwrap();
+        common::assert_close(
+            &eager[0].to_f32(),
+            &want[0].to_f32(),
+            1e-5 * (k as f32).sqrt(),
+            0.0,
+            "eager",
+        );
+    }
+}

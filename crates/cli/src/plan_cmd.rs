@@ -15,13 +15,26 @@ pub struct Args {
 
 /// The graph of a real model's architecture (weights are not needed to plan).
 pub fn model_graph(name: &str) -> Result<Graph, String> {
+    model_graph_with(name, false)
+}
+
+/// [`model_graph`]; with `fixed`, MiniLM's batch and sequence dims are static at their bounds
+/// (the graph `kiln bench` runs: steps whose shapes cannot change may split k).
+pub fn model_graph_with(name: &str, fixed: bool) -> Result<Graph, String> {
     use kiln_ir::Dim;
     use kiln_models::{llama, minilm, workloads};
+    let dim = |sym: &str, bound: usize| {
+        if fixed {
+            Dim::Static(bound)
+        } else {
+            Dim::bounded(sym, bound)
+        }
+    };
     match name {
         "minilm" => minilm::build_graph(
             &workloads::minilm_config(),
-            Dim::bounded("batch", 32),
-            Dim::bounded("seq", 128),
+            dim("batch", 32),
+            dim("seq", 128),
         )
         .map_err(|e| e.to_string()),
         "smollm2" => {

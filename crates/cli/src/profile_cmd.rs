@@ -47,7 +47,8 @@ fn parse_extent(pairs: &[String]) -> Result<DimBinding, String> {
 
 pub fn run(path: Option<&Path>, model: Option<&str>, extent: &[String]) -> Result<(), String> {
     let graph = match (model, path) {
-        (Some(m), _) => crate::plan_cmd::model_graph(m)?,
+        // Without an extent, the graph the benches run (static MiniLM dims).
+        (Some(m), _) => crate::plan_cmd::model_graph_with(m, extent.is_empty())?,
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

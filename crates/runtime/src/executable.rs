@@ -6,6 +6,7 @@ use crate::error::RunError;
 use crate::steps::dims_at;
 use crate::transfer::{from_arena, to_arena};
 use kiln_ir::{DType, Graph, HostTensor, Op};
+use kiln_kernels::families::matmul::{split_k_words, SplitWorkspace};
 use kiln_kernels::{Dispatch, LowerError, PipelineError};
 use kiln_plan::{Binding, ExecutionPlan, FusionOptions, PlanError, PlanOptions, StoragePolicy};
 use std::collections::HashMap;
@@ -180,6 +181,32 @@ impl Executable {
             storage: StoragePolicy::Words,
         };
         let plan = kiln_plan::plan(graph, &plan_options)?;
+        let fit = KernelFit {
+            cooperative: options.matmul_inputs == MatmulInputs::F16WhereFaster
+                && device.info().cooperative_f16,
+            max_invocations: crate::device::max_invocations(limits),
+        };
+        // Lower every step (the workspace, if any, lies past the planned arena).
+        let (extent, bounds) = bounds_of(&plan);
+        let workspace = split_workspace(&plan, limits, fit);
+        let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
+        let mut workspace_words = 0;
+        for (i, step) in plan.steps.iter().enumerate() {
+            let offered = workspace.filter(|_| step.extent.is_empty());
+            let d = lower_step(&plan, step, &extent, fit, offered).map_err(|source| {
+                CompileError::Lower {
+                    step: i,
+                    what: step_name(&plan, step),
+                    source,
+                }
+            })?;
+            workspace_words = workspace_words.max(split_k_words(&d));
+            lowered.push((d, step));
+        }
+        let arena_bytes = match workspace {
+            Some(w) if workspace_words > 0 => u64::from(w.offset) * 4 + workspace_words as u64 * 4,
+            _ => plan.arena_bytes,
+        };
         // An allocation the device cannot make (out of memory) or refuses becomes a typed
         // error below instead of wgpu's default panic. (Early returns drop the guards, which
         // pops the scopes.)
@@ -191,7 +218,7 @@ impl Executable {
             .push_error_scope(wgpu::ErrorFilter::Validation);
         let arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln arena"),
-            size: plan.arena_bytes,
+            size: arena_bytes,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
@@ -208,36 +235,6 @@ impl Executable {
             })
         });
 
-        // Every symbol starts at its bound.
-        let mut bounds = Vec::new();
-        let mut extent = kiln_ir::DimBinding::new();
-        for node in plan.graph.nodes() {
-            for d in node.shape.dims() {
-                if let kiln_ir::Dim::Sym { name, max: Some(m) } = d {
-                    if extent.get(name).is_none() {
-                        extent.set(name.clone(), *m);
-                        bounds.push((name.clone(), *m));
-                    }
-                }
-            }
-        }
-
-        // Lower every step; remember each dispatch's binding range.
-        let fit = KernelFit {
-            cooperative: options.matmul_inputs == MatmulInputs::F16WhereFaster
-                && device.info().cooperative_f16,
-            max_invocations: crate::device::max_invocations(limits),
-        };
-        let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            let d =
-                lower_step(&plan, step, &extent, fit).map_err(|source| CompileError::Lower {
-                    step: i,
-                    what: step_name(&plan, step),
-                    source,
-                })?;
-            lowered.push((d, step));
-        }
         let align = limits.min_uniform_buffer_offset_alignment as usize;
         let mut uniform = Vec::new();
         for (ds, _) in &lowered {
@@ -272,6 +269,10 @@ impl Executable {
                 });
             }
             let (buffer, offset, size) = match step.binding {
+                // The whole planned arena, and past it the split-k workspace.
+                Binding::Arena { offset: 0, size } if size == plan.arena_bytes => {
+                    (&arena, 0, arena_bytes)
+                }
                 Binding::Arena { offset, size } => (&arena, offset, size),
                 Binding::Scratch { size } => match &scratch {
                     Some(s) => (s, 0, size),
@@ -617,7 +618,8 @@ impl Executable {
             if !step.extent.iter().any(|e| changed.contains(&e.symbol)) {
                 continue;
             }
-            let ds = lower_step(&self.plan, step, &extent, self.fit).map_err(|e| {
+            // Steps that follow the extent never split k: their dispatch count stays put.
+            let ds = lower_step(&self.plan, step, &extent, self.fit, None).map_err(|e| {
                 RunError::Unsupported {
                     node: i,
                     op: "step",
@@ -1222,12 +1224,61 @@ fn lower_step(
     step: &kiln_plan::Step,
     extent: &kiln_ir::DimBinding,
     fit: KernelFit,
+    workspace: Option<SplitWorkspace>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     use kiln_kernels::families::matmul::{fit_invocation_limit, use_cooperative};
-    let mut ds = crate::steps::lower_step(plan, step, extent)?;
+    let mut ds = crate::steps::lower_step(plan, step, extent, workspace)?;
     fit_invocation_limit(&mut ds, fit.max_invocations);
     if fit.cooperative {
         use_cooperative(&mut ds)?;
     }
     Ok(ds)
 }
+
+/// Every symbol at its bound (the extent a plan is compiled at), and the bounds in the order
+/// the symbols first appear.
+fn bounds_of(plan: &ExecutionPlan) -> (kiln_ir::DimBinding, Vec<(String, usize)>) {
+    let mut bounds = Vec::new();
+    let mut extent = kiln_ir::DimBinding::new();
+    for node in plan.graph.nodes() {
+        for d in node.shape.dims() {
+            if let kiln_ir::Dim::Sym { name, max: Some(m) } = d {
+                if extent.get(name).is_none() {
+                    extent.set(name.clone(), *m);
+                    bounds.push((name.clone(), *m));
+                }
+            }
+        }
+    }
+    (extent, bounds)
+}
+
+/// The split-k workspace steps may use: past the planned arena, in the same buffer and
+/// binding. Only where every step binds the whole arena (so the binding can grow to cover it),
+/// up to what one binding and one buffer allow, capped at [`MAX_WORKSPACE_BYTES`]; none with
+/// cooperative matmuls (their kernel covers all of k).
+fn split_workspace(
+    plan: &ExecutionPlan,
+    limits: &wgpu::Limits,
+    fit: KernelFit,
+) -> Option<SplitWorkspace> {
+    let whole_arena = plan.steps.iter().all(
+        |s| matches!(s.binding, Binding::Arena { offset: 0, size } if size == plan.arena_bytes),
+    );
+    if fit.cooperative || !whole_arena {
+        return None;
+    }
+    let offset = plan.arena_bytes.next_multiple_of(256);
+    let limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size)
+        .min(offset + MAX_WORKSPACE_BYTES);
+    let words = limit.checked_sub(offset)? / 4;
+    Some(SplitWorkspace {
+        offset: u32::try_from(offset / 4).ok()?,
+        words: usize::try_from(words).ok()?,
+    })
+}
+
+/// The largest split-k workspace an executable allocates (MiniLM at 32 x 128 uses 25 MB).
+const MAX_WORKSPACE_BYTES: u64 = 256 << 20;

@@ -63,18 +63,26 @@ fn inputs_of(
         .collect()
 }
 
-/// The dispatches of one step.
+/// The dispatches of one step; its f32 matmul may split k where `workspace` is given (only
+/// for steps whose shapes do not follow the extent: the split changes the dispatch count).
 pub fn lower_step(
     plan: &ExecutionPlan,
     step: &Step,
     extent: &DimBinding,
+    workspace: Option<matmul::SplitWorkspace>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     let nodes = plan.graph.nodes();
     match &step.kind {
         &StepKind::Op { node } => {
             let ins = inputs_of(plan, step, extent, node)?;
             let out = operand(plan, step, extent, node)?;
-            let d = kiln_kernels::lower(&nodes[node].op, &ins, &out)?;
+            let op = &nodes[node].op;
+            let d = match op {
+                Op::MatMul { .. } | Op::FusedMatMulBiasAct { .. } => {
+                    matmul::lower_with(op, &ins, &out, workspace)?
+                }
+                _ => kiln_kernels::lower(op, &ins, &out)?,
+            };
             // A view op the planner gave its own slot (its input was not aliasable) is a copy.
             match ins.first() {
                 Some(src) if d.is_empty() && src.offset != out.offset => {
@@ -84,7 +92,6 @@ pub fn lower_step(
                         out.dims.last().copied().unwrap_or(1),
                     )
                     .unwrap_or(0);
-                    let op = &nodes[node].op;
                     Ok(vec![kiln_kernels::families::movement::copy_words(
                         op, src.offset, out.offset, words,
                     )?])
@@ -105,7 +112,7 @@ pub fn lower_step(
             let act = act.and_then(|n| activation_of(&nodes[n].op));
             let op = &nodes[m].op;
             let out = operand(plan, step, extent, last)?;
-            matmul::lower_split(
+            matmul::lower_split_k(
                 op,
                 &a,
                 &b,
@@ -115,6 +122,7 @@ pub fn lower_step(
                     act,
                 },
                 &[&out],
+                workspace,
             )
         }
         &StepKind::QkvSplit {
@@ -136,7 +144,7 @@ pub fn lower_step(
                 .iter()
                 .map(|&o| operand(plan, step, extent, o))
                 .collect::<Result<_, _>>()?;
-            matmul::lower_split(
+            matmul::lower_split_k(
                 &nodes[m].op,
                 &a,
                 &b,
@@ -146,6 +154,7 @@ pub fn lower_step(
                     act: None,
                 },
                 &[&outs[0], &outs[1], &outs[2]],
+                workspace,
             )
         }
         &StepKind::ResidualNorm { add, norm: n, tee } => {

@@ -55,8 +55,11 @@ kernel_params! {
         /// Columns per output; equal to `n` unless split-writing.
         pub split_width: u32,
         pub out_stride_m: u32,
-        pub _pad0: u32,
-        pub _pad1: u32,
+        /// Split-k ([`MATMUL_WIDE`] only; 0 = none): workgroup z covers k from
+        /// `(z / batches) * k_chunk`, `k_chunk` further, writing raw partial sums.
+        pub k_chunk: u32,
+        /// The product of `batch_dims` (1 without batches).
+        pub batches: u32,
         pub out_offsets: [u32; 4],
         pub batch_dims: [u32; 4],
         pub a_batch_strides: [u32; 4],
@@ -281,6 +284,10 @@ pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
         }
         // The params were written by `lower_split` from a `MatmulParams`.
         let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
+        if p.k_chunk != 0 {
+            // A split-k chunk's partial products: the coop kernel covers all of k.
+            continue;
+        }
         let groups = [
             (p.n as usize).div_ceil(COOP_TILE[1]),
             (p.m as usize).div_ceil(COOP_TILE[0]),
@@ -333,6 +340,16 @@ pub struct Epilogue<'a> {
 
 /// Lowers `MatMul` and `FusedMatMulBiasAct` writing one output.
 pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>, LowerError> {
+    lower_with(op, inputs, out, None)
+}
+
+/// [`lower`], with split-k where `workspace` is given (see [`lower_split_k`]).
+pub fn lower_with(
+    op: &Op,
+    inputs: &[Operand],
+    out: &Operand,
+    workspace: Option<SplitWorkspace>,
+) -> Result<Vec<Dispatch>, LowerError> {
     let (transpose_b, epilogue) = match op {
         Op::MatMul { transpose_b } => (*transpose_b, Epilogue::default()),
         Op::FusedMatMulBiasAct {
@@ -348,7 +365,15 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
         ),
         _ => return Err(LowerError::unsupported(op, "not a matmul")),
     };
-    lower_split(op, &inputs[0], &inputs[1], transpose_b, epilogue, &[out])
+    lower_split_k(
+        op,
+        &inputs[0],
+        &inputs[1],
+        transpose_b,
+        epilogue,
+        &[out],
+        workspace,
+    )
 }
 
 /// Lowers a matmul whose output columns are split evenly over `outs` (one output normally,
@@ -361,6 +386,32 @@ pub fn lower_split(
     transpose_b: bool,
     epilogue: Epilogue<'_>,
     outs: &[&Operand],
+) -> Result<Vec<Dispatch>, LowerError> {
+    lower_split_k(op, a, b, transpose_b, epilogue, outs, None)
+}
+
+/// Arena words a split-k matmul may use for its partial products: from `offset` (in the
+/// step's binding), `words` of them. The caller guarantees that nothing else lives there
+/// during the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitWorkspace {
+    pub offset: u32,
+    pub words: usize,
+}
+
+/// Like [`lower_split`], but where `workspace` is given and the output has too few 128x128
+/// tiles to occupy the GPU's SMs, k may be split among workgroups ([`split_k_chunk`]): two
+/// dispatches, [`MATMUL_WIDE`] writing each chunk's partial products into the workspace and
+/// [`MATMUL_SPLIT_SUM`] adding them up through the epilogue. The dispatch count thus depends
+/// on the shape: callers whose shapes change with the active extent must not offer one.
+pub fn lower_split_k(
+    op: &Op,
+    a: &Operand,
+    b: &Operand,
+    transpose_b: bool,
+    epilogue: Epilogue<'_>,
+    outs: &[&Operand],
+    workspace: Option<SplitWorkspace>,
 ) -> Result<Vec<Dispatch>, LowerError> {
     if b.dtype.is_quantized() {
         return crate::families::quant::lower_matmul(op, a, b, transpose_b, epilogue, outs);
@@ -452,8 +503,8 @@ pub fn lower_split(
         act: epilogue.act.map_or(NO_ACTIVATION, activation_id),
         split_width: u32_of(op, "columns", split)?,
         out_stride_m: u32_of(op, "columns", split)?,
-        _pad0: 0,
-        _pad1: 0,
+        k_chunk: 0,
+        batches: u32_of(op, "batches", batch.max(1))?,
         out_offsets,
         batch_dims: pack(&batch_dims)?,
         a_batch_strides: pack(&a_batch)?,
@@ -467,6 +518,14 @@ pub fn lower_split(
     // (K = 0 stays on the 64x64 kernel, whose loads are guarded per element.)
     let vec4_rows = rows_aligned(a.offset, k, &a_batch)
         && (!transpose_b || rows_aligned(b.offset, k, &b_batch));
+    // Split-k only where the 64x64 kernels would take the eight-group one (its waves fit
+    // better than the four-group one's, so the output is small for the GPU) and k is long.
+    let split_pays = k >= SPLIT_MIN_K && prefers_eight_groups(tiles([TILE; 2]));
+    if let Some(ws) = workspace.filter(|_| !skinny && split_pays) {
+        if let Some(ds) = split_k_dispatches(op, &p, tiles([WIDE_TILE; 2]), batch, vec4_rows, ws)? {
+            return Ok(ds);
+        }
+    }
     let (kernel, tile) = if skinny {
         let narrow = n.div_ceil(SKINNY_COLS) * batch.max(1) < CONCURRENT_WORKGROUPS / 2;
         let skinny = match (narrow, vec4_rows) {
@@ -546,6 +605,154 @@ fn fold_batch(
     }
     out
 }
+
+/// Chunks of k below this many values would spend more on writing and adding partial tiles
+/// than the extra workgroups gain.
+pub const SPLIT_MIN_CHUNK: usize = 128;
+/// Shorter k is never split. Measured on the H200 (one call, 19:42 UTC): MiniLM's FFN down
+/// (4096 x 1536 -> 384, 96 wide tiles, four chunks of 384) 238-241 -> 216 µs in the model,
+/// but 1024^3 (64 wide tiles in two chunks, against one full wave of the four-group 64x64
+/// kernel) 100 -> 112 µs and 256^3 20 -> 39 µs.
+pub const SPLIT_MIN_K: usize = 1024;
+/// The most chunks k is split into.
+pub const MAX_SPLITS: usize = 8;
+
+/// The chunk of k each workgroup of a split-k matmul covers (a multiple of the wide kernel's
+/// 16-deep stage), or `None` where splitting does not pay: the output's `wide_tiles` 128x128
+/// tiles already occupy every SM, or k is too short. Models the run time as the rounds of
+/// workgroups on the SMs (one per SM at a time: a lone wide workgroup runs as fast as two
+/// sharing an SM, measured on the H200) times the chunk's share of k, plus a price per chunk
+/// for writing and re-reading its partial tile, against 1 for one workgroup per tile.
+/// MiniLM at 32 x 128: the output projection (24 tiles, k = 384) splits in 3 chunks of 128,
+/// FFN down (96 tiles, k = 1536) in 4 of 384.
+pub fn split_k_chunk(wide_tiles: usize, k: usize) -> Option<usize> {
+    const PER_CHUNK: f64 = 0.02;
+    let sms = CONCURRENT_WORKGROUPS / 2;
+    if wide_tiles == 0 || wide_tiles >= sms {
+        return None;
+    }
+    let mut best: Option<(f64, usize)> = None;
+    for wanted in 2..=MAX_SPLITS {
+        let chunk = k.div_ceil(wanted).next_multiple_of(16);
+        if chunk < SPLIT_MIN_CHUNK {
+            break;
+        }
+        let splits = k.div_ceil(chunk);
+        let rounds = (wide_tiles * splits).div_ceil(sms);
+        let cost = (rounds * chunk) as f64 / k as f64 + PER_CHUNK * splits as f64;
+        if best.is_none_or(|(c, _)| cost < c) {
+            best = Some((cost, chunk));
+        }
+    }
+    // Only a clear gain: the model ignores the sum's own dispatch.
+    best.filter(|&(cost, _)| cost < 0.9).map(|(_, chunk)| chunk)
+}
+
+/// The two dispatches of a split-k matmul with params `p` (see [`lower_split_k`]), or `None`
+/// where it does not pay or does not fit the workspace or the grid.
+fn split_k_dispatches(
+    op: &Op,
+    p: &MatmulParams,
+    wide_tiles: usize,
+    batch: usize,
+    vec4_rows: bool,
+    ws: SplitWorkspace,
+) -> Result<Option<Vec<Dispatch>>, LowerError> {
+    let (rows, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let Some(chunk) = split_k_chunk(wide_tiles, k) else {
+        return Ok(None);
+    };
+    let splits = k.div_ceil(chunk);
+    let batch = batch.max(1);
+    let words = splits
+        .checked_mul(batch)
+        .and_then(|x| x.checked_mul(rows))
+        .and_then(|x| x.checked_mul(n));
+    let max_dim = crate::dispatch::MAX_GROUPS_PER_DIM as usize;
+    let fits = words.is_some_and(|w| w <= ws.words)
+        && batch * splits <= max_dim
+        && rows <= max_dim
+        && rows.div_ceil(WIDE_TILE) <= max_dim;
+    if !fits || u32::try_from(words.unwrap_or(0)).is_err() {
+        return Ok(None);
+    }
+    // The partial products: one output, [chunk][batch][m][n], no bias or activation.
+    let partial = MatmulParams {
+        k_chunk: u32_of(op, "k chunk", chunk)?,
+        has_bias: 0,
+        act: NO_ACTIVATION,
+        split_width: p.n,
+        out_stride_m: p.n,
+        out_offsets: [ws.offset, 0, 0, 0],
+        ..*p
+    };
+    let sum = MatmulParams {
+        k: u32_of(op, "chunks", splits)?,
+        a_offset: ws.offset,
+        ..*p
+    };
+    let wide = if vec4_rows {
+        &MATMUL_WIDE_VEC4
+    } else {
+        &MATMUL_WIDE
+    };
+    Ok(Some(vec![
+        Dispatch::new(
+            wide,
+            &partial,
+            [
+                u32_of(op, "column tiles", n.div_ceil(WIDE_TILE))?,
+                u32_of(op, "row tiles", rows.div_ceil(WIDE_TILE))?,
+                u32_of(op, "batches", batch * splits)?,
+            ],
+        ),
+        Dispatch::new(
+            &MATMUL_SPLIT_SUM,
+            &sum,
+            [
+                u32_of(op, "column groups", n.div_ceil(SPLIT_SUM_COLUMNS))?,
+                u32_of(op, "rows", rows)?,
+                u32_of(op, "batches", batch)?,
+            ],
+        ),
+    ]))
+}
+
+/// Arena words that the split-k dispatches among `dispatches` use from their workspace (0
+/// for none): what a caller offering a [`SplitWorkspace`] must reserve.
+pub fn split_k_words(dispatches: &[Dispatch]) -> usize {
+    dispatches
+        .iter()
+        .filter(|d| d.kernel.name == MATMUL_SPLIT_SUM.name)
+        .map(|d| {
+            // Written by `split_k_dispatches` from a `MatmulParams`.
+            let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
+            p.k as usize * p.batches as usize * p.m as usize * p.n as usize
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Output columns per workgroup of [`MATMUL_SPLIT_SUM`].
+const SPLIT_SUM_COLUMNS: usize = 64;
+
+/// The second dispatch of a split-k matmul: adds the chunks' partial products and applies the
+/// epilogue (see [`lower_split_k`]).
+pub const MATMUL_SPLIT_SUM: KernelDesc = KernelDesc {
+    name: "matmul_split_sum",
+    file: "matmul_split_sum.wgsl",
+    source: concat!(
+        include_str!("../../../../shaders/activations.wgsl"),
+        include_str!("../../../../shaders/matmul_common.wgsl"),
+        include_str!("../../../../shaders/matmul_split_sum.wgsl")
+    ),
+    entry: "matmul_split_sum",
+    workgroup_size: [SPLIT_SUM_COLUMNS as u32, 1, 1],
+    bindings: MATMUL_BINDINGS,
+    params: MatmulParams::LAYOUT,
+    needs: Needs::BASELINE,
+    constants: &[],
+};
 
 #[cfg(test)]
 mod tests {
@@ -783,6 +990,47 @@ mod tests {
         assert!(
             opcodes.contains(&4459),
             "no cooperative multiply-add emitted"
+        );
+    }
+
+    #[test]
+    fn split_k_where_tiles_leave_sms_idle() {
+        // MiniLM at 32 x 128 rows: the output projection, FFN down.
+        assert_eq!(split_k_chunk(24, 384), Some(128));
+        assert_eq!(split_k_chunk(96, 1536), Some(384));
+        // Enough tiles for every SM, or k too short for two chunks of 128.
+        assert_eq!(split_k_chunk(132, 4096), None);
+        assert_eq!(split_k_chunk(6, 200), None);
+        assert_eq!(split_k_chunk(0, 4096), None);
+        // Chunks are whole stages and cover k.
+        for (tiles, k) in [(6, 1000), (1, 517), (50, 2048), (24, 4096)] {
+            let chunk = split_k_chunk(tiles, k).unwrap();
+            assert_eq!(chunk % 16, 0);
+            assert!(chunk >= SPLIT_MIN_CHUNK && k.div_ceil(chunk) <= MAX_SPLITS);
+        }
+        // Skinny rows and a missing workspace keep one dispatch; the coop kernel leaves the
+        // chunks' dispatch alone (it covers all of k).
+        let a = Operand::new(0, &[512, 1536], DType::F32);
+        let b = Operand::new(1 << 20, &[384, 1536], DType::F32);
+        let out = Operand::new(2 << 20, &[512, 384], DType::F32);
+        let ws = SplitWorkspace {
+            offset: 3 << 20,
+            words: 1 << 22,
+        };
+        let op = Op::MatMul { transpose_b: true };
+        let lower = |a: &Operand, out: &Operand, ws| {
+            lower_split_k(&op, a, &b, true, Epilogue::default(), &[out], ws).unwrap()
+        };
+        assert_eq!(names(&lower(&a, &out, None)).len(), 1);
+        let mut split = lower(&a, &out, Some(ws));
+        assert_eq!(names(&split), ["matmul_wide_vec4", "matmul_split_sum"]);
+        use_cooperative(&mut split).unwrap();
+        assert_eq!(names(&split), ["matmul_wide_vec4", "matmul_split_sum"]);
+        let rows16 = Operand::new(0, &[16, 1536], DType::F32);
+        let out16 = Operand::new(2 << 20, &[16, 384], DType::F32);
+        assert_eq!(
+            names(&lower(&rows16, &out16, Some(ws))),
+            ["matmul_skinny_narrow_vec4"]
         );
     }
 }
