@@ -129,7 +129,9 @@ enum Command {
         /// A graph saved as JSON.
         #[arg(required_unless_present = "model", conflicts_with = "model")]
         graph: Option<std::path::PathBuf>,
-        /// Profile a model's graph with synthetic weights instead: `minilm` or `smollm2`.
+        /// Profile a model's graph with synthetic weights instead: `minilm` or `smollm2`
+        /// (without `--extent`, MiniLM's batch and sequence are fixed at 32 x 128, the graph
+        /// `kiln bench` runs).
         #[arg(long, value_parser = ["minilm", "smollm2"])]
         model: Option<String>,
         /// Run at this active extent, e.g. `--extent seq=1` (a decode step); default: the bounds.
