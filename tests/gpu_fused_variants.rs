@@ -38,19 +38,19 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn qkv_split_write_matches_matmul_and_narrows() {
-    // Widths 20 and 18: the tiled kernels store four columns at a time, which with 18 straddle
-    // the outputs' boundaries.
-    for w in [20, 18] {
-        qkv_split_write(w);
-    }
-}
-
-fn qkv_split_write(w: usize) {
-    let (m, k) = (17, 24);
-    let (x, wt, bias) = (values(m * k, 1), values(3 * w * k, 2), values(3 * w, 3));
-    // Reference: one fused matmul [m, 3w] then three narrows.
+/// Inputs `x [m, k]`, `w [3w, k]`, `b [3w]` (random, from `seed`) and the reference's Q, K and V:
+/// one fused matmul with bias and GELU, `[m, 3w]`, then three narrows.
+fn qkv_reference(
+    m: usize,
+    k: usize,
+    w: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<HostTensor>) {
+    let (x, wt, bias) = (
+        values(m * k, seed),
+        values(3 * w * k, seed + 1),
+        values(3 * w, seed + 2),
+    );
     let mut g = Graph::new();
     let xi = g.input("x", DType::F32, [m, k]).unwrap();
     let wi = g.input("w", DType::F32, [3 * w, k]).unwrap();
@@ -68,6 +68,21 @@ fn qkv_split_write(w: usize) {
         ("b", HostTensor::from_f32(&[3 * w], &bias).unwrap()),
     ];
     let want = evaluate(&g, &[], &inputs).unwrap();
+    (x, wt, bias, want)
+}
+
+#[test]
+fn qkv_split_write_matches_matmul_and_narrows() {
+    // Widths 20 and 18: the tiled kernels store four columns at a time, which with 18 straddle
+    // the outputs' boundaries.
+    for w in [20, 18] {
+        qkv_split_write(w);
+    }
+}
+
+fn qkv_split_write(w: usize) {
+    let (m, k) = (17, 24);
+    let (x, wt, bias, want) = qkv_reference(m, k, w, 1);
 
     let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w);
     let outs: Vec<Operand> = (0..3)
@@ -114,24 +129,7 @@ fn qkv_split_write(w: usize) {
 #[test]
 fn split_k_adds_chunks_through_the_epilogue() {
     let (m, k, w) = (150, 1100, 40);
-    let (x, wt, bias) = (values(m * k, 4), values(3 * w * k, 5), values(3 * w, 6));
-    let mut g = Graph::new();
-    let xi = g.input("x", DType::F32, [m, k]).unwrap();
-    let wi = g.input("w", DType::F32, [3 * w, k]).unwrap();
-    let bi = g.input("b", DType::F32, [3 * w]).unwrap();
-    let y = g
-        .fused_matmul_bias_act(xi, wi, Some(bi), Some(Activation::Gelu), true)
-        .unwrap();
-    for i in 0..3 {
-        let part = g.narrow(y, 1, i * w, w).unwrap();
-        g.output(part).unwrap();
-    }
-    let inputs = [
-        ("x", HostTensor::from_f32(&[m, k], &x).unwrap()),
-        ("w", HostTensor::from_f32(&[3 * w, k], &wt).unwrap()),
-        ("b", HostTensor::from_f32(&[3 * w], &bias).unwrap()),
-    ];
-    let want = evaluate(&g, &[], &inputs).unwrap();
+    let (x, wt, bias, want) = qkv_reference(m, k, w, 4);
 
     let chunks = 7;
     let partial_words = chunks * m * 3 * w;
