@@ -106,18 +106,32 @@ fn qkv_split_write(w: usize) {
     )
     .unwrap();
     assert_eq!(ops.len(), 1, "one dispatch writes all three");
+    check_parts(&ops, &arena, &outs, &want, k, &format!("width {w}"));
+}
+
+/// Runs `ops` on `arena` and compares the outputs `outs` with the reference's `want`
+/// (tolerance as in gpu_matmul: `k` terms per value).
+fn check_parts(
+    ops: &[kiln::kernels::Dispatch],
+    arena: &[u8],
+    outs: &[Operand],
+    want: &[HostTensor],
+    k: usize,
+    what: &str,
+) {
     let reads: Vec<(u64, u64)> = outs
         .iter()
-        .map(|o| (o.offset as u64, (m * w) as u64))
+        .map(|o| (o.offset as u64, o.numel() as u64))
         .collect();
-    let got = run_dispatches(&common::device(), &arena, &ops, &reads).unwrap();
-    for i in 0..3 {
+    let got = run_dispatches(&common::device(), arena, ops, &reads).unwrap();
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (got, want)) in got.iter().zip(want).enumerate() {
         common::assert_close(
-            &floats(&got[i]),
-            &want[i].to_f32(),
+            &floats(got),
+            &want.to_f32(),
             1e-5 * (k as f32).sqrt(),
             0.0,
-            &format!("width {w}, part {i}"),
+            &format!("{what}, part {i}"),
         );
     }
 }
@@ -170,20 +184,7 @@ fn split_k_adds_chunks_through_the_epilogue() {
     let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
     assert_eq!(names, ["matmul_wide_vec4", "matmul_split_sum"]);
     assert_eq!(matmul::split_k_words(&ops), partial_words);
-    let reads: Vec<(u64, u64)> = outs
-        .iter()
-        .map(|o| (o.offset as u64, (m * w) as u64))
-        .collect();
-    let got = run_dispatches(&common::device(), &arena, &ops, &reads).unwrap();
-    for i in 0..3 {
-        common::assert_close(
-            &floats(&got[i]),
-            &want[i].to_f32(),
-            1e-5 * (k as f32).sqrt(),
-            0.0,
-            &format!("split-k, part {i}"),
-        );
-    }
+    check_parts(&ops, &arena, &outs, &want, k, "split-k");
 }
 
 #[test]

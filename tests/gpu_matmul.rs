@@ -451,13 +451,6 @@ fn planned_split_k_matches_the_reference() {
             0.0,
             &format!("{kernels:?}"),
         );
-        let eager = run_eager(&common::device(), g, params, inputs).unwrap();
-        common::assert_close(
-            &eager[0].to_f32(),
-            &want[0].to_f32(),
-            1e-5 * (k as f32).sqrt(),
-            0.0,
-            "eager",
-        );
+        check(g, params, inputs, k, "eager");
     }
 }
