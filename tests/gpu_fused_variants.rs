@@ -187,6 +187,51 @@ fn split_k_adds_chunks_through_the_epilogue() {
     check_parts(&ops, &arena, &outs, &want, k, "split-k");
 }
 
+/// A wide matmul with a short last wave: the rows of the whole waves in one dispatch, the rest
+/// as split-k (see `matmul::lower_split_k`), through the whole epilogue. 3 x 100 columns make
+/// 3 column tiles, so 88 row tiles (11264 rows) fill the 264 slots of a wave and 77 rows are
+/// left; k = 272 splits them into chunks of 144 and a ragged 128.
+#[test]
+fn split_k_finishes_a_short_last_wave() {
+    let (m, k, w) = (88 * 128 + 77, 272, 100);
+    let (x, wt, bias, want) = qkv_reference(m, k, w, 9);
+
+    let partial_words = 2 * 77 * 3 * w;
+    let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w + partial_words);
+    let outs: Vec<Operand> = (0..3)
+        .map(|i| operand(off[3] + (i * m * w) as u32, &[m, w]))
+        .collect();
+    let workspace = matmul::SplitWorkspace {
+        offset: off[3] + (3 * m * w) as u32,
+        words: partial_words,
+    };
+    let op = Op::FusedMatMulBiasAct {
+        transpose_b: true,
+        has_bias: true,
+        act: Some(Activation::Gelu),
+    };
+    let ops = matmul::lower_split_k(
+        &op,
+        &operand(off[0], &[m, k]),
+        &operand(off[1], &[3 * w, k]),
+        true,
+        matmul::Epilogue {
+            bias: Some(&operand(off[2], &[3 * w])),
+            act: Some(Activation::Gelu),
+        },
+        &[&outs[0], &outs[1], &outs[2]],
+        Some(workspace),
+    )
+    .unwrap();
+    let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
+    assert_eq!(
+        names,
+        ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
+    );
+    assert_eq!(matmul::split_k_words(&ops), partial_words);
+    check_parts(&ops, &arena, &outs, &want, k, "last-wave split");
+}
+
 #[test]
 fn residual_tee_writes_norm_and_sum() {
     let (rows, w) = (5, 300);

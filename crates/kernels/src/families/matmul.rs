@@ -526,6 +526,12 @@ pub fn lower_split_k(
             return Ok(ds);
         }
     }
+    let wide = tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0;
+    if let Some(ws) = workspace.filter(|_| !skinny && wide && batch <= 1) {
+        if let Some(ds) = last_wave_split_dispatches(op, &p, vec4_rows, ws)? {
+            return Ok(ds);
+        }
+    }
     let (kernel, tile) = if skinny {
         let narrow = n.div_ceil(SKINNY_COLS) * batch.max(1) < CONCURRENT_WORKGROUPS / 2;
         let skinny = match (narrow, vec4_rows) {
@@ -535,13 +541,8 @@ pub fn lower_split_k(
             (true, true) => &MATMUL_SKINNY_NARROW_VEC4,
         };
         (skinny, None)
-    } else if tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && k > 0 {
-        let wide = if vec4_rows {
-            &MATMUL_WIDE_VEC4
-        } else {
-            &MATMUL_WIDE
-        };
-        (wide, Some([WIDE_TILE; 2]))
+    } else if wide {
+        (wide_kernel(vec4_rows), Some([WIDE_TILE; 2]))
     } else {
         let tiled = match (prefers_eight_groups(tiles([TILE; 2])), vec4_rows) {
             (false, false) => &MATMUL,
@@ -691,14 +692,9 @@ fn split_k_dispatches(
         a_offset: ws.offset,
         ..*p
     };
-    let wide = if vec4_rows {
-        &MATMUL_WIDE_VEC4
-    } else {
-        &MATMUL_WIDE
-    };
     Ok(Some(vec![
         Dispatch::new(
-            wide,
+            wide_kernel(vec4_rows),
             &partial,
             [
                 u32_of(op, "column tiles", n.div_ceil(WIDE_TILE))?,
@@ -716,6 +712,70 @@ fn split_k_dispatches(
             ],
         ),
     ]))
+}
+
+/// The 128x128 kernel, loading rows as vec4s where they are aligned.
+fn wide_kernel(vec4_rows: bool) -> &'static KernelDesc {
+    if vec4_rows {
+        &MATMUL_WIDE_VEC4
+    } else {
+        &MATMUL_WIDE
+    }
+}
+
+/// Where a wide matmul's 128x128 tiles fill whole waves of the GPU and leave a short last
+/// one, three dispatches: the rows of the whole waves as usual, then the remaining rows as a
+/// split-k matmul (its chunks and sum, see [`split_k_dispatches`]), or `None` where the split
+/// does not pay ([`split_k_chunk`] on the remaining tiles) or does not fit the workspace.
+/// The tiles of a short last wave run one per SM, each taking half a wave's time: MiniLM's
+/// Q/K/V at 32 x 128 rows has 288 tiles against 264 slots (the first 261 in one wave of 122
+/// µs on the H200, the last 27 in 60 more, sixth and eighth sessions' measurements).
+/// Unbatched outputs only: the rows are split by offsetting A and the outputs.
+fn last_wave_split_dispatches(
+    op: &Op,
+    p: &MatmulParams,
+    vec4_rows: bool,
+    ws: SplitWorkspace,
+) -> Result<Option<Vec<Dispatch>>, LowerError> {
+    let (rows, n) = (p.m as usize, p.n as usize);
+    let column_tiles = n.div_ceil(WIDE_TILE);
+    let waves = rows.div_ceil(WIDE_TILE) * column_tiles / CONCURRENT_WORKGROUPS;
+    let head_rows = waves * CONCURRENT_WORKGROUPS / column_tiles * WIDE_TILE;
+    if head_rows == 0 || head_rows >= rows {
+        return Ok(None);
+    }
+    let tail_rows = rows - head_rows;
+    let shift = |offset: u32, stride: u32| {
+        let shifted = offset as usize + head_rows * stride as usize;
+        u32_of(op, "row offset", shifted)
+    };
+    let outputs = n / p.split_width.max(1) as usize;
+    let mut out_offsets = p.out_offsets;
+    for o in out_offsets.iter_mut().take(outputs) {
+        *o = shift(*o, p.out_stride_m)?;
+    }
+    let tail = MatmulParams {
+        m: u32_of(op, "rows", tail_rows)?,
+        a_offset: shift(p.a_offset, p.a_stride_m)?,
+        out_offsets,
+        ..*p
+    };
+    let tail_tiles = tail_rows.div_ceil(WIDE_TILE) * column_tiles;
+    let Some(tail) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? else {
+        return Ok(None);
+    };
+    let head = MatmulParams {
+        m: u32_of(op, "rows", head_rows)?,
+        ..*p
+    };
+    let groups = [
+        u32_of(op, "column tiles", column_tiles)?,
+        u32_of(op, "row tiles", head_rows / WIDE_TILE)?,
+        1,
+    ];
+    let mut ds = vec![Dispatch::new(wide_kernel(vec4_rows), &head, groups)];
+    ds.extend(tail);
+    Ok(Some(ds))
 }
 
 /// Arena words that the split-k dispatches among `dispatches` use from their workspace (0
@@ -991,6 +1051,45 @@ mod tests {
             opcodes.contains(&4459),
             "no cooperative multiply-add emitted"
         );
+    }
+
+    #[test]
+    fn a_short_last_wave_of_wide_tiles_is_split() {
+        let ws = SplitWorkspace {
+            offset: 1 << 26,
+            words: 1 << 24,
+        };
+        let op = Op::MatMul { transpose_b: true };
+        let lower = |m: usize, k: usize, n: usize, ws| {
+            let a = Operand::new(0, &[m, k], DType::F32);
+            let b = Operand::new(1 << 24, &[n, k], DType::F32);
+            let out = Operand::new(1 << 25, &[m, n], DType::F32);
+            lower_split_k(&op, &a, &b, true, Epilogue::default(), &[&out], ws).unwrap()
+        };
+        // MiniLM's Q/K/V at 32 x 128: 288 tiles, 29 rows of 9 in the first wave.
+        let qkv = lower(4096, 384, 1152, Some(ws));
+        assert_eq!(
+            names(&qkv),
+            ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
+        );
+        let params: Vec<MatmulParams> = qkv
+            .iter()
+            .map(|d| bytemuck::pod_read_unaligned(&d.params))
+            .collect();
+        assert_eq!((params[0].m, params[0].k_chunk), (29 * 128, 0));
+        assert_eq!(qkv[0].groups, [9, 29, 1]);
+        assert_eq!((params[1].m, params[1].k_chunk), (384, 128));
+        assert_eq!(params[1].a_offset, 29 * 128 * 384);
+        assert_eq!(params[2].out_offsets[0], (1 << 25) + 29 * 128 * 1152);
+        assert_eq!(split_k_words(&qkv), 3 * 384 * 1152);
+        // Without a workspace, or where the last wave is not short (FFN up's 384 tiles: 120
+        // past the first wave) or its k too short to split, one dispatch.
+        assert_eq!(lower(4096, 384, 1152, None).len(), 1);
+        assert_eq!(lower(4096, 384, 1536, Some(ws)).len(), 1);
+        assert_eq!(lower(4096, 200, 1152, Some(ws)).len(), 1);
+        // Whole waves only: 264 tiles exactly, and 4096^3 (1024 tiles, 232 past three waves).
+        assert_eq!(lower(88 * 128, 384, 384, Some(ws)).len(), 1);
+        assert_eq!(lower(4096, 4096, 4096, Some(ws)).len(), 1);
     }
 
     #[test]
