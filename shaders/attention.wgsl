@@ -25,7 +25,7 @@
 //   to 128 output dims are accumulated per pass; head_dim above 128 takes two passes, which
 //   recompute the scores (register use stays at 32 accumulators per invocation).
 //
-// - 2, `attention_rows` (many query rows, head_dim <= 32; at the end of the file).
+// - 2, `attention_block` (many query rows, head_dim <= 32; at the end of the file).
 //
 // Operands are addressed by element offsets into the arena and by (batch, seq, head) strides in
 // elements (head_dim is contiguous), which covers BSHD, BHSD and views into a packed QKV tensor.
@@ -57,9 +57,9 @@ struct AttentionParams {
     k_offset: u32,
     v_offset: u32,
     out_offset: u32,
-    // 0 per row, 1 tiled, 2 rows per invocation (which entry point the params are for).
+    // 0 per row, 1 tiled, 2 blocks (which entry point the params are for).
     variant: u32,
-    // Query tiles per (batch, head): seq_q over the variant's rows per workgroup (1, TQ, RQ).
+    // Query tiles per (batch, head): seq_q over the variant's rows per workgroup (1, TQ, BQ).
     q_tiles: u32,
     _pad0: u32,
     // (batch, seq, head, unused) strides in elements.
@@ -511,13 +511,13 @@ struct Scores {
     live: vec4<bool>,
 }
 
-// The scores of query i (whose keys end at `end`) for keys j0 + 8 j from their q · k; `kept` is
-// the key-padding verdict. As in variant 0, a bias of -inf (by its bits) masks the key and other
-// scores are clamped to finite values.
-fn finish_scores(qk: vec4<f32>, b: u32, h: u32, i: u32, end: u32, j0: u32, kept: vec4<bool>) -> Scores {
-    var s = Scores(qk * p.scale, vec4<bool>(false));
+// The scores of query i (whose keys end at `end`) for keys j0 + step * j from their q · k times
+// `scale`; `kept` is the key-padding verdict. As in variant 0, a bias of -inf (by its bits)
+// masks the key and other scores are clamped to finite values.
+fn finish_scores(qk: vec4<f32>, scale: f32, b: u32, h: u32, i: u32, end: u32, j0: u32, step: u32, kept: vec4<bool>) -> Scores {
+    var s = Scores(qk * scale, vec4<bool>(false));
     for (var jj = 0u; jj < 4u; jj++) {
-        let j = j0 + 8u * jj;
+        let j = j0 + step * jj;
         var live = j < end && kept[jj];
         var bias = 0.0;
         if (live && p.mask_kind == MASK_BIAS) {
@@ -715,8 +715,8 @@ fn attention_tiled(item: u32, t: u32) {
                     kept[jj] = j < kv_end && padding_keeps(arena[mask_at(b, 0u, 0u, j)]);
                 }
             }
-            let sa = finish_scores(qk.a, b, h, i0 + ra, end_a, j0, kept);
-            let sb = finish_scores(qk.b, b, h, i0 + rb, end_b, j0, kept);
+            let sa = finish_scores(qk.a, p.scale, b, h, i0 + ra, end_a, j0, 8u, kept);
+            let sb = finish_scores(qk.b, p.scale, b, h, i0 + rb, end_b, j0, 8u, kept);
             tmax[ra * LANES + lane] = live_max(sa);
             tmax[rb * LANES + lane] = live_max(sb);
             // Also the barrier after which tkv may take V.
@@ -777,288 +777,115 @@ fn attention(
 }
 
 // ---------------------------------------------------------------------------------------------
-// `attention_rows`: two query rows per invocation (many query rows, head_dim <= 32).
+// `attention_block` (variant 2): the scores and the weighted values as two small matmuls per
+// tile of keys (many query rows, head_dim <= 32).
 //
-// A workgroup of 128 invocations takes RQ = 128 consecutive query rows of one (batch, head).
-// Invocations t and t + 64 own the same two rows, r = i0 + t and r + 64, and split the keys
-// between them: each walks every other step of four keys with its own streaming-softmax
-// state, and the two states merge at the end (through workgroup memory). Queries (pre-scaled)
-// and output accumulators live in registers. Keys come in tiles of RK = 64: K and V of the
-// tile are staged once in workgroup memory (RPITCH4 = 8 vec4s per key, head_dim zero-padded to
-// 32); a step scores four keys for both rows, raises the running max (rescaling the
-// accumulators) only when a score exceeds it, and folds the four weighted values in. All
-// invocations of a half read the same staged key at the same time (a broadcast, no bank
-// conflicts), so the only barriers are the two around each tile's staging.
-//
-// Each staged vec4 read feeds eight fmas (four per row): the walk is bound by workgroup-memory
-// reads and latency, which is why an invocation takes two rows, why the keys are split (twice
-// the warps to hide latency: MiniLM 32 x 128 attention 105 -> 100 µs per layer on an H200; one
-// row per invocation without the split took 168) and why head_dim stops at 32 (twice the
-// registers per row at 64). A row's dims are a `Dims32` of named vec4s, not an array: an
-// indexed local array may be left in local memory by the driver.
+// A workgroup of 128 invocations takes BQ = 64 consecutive query rows of one (batch, head);
+// keys come in tiles of BK = 32. The queries are staged once, transposed and pre-scaled
+// (Q^T, [dim][row]); each tile stages K^T ([dim][key]) and V ([key][dim]). Invocation t owns
+// rows 4 (t / 8) .. + 4 in both halves of a tile's work:
+// - scores: keys 4 (t % 8) .. + 4, so each dim reads one vec4 of Q^T and one of K^T for 16
+//   fmas (an earlier variant with two query rows per invocation read one staged vec4 per 8
+//   fmas and was bound by that walk: MiniLM 32 x 128 took 97-99 µs per layer against this
+//   one's 77-78 on an H200);
+// - after the eight invocations of a row group have traded their partial tile maxima through
+//   workgroup memory, each raises its rows' running max (all eight identically), rescales, and
+//   writes its weights exp(s - m) into P^T ([key][row], over the spent K^T);
+// - values: dims 4 (t % 8) .. + 4, each key reading one vec4 of P^T and one of V for 16 fmas.
+// A row's sum of weights stays split among its eight invocations (each the sum over its own
+// keys, rescaled alike) until the end. Four barriers per tile, no scores stored beyond one
+// tile. Masks, the past length and non-finite values follow the other variants (a key of
+// weight 0 adds nothing: values of a tile with a non-finite one are weighed one by one).
 
-const RQ: u32 = 128u;
-const RK: u32 = 64u;
-const RPITCH4: u32 = 8u;
+const BQ: u32 = 64u;
+const BK: u32 = 32u;
+// vec4s per dim of Q^T and per key of P^T (BQ / 4); per dim of K^T (BK / 4); per key of V.
+const BQ4: u32 = 16u;
+const BK4: u32 = 8u;
+const BD4: u32 = 8u;
 
-var<workgroup> rk: array<vec4<f32>, 512>; // RK * RPITCH4
-var<workgroup> rv: array<vec4<f32>, 512>; // RK * RPITCH4
-// Whether key kb + u of the tile is visible at all (below the tile's key end, not padded).
-var<workgroup> rlive: array<u32, 64>; // RK
-// The second half's softmax states (m, l of rows a and b), for the merge.
-var<workgroup> rstate: array<vec4<f32>, 64>;
+// Q^T of the workgroup's rows, pre-scaled, zero past head_dim: [dim * BQ4 + row / 4][row % 4].
+var<workgroup> bq: array<vec4<f32>, 512>; // 32 * BQ4
+// The tile's K^T, [dim * BK4 + key / 4][key % 4] (the first 256), then its weights P^T,
+// [key * BQ4 + (row / 4 ^ key / 4 % 8)][row % 4] (the swizzle spreads the eight invocations of
+// a row group, which store different keys of the same rows, over the banks).
+var<workgroup> bkp: array<vec4<f32>, 512>;
+// The tile's V, [key * BD4 + dim / 4], zero past head_dim and past the tile's keys.
+var<workgroup> bv: array<vec4<f32>, 256>; // BK * BD4
+// Per row, the eight partial maxima (then sums) of its invocations: [row * 2 + g / 4][g % 4].
+var<workgroup> bpart: array<vec4<f32>, 128>; // BQ * 2
+// Whether key u of the tile is visible at all (below the tile's key end, not padded).
+var<workgroup> blive: array<u32, 32>; // BK
 
-// Stages the tile's rows [kb, kb + len) of K into rk and of V into rv: invocation t (of 128)
-// loads dims 4 (t % 8) .. + 4 of keys t / 8 + 16 n (n < 4), eight invocations per key row so
-// the loads coalesce, all eight loads (named values, not an array) in flight together. Rows
-// past `len` and dims past head_dim are zero. Returns whether a staged value of V is not
-// finite.
-fn stage_rows(k_head: u32, v_head: u32, kb: u32, len: u32, t: u32) -> bool {
-    let d4 = t % RPITCH4;
-    let d = 4u * d4;
-    let ks = p.k_strides.y;
-    let vs = p.v_strides.y;
-    let key = t / RPITCH4;
-    let k0 = row_at(k_head, ks, kb, len, key, d);
-    let k1 = row_at(k_head, ks, kb, len, key + 16u, d);
-    let k2 = row_at(k_head, ks, kb, len, key + 32u, d);
-    let k3 = row_at(k_head, ks, kb, len, key + 48u, d);
-    let v0 = row_at(v_head, vs, kb, len, key, d);
-    let v1 = row_at(v_head, vs, kb, len, key + 16u, d);
-    let v2 = row_at(v_head, vs, kb, len, key + 32u, d);
-    let v3 = row_at(v_head, vs, kb, len, key + 48u, d);
-    let at = key * RPITCH4 + d4;
-    rk[at] = k0;
-    rk[at + 16u * RPITCH4] = k1;
-    rk[at + 32u * RPITCH4] = k2;
-    rk[at + 48u * RPITCH4] = k3;
-    rv[at] = v0;
-    rv[at + 16u * RPITCH4] = v1;
-    rv[at + 32u * RPITCH4] = v2;
-    rv[at + 48u * RPITCH4] = v3;
-    return (non_finite(v0) || non_finite(v1)) || (non_finite(v2) || non_finite(v3));
+// Four rows' values of one kind (scores, weights, accumulators).
+struct Rows4 {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
 }
 
-// 32 consecutive dims of one row.
-struct Dims32 {
-    d0: vec4<f32>,
-    d1: vec4<f32>,
-    d2: vec4<f32>,
-    d3: vec4<f32>,
-    d4: vec4<f32>,
-    d5: vec4<f32>,
-    d6: vec4<f32>,
-    d7: vec4<f32>,
-}
-
-// Dims d .. d + 32 of the row at `base` (zero past head_dim), times `scale`.
-fn load32(base: u32, d: u32, scale: f32) -> Dims32 {
-    return Dims32(
-        load4_or_zero(base, d, true) * scale,
-        load4_or_zero(base, d + 4u, true) * scale,
-        load4_or_zero(base, d + 8u, true) * scale,
-        load4_or_zero(base, d + 12u, true) * scale,
-        load4_or_zero(base, d + 16u, true) * scale,
-        load4_or_zero(base, d + 20u, true) * scale,
-        load4_or_zero(base, d + 24u, true) * scale,
-        load4_or_zero(base, d + 28u, true) * scale,
-    );
-}
-
-fn scaled32(x: Dims32, a: f32) -> Dims32 {
-    return Dims32(x.d0 * a, x.d1 * a, x.d2 * a, x.d3 * a, x.d4 * a, x.d5 * a, x.d6 * a, x.d7 * a);
-}
-
-// acc + w * the staged value row at rv[at], where a key of weight 0 adds nothing.
-fn fold32_careful(acc: Dims32, w: f32, at: u32) -> Dims32 {
-    return Dims32(
-        acc.d0 + weigh4(w, rv[at]),
-        acc.d1 + weigh4(w, rv[at + 1u]),
-        acc.d2 + weigh4(w, rv[at + 2u]),
-        acc.d3 + weigh4(w, rv[at + 3u]),
-        acc.d4 + weigh4(w, rv[at + 4u]),
-        acc.d5 + weigh4(w, rv[at + 5u]),
-        acc.d6 + weigh4(w, rv[at + 6u]),
-        acc.d7 + weigh4(w, rv[at + 7u]),
-    );
-}
-
-// Folds four keys of weights w (from rv[at] on, RPITCH4 apart) in a tile with a non-finite
-// value: a key of weight 0 adds nothing.
-fn fold32x4_careful(acc: Dims32, w: vec4<f32>, at: u32) -> Dims32 {
-    var a = fold32_careful(acc, w.x, at);
-    a = fold32_careful(a, w.y, at + RPITCH4);
-    a = fold32_careful(a, w.z, at + 2u * RPITCH4);
-    return fold32_careful(a, w.w, at + 3u * RPITCH4);
-}
-
-// Stores dims d .. d + 32 (those below head_dim) of x * inv to the row at `base`.
-fn store32(base: u32, d: u32, x: Dims32, inv: f32) {
-    store4(base, d, x.d0 * inv);
-    store4(base, d + 4u, x.d1 * inv);
-    store4(base, d + 8u, x.d2 * inv);
-    store4(base, d + 12u, x.d3 * inv);
-    store4(base, d + 16u, x.d4 * inv);
-    store4(base, d + 20u, x.d5 * inv);
-    store4(base, d + 24u, x.d6 * inv);
-    store4(base, d + 28u, x.d7 * inv);
-}
-
-// Two rows' 32 dims.
-struct Dims32Pair {
-    a: Dims32,
-    b: Dims32,
-}
-
-// (qa · k, qb · k) for the staged key whose 32 dims start at rk[at]; each staged vec4 is read
-// once for both rows.
-fn dot32_pair(qa: Dims32, qb: Dims32, at: u32) -> vec2<f32> {
-    var k = rk[at];
-    var sa = qa.d0 * k;
-    var sb = qb.d0 * k;
-    k = rk[at + 1u];
-    sa = fma(qa.d1, k, sa);
-    sb = fma(qb.d1, k, sb);
-    k = rk[at + 2u];
-    sa = fma(qa.d2, k, sa);
-    sb = fma(qb.d2, k, sb);
-    k = rk[at + 3u];
-    sa = fma(qa.d3, k, sa);
-    sb = fma(qb.d3, k, sb);
-    k = rk[at + 4u];
-    sa = fma(qa.d4, k, sa);
-    sb = fma(qb.d4, k, sb);
-    k = rk[at + 5u];
-    sa = fma(qa.d5, k, sa);
-    sb = fma(qb.d5, k, sb);
-    k = rk[at + 6u];
-    sa = fma(qa.d6, k, sa);
-    sb = fma(qb.d6, k, sb);
-    k = rk[at + 7u];
-    sa = fma(qa.d7, k, sa);
-    sb = fma(qb.d7, k, sb);
-    return vec2<f32>((sa.x + sa.y) + (sa.z + sa.w), (sb.x + sb.y) + (sb.z + sb.w));
-}
-
-// Both rows' scores of the four staged keys from rk[at] on (RPITCH4 apart).
-fn dot32_pair4(qa: Dims32, qb: Dims32, at: u32) -> Pair {
-    let s0 = dot32_pair(qa, qb, at);
-    let s1 = dot32_pair(qa, qb, at + RPITCH4);
-    let s2 = dot32_pair(qa, qb, at + 2u * RPITCH4);
-    let s3 = dot32_pair(qa, qb, at + 3u * RPITCH4);
-    return Pair(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(s0.y, s1.y, s2.y, s3.y));
-}
-
-// Both rows' accumulators plus their weights times the staged value row at rv[at].
-fn fold32_pair(acc: Dims32Pair, wa: f32, wb: f32, at: u32) -> Dims32Pair {
-    let xa = vec4<f32>(wa);
-    let xb = vec4<f32>(wb);
-    var r = acc;
-    var v = rv[at];
-    r.a.d0 = fma(xa, v, r.a.d0);
-    r.b.d0 = fma(xb, v, r.b.d0);
-    v = rv[at + 1u];
-    r.a.d1 = fma(xa, v, r.a.d1);
-    r.b.d1 = fma(xb, v, r.b.d1);
-    v = rv[at + 2u];
-    r.a.d2 = fma(xa, v, r.a.d2);
-    r.b.d2 = fma(xb, v, r.b.d2);
-    v = rv[at + 3u];
-    r.a.d3 = fma(xa, v, r.a.d3);
-    r.b.d3 = fma(xb, v, r.b.d3);
-    v = rv[at + 4u];
-    r.a.d4 = fma(xa, v, r.a.d4);
-    r.b.d4 = fma(xb, v, r.b.d4);
-    v = rv[at + 5u];
-    r.a.d5 = fma(xa, v, r.a.d5);
-    r.b.d5 = fma(xb, v, r.b.d5);
-    v = rv[at + 6u];
-    r.a.d6 = fma(xa, v, r.a.d6);
-    r.b.d6 = fma(xb, v, r.b.d6);
-    v = rv[at + 7u];
-    r.a.d7 = fma(xa, v, r.a.d7);
-    r.b.d7 = fma(xb, v, r.b.d7);
-    return r;
-}
-
-// Folds four keys of weights wa, wb (from rv[at] on, RPITCH4 apart) into both rows. In a tile
-// with a non-finite value, each row separately (a key of weight 0 adds nothing).
-fn fold32_pair4(acc: Dims32Pair, wa: vec4<f32>, wb: vec4<f32>, at: u32, careful: bool) -> Dims32Pair {
-    if (careful) {
-        return Dims32Pair(fold32x4_careful(acc.a, wa, at), fold32x4_careful(acc.b, wb, at));
-    }
-    var r = fold32_pair(acc, wa.x, wb.x, at);
-    r = fold32_pair(r, wa.y, wb.y, at + RPITCH4);
-    r = fold32_pair(r, wa.z, wb.z, at + 2u * RPITCH4);
-    return fold32_pair(r, wa.w, wb.w, at + 3u * RPITCH4);
-}
-
-// One row's streaming-softmax state after a step of four keys.
-struct RowStep {
-    m: f32,
-    l: f32,
-    // The factor the row's accumulators take first (1 when the max did not rise).
-    alpha: f32,
-    // The four keys' weights.
-    w: vec4<f32>,
-}
-
-fn softmax_step(m: f32, l: f32, s: Scores) -> RowStep {
-    let step_max = live_max(s);
-    let m_new = max(m, step_max);
-    let alpha = select(1.0, safe_exp(m - m_new), step_max > m);
-    let w = select(vec4<f32>(0.0), safe_exp4(s.value - vec4<f32>(m_new)), s.live);
-    return RowStep(m_new, l * alpha + ((w.x + w.y) + (w.z + w.w)), alpha, w);
-}
-
-// Which of the four keys j0 .. j0 + 4 (tile slots u .. u + 4) row i sees, and their scores
-// with the bias added (clamped to finite values, as in the other variants).
-fn visible4(s_in: vec4<f32>, u: u32, j0: u32, end: u32, b: u32, h: u32, i: u32) -> Scores {
-    let js = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let live = vec4<bool>(rlive[u] != 0u, rlive[u + 1u] != 0u, rlive[u + 2u] != 0u, rlive[u + 3u] != 0u);
-    var s = Scores(s_in, (js < vec4<u32>(end)) & live);
-    if (p.mask_kind == MASK_BIAS) {
-        for (var c = 0u; c < 4u; c++) {
-            if (s.live[c]) {
-                let bias = arena[mask_at(b, h, i, js[c])];
-                s.live[c] = bitcast<u32>(bias) != 0xff800000u;
-                s.value[c] += select(0.0, bias, s.live[c]);
-            }
+// Stages Q^T: invocation t loads dims 16 (t / 64) .. + 16 of row t % 64 (rows past `rows`
+// read the last one; they are never stored) and stores them transposed, a warp's 32 rows
+// side by side.
+fn stage_block_q(q_head: u32, i0: u32, rows: u32, t: u32) {
+    let r = t % BQ;
+    let d0 = (t / BQ) * 16u;
+    let base = q_head + (i0 + min(r, rows - 1u)) * p.q_strides.y;
+    for (var c = 0u; c < 4u; c++) {
+        let x = load4_or_zero(base, d0 + 4u * c, true) * p.scale;
+        for (var e = 0u; e < 4u; e++) {
+            bq[(d0 + 4u * c + e) * BQ4 + r / 4u][r % 4u] = x[e];
         }
     }
-    s.value = max(s.value, vec4<f32>(NEG_MAX));
-    return s;
 }
 
-// Parks 32 accumulated dims at rk[at..] for the merge (the keys are no longer needed).
-fn park32(at: u32, x: Dims32) {
-    rk[at] = x.d0;
-    rk[at + 1u] = x.d1;
-    rk[at + 2u] = x.d2;
-    rk[at + 3u] = x.d3;
-    rk[at + 4u] = x.d4;
-    rk[at + 5u] = x.d5;
-    rk[at + 6u] = x.d6;
-    rk[at + 7u] = x.d7;
+// Stages the tile's keys [kb, kb + len): K^T (invocation t: dims 8 (t / 32) .. + 8 of key
+// t % 32, a warp's keys side by side) and V (dims 8 (t % 4) .. + 8 of key t / 4). Returns
+// whether a staged value of V is not finite.
+fn stage_block_kv(k_head: u32, v_head: u32, kb: u32, len: u32, t: u32) -> bool {
+    let u = t % BK;
+    let d0 = (t / BK) * 8u;
+    let k0 = row_at(k_head, p.k_strides.y, kb, len, u, d0);
+    let k1 = row_at(k_head, p.k_strides.y, kb, len, u, d0 + 4u);
+    let uv = t / 4u;
+    let dv = (t % 4u) * 8u;
+    let v0 = row_at(v_head, p.v_strides.y, kb, len, uv, dv);
+    let v1 = row_at(v_head, p.v_strides.y, kb, len, uv, dv + 4u);
+    for (var e = 0u; e < 4u; e++) {
+        bkp[(d0 + e) * BK4 + u / 4u][u % 4u] = k0[e];
+        bkp[(d0 + 4u + e) * BK4 + u / 4u][u % 4u] = k1[e];
+    }
+    bv[uv * BD4 + dv / 4u] = v0;
+    bv[uv * BD4 + dv / 4u + 1u] = v1;
+    return non_finite(v0) || non_finite(v1);
 }
 
-// x * a + (the dims parked at rk[at..]) * b.
-fn merge32(x: Dims32, a: f32, at: u32, b: f32) -> Dims32 {
-    let w = vec4<f32>(b);
-    return Dims32(
-        fma(w, rk[at], x.d0 * a),
-        fma(w, rk[at + 1u], x.d1 * a),
-        fma(w, rk[at + 2u], x.d2 * a),
-        fma(w, rk[at + 3u], x.d3 * a),
-        fma(w, rk[at + 4u], x.d4 * a),
-        fma(w, rk[at + 5u], x.d5 * a),
-        fma(w, rk[at + 6u], x.d6 * a),
-        fma(w, rk[at + 7u], x.d7 * a),
-    );
+// Trades each row's per-invocation partials `x` (of rows 4 rg .. + 4, invocation g of the row
+// group) through `bpart`: the caller passes the barrier between `post_parts` and `gather_parts`.
+fn post_parts(rg: u32, g: u32, x: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) {
+        bpart[(4u * rg + r) * 2u + g / 4u][g % 4u] = x[r];
+    }
+}
+
+// The eight partials of row `row`, as two vec4s.
+fn row_parts(row: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(bpart[row * 2u], bpart[row * 2u + 1u]);
+}
+
+fn max8(x: array<vec4<f32>, 2>) -> f32 {
+    let m = max(x[0], x[1]);
+    return max(max(m.x, m.y), max(m.z, m.w));
+}
+
+fn sum8(x: array<vec4<f32>, 2>) -> f32 {
+    let s = x[0] + x[1];
+    return (s.x + s.y) + (s.z + s.w);
 }
 
 @compute @workgroup_size(128)
-fn attention_rows(
+fn attention_block(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
@@ -1071,108 +898,140 @@ fn attention_rows(
     let h = bh % p.num_heads;
     let b = bh / p.num_heads;
     let hk = h / p.group;
-    let i0 = qt * RQ;
-    let rows = min(RQ, p.seq_q - i0);
-    // Row slot r (rows a and b) and which half of the keys this invocation walks.
-    let r = t % WG;
-    let half = t / WG;
-    let ia = i0 + r;
-    let ib = ia + WG;
+    let i0 = qt * BQ;
+    let rows = min(BQ, p.seq_q - i0);
     let k_head = p.k_offset + b * p.k_strides.x + hk * p.k_strides.z;
     let v_head = p.v_offset + b * p.v_strides.x + hk * p.v_strides.z;
-
-    // The rows' queries, scaled once (rows past seq_q read the last row and see no key).
     let q_head = p.q_offset + b * p.q_strides.x + h * p.q_strides.z;
-    let qa = load32(q_head + min(ia, p.seq_q - 1u) * p.q_strides.y, 0u, p.scale);
-    let qb = load32(q_head + min(ib, p.seq_q - 1u) * p.q_strides.y, 0u, p.scale);
+    // Row group (rows 4 rg .. + 4 of the block) and the invocation's place in it: keys
+    // 4 g .. + 4 of a tile for the scores, dims 4 g .. + 4 for the values.
+    let rg = t / 8u;
+    let g = t % 8u;
+
+    stage_block_q(q_head, i0, rows, t);
     if (t == 0u) {
         // Key ends grow with the query index: the last row's bounds every row's.
         key_end = compute_key_end(i0 + rows - 1u);
         atomicStore(&v_bad, 0u);
     }
     let kv_end = workgroupUniformLoad(&key_end);
-    let end_a = select(0u, compute_key_end(ia), r < rows);
-    let end_b = select(0u, compute_key_end(ib), r + WG < rows);
+    var ends = vec4<u32>();
+    for (var r = 0u; r < 4u; r++) {
+        ends[r] = select(0u, compute_key_end(i0 + 4u * rg + r), 4u * rg + r < rows);
+    }
 
-    var ma = NEG_MAX;
-    var mb = NEG_MAX;
-    var la = 0.0;
-    var lb = 0.0;
-    let zero = scaled32(qa, 0.0);
-    var acc = Dims32Pair(zero, zero);
-    for (var kb = 0u; kb < kv_end; kb += RK) {
-        let len = min(RK, kv_end - kb);
-        if (t < RK) {
+    var m = vec4<f32>(NEG_MAX);
+    // This invocation's share of each row's sum of weights.
+    var l = vec4<f32>(0.0);
+    var acc = Rows4(vec4<f32>(), vec4<f32>(), vec4<f32>(), vec4<f32>());
+    for (var kb = 0u; kb < kv_end; kb += BK) {
+        let len = min(BK, kv_end - kb);
+        if (t < BK) {
             var live = t < len;
             if (live && p.mask_kind == MASK_KEY_PADDING) {
                 live = padding_keeps(arena[mask_at(b, 0u, 0u, kb + t)]);
             }
-            rlive[t] = select(0u, 1u, live);
+            blive[t] = select(0u, 1u, live);
         }
-        if (stage_rows(k_head, v_head, kb, len, t)) {
+        if (stage_block_kv(k_head, v_head, kb, len, t)) {
             atomicOr(&v_bad, 1u);
         }
         workgroupBarrier();
-        let careful = atomicLoad(&v_bad) != 0u;
 
-        // Steps of four keys, alternating between the halves (the staged slots past len are
-        // zero and not live). Eight keys per step took 102 µs per MiniLM 32 x 128 layer
-        // against 97 (H200): more registers (204 against 199) for no fewer steps' worth of work.
-        for (var u = 4u * half; u < len; u += 8u) {
-            let at = u * RPITCH4;
-            let s = dot32_pair4(qa, qb, at);
-            let j = kb + u;
-            let ra = softmax_step(ma, la, visible4(s.a, u, j, end_a, b, h, ia));
-            let rb = softmax_step(mb, lb, visible4(s.b, u, j, end_b, b, h, ib));
-            // Rescaling is rare once a row's max settles.
-            if (ra.alpha != 1.0) {
-                acc.a = scaled32(acc.a, ra.alpha);
-            }
-            if (rb.alpha != 1.0) {
-                acc.b = scaled32(acc.b, rb.alpha);
-            }
-            ma = ra.m;
-            la = ra.l;
-            mb = rb.m;
-            lb = rb.l;
-            acc = fold32_pair4(acc, ra.w, rb.w, at, careful);
+        // Scores of rows 4 rg .. + 4 (one vec4 of keys each) against keys 4 g .. + 4.
+        var s = Rows4(vec4<f32>(), vec4<f32>(), vec4<f32>(), vec4<f32>());
+        for (var d = 0u; d < 32u; d++) {
+            let q = bq[d * BQ4 + rg];
+            let k = bkp[d * BK4 + g];
+            s.r0 = fma(vec4<f32>(q.x), k, s.r0);
+            s.r1 = fma(vec4<f32>(q.y), k, s.r1);
+            s.r2 = fma(vec4<f32>(q.z), k, s.r2);
+            s.r3 = fma(vec4<f32>(q.w), k, s.r3);
         }
-        // Before the next tile (or the merge) overwrites rk, rv and rlive.
+        let u = 4u * g;
+        let kept = vec4<bool>(blive[u] != 0u, blive[u + 1u] != 0u, blive[u + 2u] != 0u, blive[u + 3u] != 0u);
+        let j0 = kb + u;
+        let i = i0 + 4u * rg;
+        // The scale is in the staged queries already.
+        let s0 = finish_scores(s.r0, 1.0, b, h, i, ends.x, j0, 1u, kept);
+        let s1 = finish_scores(s.r1, 1.0, b, h, i + 1u, ends.y, j0, 1u, kept);
+        let s2 = finish_scores(s.r2, 1.0, b, h, i + 2u, ends.z, j0, 1u, kept);
+        let s3 = finish_scores(s.r3, 1.0, b, h, i + 3u, ends.w, j0, 1u, kept);
+        post_parts(rg, g, vec4<f32>(live_max(s0), live_max(s1), live_max(s2), live_max(s3)));
+        workgroupBarrier();
+
+        let tile_max = vec4<f32>(
+            max8(row_parts(4u * rg)),
+            max8(row_parts(4u * rg + 1u)),
+            max8(row_parts(4u * rg + 2u)),
+            max8(row_parts(4u * rg + 3u)),
+        );
+        let m_new = max(m, tile_max);
+        let alpha = select(vec4<f32>(1.0), safe_exp4(m - m_new), tile_max > m);
+        m = m_new;
+        let w = Rows4(
+            select(vec4<f32>(0.0), safe_exp4(s0.value - vec4<f32>(m.x)), s0.live),
+            select(vec4<f32>(0.0), safe_exp4(s1.value - vec4<f32>(m.y)), s1.live),
+            select(vec4<f32>(0.0), safe_exp4(s2.value - vec4<f32>(m.z)), s2.live),
+            select(vec4<f32>(0.0), safe_exp4(s3.value - vec4<f32>(m.w)), s3.live),
+        );
+        let sums = vec4<f32>(
+            (w.r0.x + w.r0.y) + (w.r0.z + w.r0.w),
+            (w.r1.x + w.r1.y) + (w.r1.z + w.r1.w),
+            (w.r2.x + w.r2.y) + (w.r2.z + w.r2.w),
+            (w.r3.x + w.r3.y) + (w.r3.z + w.r3.w),
+        );
+        l = l * alpha + sums;
+        // P^T over the spent K^T: key u + c of the tile, rows 4 rg .. + 4.
+        let sw = rg ^ g;
+        bkp[u * BQ4 + sw] = vec4<f32>(w.r0.x, w.r1.x, w.r2.x, w.r3.x);
+        bkp[(u + 1u) * BQ4 + sw] = vec4<f32>(w.r0.y, w.r1.y, w.r2.y, w.r3.y);
+        bkp[(u + 2u) * BQ4 + sw] = vec4<f32>(w.r0.z, w.r1.z, w.r2.z, w.r3.z);
+        bkp[(u + 3u) * BQ4 + sw] = vec4<f32>(w.r0.w, w.r1.w, w.r2.w, w.r3.w);
+        acc = Rows4(acc.r0 * alpha.x, acc.r1 * alpha.y, acc.r2 * alpha.z, acc.r3 * alpha.w);
+        workgroupBarrier();
+
+        // Values: rows 4 rg .. + 4, dims 4 g .. + 4, every key of the tile (those past it
+        // weigh 0 and their staged values are 0).
+        if (atomicLoad(&v_bad) == 0u) {
+            for (var k = 0u; k < BK; k++) {
+                let pw = bkp[k * BQ4 + (rg ^ (k / 4u))];
+                let v = bv[k * BD4 + g];
+                acc.r0 = fma(vec4<f32>(pw.x), v, acc.r0);
+                acc.r1 = fma(vec4<f32>(pw.y), v, acc.r1);
+                acc.r2 = fma(vec4<f32>(pw.z), v, acc.r2);
+                acc.r3 = fma(vec4<f32>(pw.w), v, acc.r3);
+            }
+        } else {
+            for (var k = 0u; k < BK; k++) {
+                let pw = bkp[k * BQ4 + (rg ^ (k / 4u))];
+                let v = bv[k * BD4 + g];
+                acc.r0 += weigh4(pw.x, v);
+                acc.r1 += weigh4(pw.y, v);
+                acc.r2 += weigh4(pw.z, v);
+                acc.r3 += weigh4(pw.w, v);
+            }
+        }
+        // Before the next tile overwrites the staged keys, values and weights.
         workgroupBarrier();
     }
 
-    // The second half parks its states, row a's sums then row b's (one row fits rk); the first
-    // merges them into its own and stores. A half that saw no key has m = NEG_MAX and l = 0,
-    // so it weighs (at most) exp(-87) * 0. Every invocation reaches every barrier.
-    let at = r * RPITCH4;
-    if (half == 1u) {
-        rstate[r] = vec4<f32>(ma, la, mb, lb);
-        park32(at, acc.a);
-    }
+    // Each row's sum of weights from its eight shares, then rows 4 rg .. + 4, dims 4 g .. + 4.
+    post_parts(rg, g, l);
     workgroupBarrier();
-    let other = rstate[r];
-    let m_a = max(ma, other.x);
-    let m_b = max(mb, other.z);
-    let ea = vec2<f32>(safe_exp(ma - m_a), safe_exp(other.x - m_a));
-    let eb = vec2<f32>(safe_exp(mb - m_b), safe_exp(other.z - m_b));
-    let ya = merge32(acc.a, ea.x, at, ea.y);
-    workgroupBarrier();
-    if (half == 1u) {
-        park32(at, acc.b);
-    }
-    workgroupBarrier();
-    if (half == 1u) {
-        return;
-    }
-    let yb = merge32(acc.b, eb.x, at, eb.y);
-    let l_a = la * ea.x + other.y * ea.y;
-    let l_b = lb * eb.x + other.w * eb.y;
-    // A row that saw no key writes zeros (l >= 1 otherwise: its max key weighs exp(0)).
     let o_head = p.out_offset + b * p.out_strides.x + h * p.out_strides.z;
-    if (r < rows) {
-        store32(o_head + ia * p.out_strides.y, 0u, ya, select(0.0, 1.0 / l_a, l_a > 0.0));
-    }
-    if (r + WG < rows) {
-        store32(o_head + ib * p.out_strides.y, 0u, yb, select(0.0, 1.0 / l_b, l_b > 0.0));
+    store_block_row(o_head, i0, rows, 4u * rg, g, acc.r0);
+    store_block_row(o_head, i0, rows, 4u * rg + 1u, g, acc.r1);
+    store_block_row(o_head, i0, rows, 4u * rg + 2u, g, acc.r2);
+    store_block_row(o_head, i0, rows, 4u * rg + 3u, g, acc.r3);
+}
+
+// Stores dims 4 g .. + 4 of block row `row` (if below `rows`): `x` over the row's sum of
+// weights, posted in `bpart`. A row that saw no key writes zeros (the sum is at least 1
+// otherwise: its max key weighs 1).
+fn store_block_row(o_head: u32, i0: u32, rows: u32, row: u32, g: u32, x: vec4<f32>) {
+    let total = sum8(row_parts(row));
+    if (row < rows) {
+        store4(o_head + (i0 + row) * p.out_strides.y, 4u * g, x * select(0.0, 1.0 / total, total > 0.0));
     }
 }

@@ -1,14 +1,13 @@
 //! The fused attention kernel on the Vulkan device against kiln-reference.
 //!
 //! All three variants run here: one workgroup per query row below `TILED_MIN_QUERIES` queries,
-//! 16 query rows per workgroup with K and V staged in workgroup memory from there on, and one
-//! query row per invocation (64 per workgroup) when head_dim <= 32 and there are enough
-//! (batch, head) pairs to fill the GPU.
+//! 16 query rows per workgroup with K and V staged in workgroup memory from there on, and
+//! blocks of 64 query rows whose scores and weighted values are register-tiled matmuls when
+//! head_dim <= 32 and there are enough (batch, head) pairs to fill the GPU.
 //!
 //! Tolerances: the reference accumulates dot products, the softmax and the weighted sum in f64;
 //! the kernel does all three in f32 with a streaming softmax (running max and sum, rescaled by
-//! `exp(m_old - m_new)` per tile of 64 keys, 32 in the tiled variant, 16 per step of the
-//! per-invocation one). With inputs in [-1.5, 1.5], head_dim <= 256 and scale <= 1.5, a score is off by a few f32 ulps of the sum of |q·k| terms, which moves each softmax
+//! `exp(m_old - m_new)` per tile of 64 keys, 32 in the tiled and block variants). With inputs in [-1.5, 1.5], head_dim <= 256 and scale <= 1.5, a score is off by a few f32 ulps of the sum of |q·k| terms, which moves each softmax
 //! weight by about that much relative; the driver's `exp` adds a few ulps more. The output is a
 //! convex combination of values of magnitude <= 1.5, so its error stays at a few 1e-6 absolute:
 //! the largest seen over 512 random cases was 4.8e-6 on lavapipe and below 5e-6 on an H200. We
@@ -468,9 +467,9 @@ fn query_tiles_every_mask_layout_and_head_dim() {
     }
 }
 
-/// A case with enough (batch, head) pairs for the one-row-per-invocation variant (64 query heads
+/// A case with enough (batch, head) pairs for the block variant (64 query heads
 /// over 16 kv heads); asserts that it takes it.
-fn rows_case(batch: usize, seq_q: usize, seq_k: usize, head_dim: usize, n: usize) -> Case {
+fn block_case(batch: usize, seq_q: usize, seq_k: usize, head_dim: usize, n: usize) -> Case {
     use kiln::kernels::families::attention::Variant;
     let c = Case {
         batch,
@@ -492,17 +491,17 @@ fn rows_case(batch: usize, seq_q: usize, seq_k: usize, head_dim: usize, n: usize
     };
     assert_eq!(
         Variant::choose(seq_q, batch * c.heads(), head_dim),
-        Variant::Rows,
+        Variant::Block,
         "{c:?}"
     );
     c
 }
 
-/// The one-row-per-invocation variant (many query rows, head_dim <= 32): a partial single
+/// The block variant (many query rows, head_dim <= 32): a partial single
 /// query tile, two tiles with a last one of one row, several key tiles with a partial last one,
 /// head_dims 8, 32 and 22 (not a multiple of 4); every mask, both layouts, GQA.
 #[test]
-fn rows_variant_every_mask_layout_and_head_dim() {
+fn block_variant_every_mask_layout_and_head_dim() {
     let shapes = [
         (2, 32, 37, 8),
         (2, 65, 70, 32),
@@ -512,17 +511,17 @@ fn rows_variant_every_mask_layout_and_head_dim() {
     let mut n = 0;
     for (batch, seq_q, seq_k, head_dim) in shapes {
         for mask in MASKS {
-            let c = rows_case(batch, seq_q, seq_k, head_dim, n);
+            let c = block_case(batch, seq_q, seq_k, head_dim, n);
             check(&Case { mask, ..c });
             n += 1;
         }
     }
 }
 
-/// The one-row-per-invocation variant after a past length: keys end at past + seq_q (causally
+/// The block variant after a past length: keys end at past + seq_q (causally
 /// at past + i + 1) and the stale cache rows after them (1e4) are never read.
 #[test]
-fn rows_variant_after_a_past_length() {
+fn block_variant_after_a_past_length() {
     for (n, (seq_q, past, mask)) in [
         (33, 70, AttentionMask::Causal),
         (64, 5, AttentionMask::KeyPadding),
@@ -531,7 +530,7 @@ fn rows_variant_after_a_past_length() {
     .into_iter()
     .enumerate()
     {
-        let c = rows_case(2, seq_q, past + seq_q + 9, 32, n);
+        let c = block_case(2, seq_q, past + seq_q + 9, 32, n);
         check(&Case {
             mask,
             past: Some(past),
@@ -593,7 +592,7 @@ fn odd_head_dims() {
 
 /// Keys a query may not see add nothing even when their values are not finite: a padded key
 /// whose value row is NaN, and (causal) a last key whose values are +inf, which only the last
-/// query sees. All three variants (the last shape runs one row per invocation).
+/// query sees. All three variants (the last shape runs in blocks).
 #[test]
 fn values_of_hidden_keys_may_be_non_finite() {
     for (seq_q, kv_heads, group) in [(3, 1, 1), (20, 1, 1), (33, 16, 8)] {

@@ -41,7 +41,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &movement::UPDATE_ROWS,
         &attention::ATTENTION,
         &attention::ATTENTION_ROW,
-        &attention::ATTENTION_ROWS,
+        &attention::ATTENTION_BLOCK,
         &rope::ROPE,
         &reduce::REDUCE,
         &reduce::SOFTMAX,

@@ -1,8 +1,9 @@
 //! Fused scaled-dot-product attention with an online softmax: one workgroup per query row for
 //! few queries (decode, `attention_row`), or per tile of [`TILE_QUERIES`] query rows of one
 //! (batch, head), K and V staged once per key tile for all of them (prefill, encoders:
-//! `attention`); many query rows of at most [`ROWS_MAX_HEAD_DIM`] dims run two rows per
-//! invocation (`attention_rows`). See [`Variant`]; `shaders/attention.wgsl` describes them.
+//! `attention`); many query rows of at most [`BLOCK_MAX_HEAD_DIM`] dims run in blocks of
+//! [`BLOCK_QUERIES`] rows whose scores and weighted values are small register-tiled matmuls
+//! (`attention_block`). See [`Variant`]; `shaders/attention.wgsl` describes them.
 
 use crate::desc::{Binding, KernelDesc, Needs};
 use crate::kernel_params;
@@ -29,24 +30,24 @@ pub const TILE_QUERIES: usize = 16;
 /// 27 µs against 110. The crossover lies between; 32 (two query tiles) is interpolated, not
 /// measured.
 pub const TILED_MIN_QUERIES: usize = 32;
-/// Query rows per workgroup of [`Variant::Rows`] (the shader's `RQ`), two per invocation.
-pub const ROWS_PER_GROUP: usize = 128;
-/// The largest head_dim [`Variant::Rows`] holds (a query and its accumulators in registers).
-/// Its walk is bound by workgroup-memory reads (four fmas per staged vec4): at head_dim 64 it
-/// took 287 µs for 32 x 128 queries of 12 heads where the tiled variant took 267 (H200, one row
-/// per invocation then); at 32 (MiniLM, two rows per invocation) 100 µs per layer against 246.
-pub const ROWS_MAX_HEAD_DIM: usize = 32;
-/// [`Variant::Rows`] needs at least this many workgroups (batch * heads * query tiles of 128),
-/// about one per SM of an H200; below it the tiled variant's eight times as many workgroups
-/// are expected to fill the GPU better (a judgement, not measured: SmolLM2's prefill, 18 such
-/// workgroups, has head_dim 64 and runs tiled anyway).
-pub const ROWS_MIN_GROUPS: usize = 128;
+/// Query rows per workgroup of [`Variant::Block`] (the shader's `BQ`).
+pub const BLOCK_QUERIES: usize = 64;
+/// The largest head_dim [`Variant::Block`] holds: its staged Q^T, K^T (then P^T) and V fit
+/// 32 KiB of workgroup memory (the software driver's limit) at 32 dims. MiniLM 32 x 128
+/// (head_dim 32): 77-78 µs per layer on an H200, against 97-99 for the variant it replaced
+/// (two query rows per invocation, bound by its workgroup-memory reads) and 246 tiled.
+pub const BLOCK_MAX_HEAD_DIM: usize = 32;
+/// [`Variant::Block`] needs at least this many workgroups (batch * heads * query blocks),
+/// about one per SM of an H200; below it the tiled variant's four times as many workgroups
+/// are expected to fill the GPU better (a judgement, not measured: SmolLM2's prefill has
+/// head_dim 64 and runs tiled anyway).
+pub const BLOCK_MIN_GROUPS: usize = 128;
 
 const SOURCE: &str = include_str!("../../../../shaders/attention.wgsl");
 const BINDINGS: &[Binding] = &[Binding::StorageReadWrite, Binding::Uniform];
 
 kernel_params! {
-    /// Params of the attention entry points (`attention_row`, `attention`, `attention_rows`).
+    /// Params of the attention entry points (`attention_row`, `attention`, `attention_block`).
     pub struct AttentionParams as "AttentionParams" {
         /// Work items, one workgroup each: batch * num_heads * q_tiles.
         pub items: u32,
@@ -73,7 +74,7 @@ kernel_params! {
         /// A [`Variant`] code.
         pub variant: u32,
         /// Query tiles per (batch, head): seq_q divided by the variant's rows per workgroup
-        /// (1, [`TILE_QUERIES`] or [`ROWS_PER_GROUP`]), rounded up.
+        /// (1, [`TILE_QUERIES`] or [`BLOCK_QUERIES`]), rounded up.
         pub q_tiles: u32,
         pub _pad0: u32,
         /// (batch, seq, head, 0) strides in elements; head_dim is contiguous.
@@ -111,12 +112,12 @@ pub const ATTENTION_ROW: KernelDesc = KernelDesc {
     constants: &[],
 };
 
-/// `attention_rows`: [`Variant::Rows`].
-pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
-    name: "attention_rows",
+/// `attention_block`: [`Variant::Block`].
+pub const ATTENTION_BLOCK: KernelDesc = KernelDesc {
+    name: "attention_block",
     file: "attention.wgsl",
     source: SOURCE,
-    entry: "attention_rows",
+    entry: "attention_block",
     workgroup_size: [2 * WORKGROUP, 1, 1],
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
@@ -125,10 +126,10 @@ pub const ATTENTION_ROWS: KernelDesc = KernelDesc {
 };
 
 /// The attention kernels a planned step moves between when its extent changes its queries.
-pub const EXTENT_VARIANTS: [&KernelDesc; 3] = [&ATTENTION_ROW, &ATTENTION, &ATTENTION_ROWS];
+pub const EXTENT_VARIANTS: [&KernelDesc; 3] = [&ATTENTION_ROW, &ATTENTION, &ATTENTION_BLOCK];
 
 /// Which algorithm runs, each on an entry point of its own (`attention_row`, `attention`,
-/// `attention_rows`; they bind alike). A planned step moves between all three when its active
+/// `attention_block`; they bind alike). A planned step moves between all three when its active
 /// extent changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -139,11 +140,10 @@ pub enum Variant {
     /// [`TILE_QUERIES`] query rows of one (batch, head) per workgroup: each tile of 32 keys of
     /// K and V is staged once in workgroup memory and reused by all of them.
     Tiled,
-    /// Two query rows per invocation, [`ROWS_PER_GROUP`] rows of one (batch, head) per
-    /// workgroup of 128 invocations, each pair of rows walked by two invocations that split
-    /// the keys: each tile of 64 keys of K and V is staged once, then walked with the queries
-    /// and accumulators in registers (no barrier inside the walk).
-    Rows,
+    /// [`BLOCK_QUERIES`] rows of one (batch, head) per workgroup of 128 invocations, the
+    /// scores and the weighted values of each tile of 32 keys computed as register-tiled
+    /// matmuls (4 rows x 4 keys, then 4 rows x 4 dims per invocation) through workgroup memory.
+    Block,
 }
 
 impl Variant {
@@ -152,10 +152,10 @@ impl Variant {
     pub fn choose(seq_q: usize, batch_heads: usize, head_dim: usize) -> Variant {
         if seq_q < TILED_MIN_QUERIES {
             Variant::Row
-        } else if head_dim <= ROWS_MAX_HEAD_DIM
-            && batch_heads.saturating_mul(seq_q.div_ceil(ROWS_PER_GROUP)) >= ROWS_MIN_GROUPS
+        } else if head_dim <= BLOCK_MAX_HEAD_DIM
+            && batch_heads.saturating_mul(seq_q.div_ceil(BLOCK_QUERIES)) >= BLOCK_MIN_GROUPS
         {
-            Variant::Rows
+            Variant::Block
         } else {
             Variant::Tiled
         }
@@ -166,7 +166,7 @@ impl Variant {
         match self {
             Variant::Row => 0,
             Variant::Tiled => 1,
-            Variant::Rows => 2,
+            Variant::Block => 2,
         }
     }
 
@@ -175,7 +175,7 @@ impl Variant {
         match self {
             Variant::Row => &ATTENTION_ROW,
             Variant::Tiled => &ATTENTION,
-            Variant::Rows => &ATTENTION_ROWS,
+            Variant::Block => &ATTENTION_BLOCK,
         }
     }
 
@@ -184,7 +184,7 @@ impl Variant {
         match self {
             Variant::Row => 1,
             Variant::Tiled => TILE_QUERIES,
-            Variant::Rows => ROWS_PER_GROUP,
+            Variant::Block => BLOCK_QUERIES,
         }
     }
 }
@@ -530,23 +530,23 @@ mod tests {
 
     #[test]
     fn variants_by_queries_heads_and_head_dim() {
-        let many = ROWS_MIN_GROUPS;
+        let many = BLOCK_MIN_GROUPS;
         assert_eq!(Variant::choose(1, many, 32), Variant::Row);
         assert_eq!(
             Variant::choose(TILED_MIN_QUERIES - 1, many, 32),
             Variant::Row
         );
-        assert_eq!(Variant::choose(TILED_MIN_QUERIES, many, 32), Variant::Rows);
-        assert_eq!(Variant::choose(ROWS_PER_GROUP * many, 1, 32), Variant::Rows);
-        // Too few workgroups, or a head too wide for registers: tiled.
+        assert_eq!(Variant::choose(TILED_MIN_QUERIES, many, 32), Variant::Block);
+        assert_eq!(Variant::choose(BLOCK_QUERIES * many, 1, 32), Variant::Block);
+        // Too few workgroups, or a head too wide for the staged blocks: tiled.
         assert_eq!(Variant::choose(64, many - 1, 32), Variant::Tiled);
-        assert_eq!(Variant::choose(129, many / 2, 32), Variant::Rows);
-        assert_eq!(Variant::choose(128, many / 2, 32), Variant::Tiled);
+        assert_eq!(Variant::choose(65, many / 2, 32), Variant::Block);
+        assert_eq!(Variant::choose(64, many / 2, 32), Variant::Tiled);
         assert_eq!(
-            Variant::choose(128, many, ROWS_MAX_HEAD_DIM + 1),
+            Variant::choose(128, many, BLOCK_MAX_HEAD_DIM + 1),
             Variant::Tiled
         );
-        assert_eq!(Variant::choose(usize::MAX, usize::MAX, 8), Variant::Rows);
+        assert_eq!(Variant::choose(usize::MAX, usize::MAX, 8), Variant::Block);
     }
 
     #[test]
@@ -559,12 +559,16 @@ mod tests {
     }
 
     #[test]
-    fn the_rows_constants_match_the_shader() {
-        assert!(SOURCE.contains(&format!("const RQ: u32 = {ROWS_PER_GROUP}u;")));
-        // Eight vec4s per staged key: head_dim up to 32.
-        assert!(SOURCE.contains("const RPITCH4: u32 = 8u;"));
-        assert_eq!(ROWS_MAX_HEAD_DIM, 32);
-        assert_eq!(ROWS_PER_GROUP, 2 * WORKGROUP as usize);
+    fn the_block_constants_match_the_shader() {
+        assert!(SOURCE.contains(&format!("const BQ: u32 = {BLOCK_QUERIES}u;")));
+        // Eight vec4s per staged key of V (and 32 dims of Q^T and K^T): head_dim up to 32.
+        assert!(SOURCE.contains("const BD4: u32 = 8u;"));
+        assert_eq!(BLOCK_MAX_HEAD_DIM, 32);
+        // Four rows per invocation.
+        assert_eq!(
+            BLOCK_QUERIES * 8,
+            4 * ATTENTION_BLOCK.invocations() as usize
+        );
     }
 
     fn minilm_op(head_dim: usize) -> Op {
@@ -588,18 +592,18 @@ mod tests {
 
     #[test]
     fn each_variant_has_one_workgroup_per_query_tile() {
-        // MiniLM-L6 at batch 32 ([32, 128, 12, 32] BSHD): 128 rows per workgroup, at 130
-        // queries two tiles.
+        // MiniLM-L6 at batch 32 ([32, 128, 12, 32] BSHD): 64 rows per workgroup, at 130
+        // queries three blocks.
         let d = lower_minilm(32, 32, 128);
         let p = params(&d[0]);
-        assert_eq!(d[0].kernel.name, ATTENTION_ROWS.name);
-        assert_eq!((p.variant, p.q_tiles), (Variant::Rows.code(), 1));
-        assert_eq!(p.items, 32 * 12);
-        assert_eq!(d[0].groups, [32 * 12, 1, 1]);
+        assert_eq!(d[0].kernel.name, ATTENTION_BLOCK.name);
+        assert_eq!((p.variant, p.q_tiles), (Variant::Block.code(), 2));
+        assert_eq!(p.items, 32 * 12 * 2);
+        assert_eq!(d[0].groups, [32 * 12 * 2, 1, 1]);
         let p = params(&lower_minilm(32, 32, 130)[0]);
         assert_eq!(
             (p.variant, p.q_tiles, p.items),
-            (Variant::Rows.code(), 2, 32 * 12 * 2)
+            (Variant::Block.code(), 3, 32 * 12 * 3)
         );
 
         // Head dim 128 at 130 queries: tiled, 9 tiles, the last one of 2 rows.
@@ -617,9 +621,9 @@ mod tests {
 
     #[test]
     fn the_variants_kernels_bind_alike_and_are_listed() {
-        assert!(ATTENTION.binds_like(&ATTENTION_ROWS));
+        assert!(ATTENTION.binds_like(&ATTENTION_BLOCK));
         assert!(ATTENTION.binds_like(&ATTENTION_ROW));
-        for v in [Variant::Row, Variant::Tiled, Variant::Rows] {
+        for v in [Variant::Row, Variant::Tiled, Variant::Block] {
             assert!(crate::extent_variants(v.kernel())
                 .iter()
                 .any(|k| k.name == v.kernel().name));
