@@ -10,6 +10,10 @@ use kiln::ir::{
 };
 use kiln::runtime::{CompileOptions, Device, Executable, RunError};
 
+/// Held by the tests that count the device's pipelines (one device per test binary, shared by
+/// tests that run in parallel): no other test of this file compiles kernels meanwhile.
+static PIPELINE_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const MAX: usize = 12;
 const C: usize = 16;
 const H: usize = 2;
@@ -158,6 +162,7 @@ fn check(dev: &Device, batch: usize, causal: bool) {
 
 #[test]
 fn batch_one_and_three_key_padding_and_causal() {
+    let _counting = PIPELINE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
     for batch in [1, 3] {
         for causal in [false, true] {
             check(&common::device(), batch, causal);
@@ -202,4 +207,95 @@ fn extent_errors_are_typed_and_leave_the_executable_usable() {
     // Still fine afterwards.
     let ins = inputs(2, 7);
     assert_eq!(run(&mut exe, &ins)[1].shape, [2, 7, C]);
+}
+
+/// `x [rows, k] · w [n, k]^T + b` through GELU, rows bounded by `max_rows`.
+fn linear_graph(max_rows: usize, k: usize, n: usize) -> (Graph, Vec<(String, HostTensor)>) {
+    let mut g = Graph::new();
+    let rows = Dim::bounded("rows", max_rows);
+    let x = g
+        .input("x", DType::F32, Shape(vec![rows, Dim::Static(k)]))
+        .unwrap();
+    let w = g.param("w", DType::F32, [n, k]).unwrap();
+    let b = g.param("b", DType::F32, [n]).unwrap();
+    let y = g
+        .fused_matmul_bias_act(x, w, Some(b), Some(Activation::Gelu), true)
+        .unwrap();
+    g.output(y).unwrap();
+    let params = vec![
+        (
+            "w".to_string(),
+            HostTensor::from_f32(&[n, k], &values(n * k, 31)).unwrap(),
+        ),
+        (
+            "b".to_string(),
+            HostTensor::from_f32(&[n], &values(n, 32)).unwrap(),
+        ),
+    ];
+    (g, params)
+}
+
+/// Runs the bounded linear at each `(rows, kernels)`: bit-identical to the graph compiled for
+/// those rows, with the kernels that run (`kernel_names`) as listed.
+fn check_linear_extents(max_rows: usize, k: usize, n: usize, cases: &[(usize, &[&str])]) {
+    let _counting = PIPELINE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    let (g, params) = linear_graph(max_rows, k, n);
+    let mut bounded = compile(&dev, &g, &params);
+    let dispatches = bounded.dispatch_count();
+    for &(rows, kernels) in cases {
+        let exact_graph = g.bind(&DimBinding::new().with("rows", rows)).unwrap();
+        let mut exact = compile(&dev, &exact_graph, &params);
+        let x = HostTensor::from_f32(&[rows, k], &values(rows * k, rows as u64)).unwrap();
+        let ins = [("x", x)];
+        let want = run(&mut exact, &ins);
+        let pipelines = dev.pipelines().len();
+        let got = run(&mut bounded, &ins);
+        assert_eq!(
+            dev.pipelines().len(),
+            pipelines,
+            "{rows} rows: no new pipelines"
+        );
+        assert_eq!(bounded.kernel_names(), kernels, "{rows} rows");
+        assert_eq!(
+            exact.kernel_names(),
+            kernels,
+            "{rows} rows, compiled for them"
+        );
+        assert_eq!(got, want, "{rows} rows");
+    }
+    assert_eq!(bounded.dispatch_count(), dispatches);
+}
+
+/// Split matmuls in steps that follow the extent: the dispatch count fixed at the bound, the
+/// dispatches a split does not need at other rows run empty. A small output with long k splits
+/// k at the bound (512 rows: 12 wide tiles, eight chunks) and at 40 rows, and runs the skinny
+/// kernel alone at 16; a wide output with a short last wave (88 x 3 tiles fill a wave, 77 rows
+/// are left) splits those rows at the bound, and runs one kernel at fewer rows.
+#[test]
+fn split_matmuls_follow_the_extent() {
+    let split: &[&str] = &["matmul_wide_vec4", "matmul_split_sum"];
+    check_linear_extents(
+        512,
+        1536,
+        384,
+        &[
+            (512, split),
+            (16, &["matmul_skinny_narrow_vec4"]),
+            (40, split),
+            (300, split),
+        ],
+    );
+    let last_wave: &[&str] = &["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"];
+    check_linear_extents(
+        88 * 128 + 77,
+        256,
+        384,
+        &[
+            (88 * 128 + 77, last_wave),
+            (3000, &["matmul_k8_vec4"]),
+            (88 * 128 + 77, last_wave),
+            (7, &["matmul_skinny_narrow_vec4"]),
+        ],
+    );
 }

@@ -6,8 +6,8 @@ use crate::error::RunError;
 use crate::steps::dims_at;
 use crate::transfer::{from_arena, to_arena};
 use kiln_ir::{DType, Graph, HostTensor, Op};
-use kiln_kernels::families::matmul::{split_k_words, SplitWorkspace};
-use kiln_kernels::{Dispatch, LowerError, PipelineError};
+use kiln_kernels::families::matmul::{fill_slots, split_k_words, SplitWorkspace};
+use kiln_kernels::{Dispatch, KernelDesc, LowerError, PipelineError};
 use kiln_plan::{Binding, ExecutionPlan, FusionOptions, PlanError, PlanOptions, StoragePolicy};
 use std::collections::HashMap;
 use thiserror::Error;
@@ -150,6 +150,9 @@ pub struct Executable {
     last_cpu_ns: u64,
     /// Which kernels the device lets the lowering pick (the same at every extent).
     fit: KernelFit,
+    /// The split-k workspace as allocated (the words the lowering at the bounds used), offered
+    /// again when steps that follow the extent are lowered anew.
+    workspace: Option<SplitWorkspace>,
 }
 
 impl Executable {
@@ -192,8 +195,7 @@ impl Executable {
         let mut lowered: Vec<(Vec<Dispatch>, &kiln_plan::Step)> = Vec::new();
         let mut workspace_words = 0;
         for (i, step) in plan.steps.iter().enumerate() {
-            let offered = workspace.filter(|_| step.extent.is_empty());
-            let d = lower_step(&plan, step, &extent, fit, offered).map_err(|source| {
+            let d = lower_step(&plan, step, &extent, fit, workspace).map_err(|source| {
                 CompileError::Lower {
                     step: i,
                     what: step_name(&plan, step),
@@ -203,9 +205,15 @@ impl Executable {
             workspace_words = workspace_words.max(split_k_words(&d));
             lowered.push((d, step));
         }
+        let workspace = workspace
+            .filter(|_| workspace_words > 0)
+            .map(|w| SplitWorkspace {
+                words: workspace_words,
+                ..w
+            });
         let arena_bytes = match workspace {
-            Some(w) if workspace_words > 0 => u64::from(w.offset) * 4 + workspace_words as u64 * 4,
-            _ => plan.arena_bytes,
+            Some(w) => u64::from(w.offset) * 4 + w.words as u64 * 4,
+            None => plan.arena_bytes,
         };
         // An allocation the device cannot make (out of memory) or refuses becomes a typed
         // error below instead of wgpu's default panic. (Early returns drop the guards, which
@@ -429,6 +437,7 @@ impl Executable {
             uploads: 0,
             last_cpu_ns: 0,
             fit,
+            workspace,
         })
     }
 
@@ -460,14 +469,17 @@ impl Executable {
         self.dispatch_count
     }
 
-    /// The kernel of every dispatch at the active extent, in run order: which variant each
-    /// step got (it may change with the extent, and with the device's limits).
+    /// The kernel of every dispatch that runs at the active extent, in run order: which
+    /// variant each step got (it may change with the extent, and with the device's limits).
+    /// A split matmul's empty dispatches at an extent that does not split are left out.
     pub fn kernel_names(&self) -> Vec<&'static str> {
         self.actions
             .iter()
             .filter_map(|a| match a {
-                Action::Dispatch { kernel, .. } => Some(kernel.name),
-                Action::Copy { .. } => None,
+                Action::Dispatch { kernel, groups, .. } if !groups.contains(&0) => {
+                    Some(kernel.name)
+                }
+                _ => None,
             })
             .collect()
     }
@@ -618,14 +630,30 @@ impl Executable {
             if !step.extent.iter().any(|e| changed.contains(&e.symbol)) {
                 continue;
             }
-            // Steps that follow the extent never split k: their dispatch count stays put.
-            let ds = lower_step(&self.plan, step, &extent, self.fit, None).map_err(|e| {
-                RunError::Unsupported {
-                    node: i,
-                    op: "step",
-                    detail: e.to_string(),
-                }
-            })?;
+            // A step keeps its recorded dispatches: where a split matmul's count changes with
+            // the rows, the missing ones run empty (`fill_slots`), and a count above the
+            // recorded one gives up the split.
+            let slots: Vec<&'static KernelDesc> = self.step_actions[i]
+                .iter()
+                .filter_map(|&a| match &self.actions[a] {
+                    Action::Dispatch { kernel, .. } => Some(*kernel),
+                    Action::Copy { .. } => None,
+                })
+                .collect();
+            let lower = |workspace| {
+                lower_step(&self.plan, step, &extent, self.fit, workspace)
+                    .map(|ds| fill_slots(ds, &slots))
+                    .map_err(|e| RunError::Unsupported {
+                        node: i,
+                        op: "step",
+                        detail: e.to_string(),
+                    })
+            };
+            let ds = match lower(self.workspace)? {
+                Some(ds) => Some(ds),
+                None => lower(None)?,
+            }
+            .unwrap_or_default();
             if ds.len() != self.step_actions[i].len() {
                 return Err(RunError::Unsupported {
                     node: i,
@@ -1121,6 +1149,11 @@ impl Executable {
                 ..
             }) = self.actions.get(i)
             {
+                i += 1;
+                // An empty dispatch (a split matmul's slot at an extent that does not split).
+                if groups.contains(&0) {
+                    continue;
+                }
                 // Consecutive dispatches of one kernel keep the pipeline set.
                 if current != Some(pipeline) {
                     pass.set_pipeline(pipeline);
@@ -1128,7 +1161,6 @@ impl Executable {
                 }
                 pass.set_bind_group(0, bind_group, &[*uniform_at]);
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                i += 1;
             }
         }
     }

@@ -778,6 +778,44 @@ fn last_wave_split_dispatches(
     Ok(Some(ds))
 }
 
+/// A step's dispatches at a new active extent laid over the `slots` (kernels) it was recorded
+/// with, or `None` where they are more than the slots. Split-k and the last-wave split change
+/// a matmul's dispatch count with its rows, but a recorded step keeps its count: missing
+/// dispatches become empty ones (no workgroups) of their slot's kernel, in front where the
+/// dispatches end with the chunks' sum (which keeps the last slot), else behind. A dispatch
+/// of every slot thus keeps a kernel of the slot's family.
+pub fn fill_slots(ds: Vec<Dispatch>, slots: &[&'static KernelDesc]) -> Option<Vec<Dispatch>> {
+    if ds.len() >= slots.len() {
+        return (ds.len() == slots.len()).then_some(ds);
+    }
+    let template = ds.first()?.params.clone();
+    let empty = |kernel: &'static KernelDesc| {
+        (kernel.params.size == template.len()).then(|| Dispatch {
+            kernel,
+            params: template.clone(),
+            groups: [0, 1, 1],
+        })
+    };
+    let missing = slots.len() - ds.len();
+    let ends_in_sum = ds
+        .last()
+        .is_some_and(|d| d.kernel.name == MATMUL_SPLIT_SUM.name);
+    if ends_in_sum {
+        let mut out: Vec<Dispatch> = slots[..missing]
+            .iter()
+            .map(|k| empty(k))
+            .collect::<Option<_>>()?;
+        out.extend(ds);
+        Some(out)
+    } else {
+        let mut out = ds;
+        for k in &slots[out.len()..] {
+            out.push(empty(k)?);
+        }
+        Some(out)
+    }
+}
+
 /// Arena words that the split-k dispatches among `dispatches` use from their workspace (0
 /// for none): what a caller offering a [`SplitWorkspace`] must reserve.
 pub fn split_k_words(dispatches: &[Dispatch]) -> usize {
@@ -1090,6 +1128,40 @@ mod tests {
         // Whole waves only: 264 tiles exactly, and 4096^3 (1024 tiles, 232 past three waves).
         assert_eq!(lower(88 * 128, 384, 384, Some(ws)).len(), 1);
         assert_eq!(lower(4096, 4096, 4096, Some(ws)).len(), 1);
+    }
+
+    #[test]
+    fn fewer_dispatches_fill_a_steps_slots_with_empty_ones() {
+        let wide = matmul_dispatch(4096, 384, 1152);
+        assert_eq!(wide.kernel.name, MATMUL_WIDE_VEC4.name);
+        let sum = Dispatch {
+            kernel: &MATMUL_SPLIT_SUM,
+            ..wide.clone()
+        };
+        let slots: [&'static KernelDesc; 3] =
+            [&MATMUL_WIDE_VEC4, &MATMUL_WIDE_VEC4, &MATMUL_SPLIT_SUM];
+        let groups = |ds: &[Dispatch]| ds.iter().map(|d| d.groups).collect::<Vec<_>>();
+        // A split-k pair keeps the sum in the last slot: the empty one goes in front.
+        let pair = fill_slots(vec![wide.clone(), sum.clone()], &slots).unwrap();
+        assert_eq!(
+            names(&pair),
+            ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
+        );
+        assert_eq!(groups(&pair)[0], [0, 1, 1]);
+        assert_eq!(groups(&pair)[1..], [wide.groups, wide.groups]);
+        // One dispatch (any matmul kernel) keeps the first slot; the others run empty.
+        let skinny = matmul_dispatch(16, 384, 1152);
+        let one = fill_slots(vec![skinny.clone()], &slots).unwrap();
+        assert_eq!(names(&one)[0], skinny.kernel.name);
+        assert_eq!(groups(&one)[1..], [[0, 1, 1], [0, 1, 1]]);
+        // As many as the slots: unchanged; more: refused.
+        assert_eq!(
+            fill_slots(vec![wide.clone()], &slots[..1]).unwrap().len(),
+            1
+        );
+        assert!(fill_slots(vec![wide.clone(), wide.clone(), sum.clone()], &slots[..2]).is_none());
+        // A slot whose kernel takes other params cannot run empty with these.
+        assert!(fill_slots(vec![wide], &[&MATMUL_WIDE, &crate::families::norm::NORM]).is_none());
     }
 
     #[test]
