@@ -263,6 +263,12 @@ fn check_linear_extents(max_rows: usize, k: usize, n: usize, cases: &[(usize, &[
             "{rows} rows, compiled for them"
         );
         assert_eq!(got, want, "{rows} rows");
+        // A profile times the dispatches that run (where the device has timestamps).
+        let refs: Vec<(&str, &HostTensor)> = ins.iter().map(|(n, t)| (*n, t)).collect();
+        if let Ok(times) = bounded.profile(&refs) {
+            let ran: usize = times.iter().map(|t| t.dispatches).sum();
+            assert_eq!(ran, kernels.len(), "{rows} rows: dispatches profiled");
+        }
     }
     assert_eq!(bounded.dispatch_count(), dispatches);
 }

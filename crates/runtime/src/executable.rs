@@ -109,6 +109,7 @@ struct Output {
 pub struct StepTime {
     pub step: usize,
     pub name: String,
+    /// The step's dispatches that ran (a split matmul's empty ones are left out).
     pub dispatches: usize,
     pub gpu_ns: f64,
 }
@@ -853,24 +854,26 @@ impl Executable {
         })?;
         let period = self.device.queue().get_timestamp_period() as f64;
         let mut times = Vec::with_capacity(self.plan.steps.len());
+        // The timestamp pair of every dispatch that runs (empty ones are not encoded).
         let mut index_of = std::collections::HashMap::new();
         let mut k = 0usize;
         for (ai, a) in self.actions.iter().enumerate() {
-            if matches!(a, Action::Dispatch { .. }) {
+            if matches!(a, Action::Dispatch { groups, .. } if !groups.contains(&0)) {
                 index_of.insert(ai, k);
                 k += 1;
             }
         }
         for (si, step) in self.plan.steps.iter().enumerate() {
             let mut ns = 0.0;
-            for a in &self.step_actions[si] {
-                let d = index_of[a];
+            let mut dispatches = 0;
+            for d in self.step_actions[si].iter().filter_map(|a| index_of.get(a)) {
                 ns += ticks[2 * d + 1].saturating_sub(ticks[2 * d]) as f64 * period;
+                dispatches += 1;
             }
             times.push(StepTime {
                 step: si,
                 name: step_name(&self.plan, step),
-                dispatches: self.step_actions[si].len(),
+                dispatches,
                 gpu_ns: ns,
             });
         }
@@ -972,6 +975,8 @@ impl Executable {
         let mut q = 0u32;
         for action in &self.actions {
             match action {
+                // An empty dispatch (see `encode`) gets no pass and no timestamps.
+                Action::Dispatch { groups, .. } if groups.contains(&0) => {}
                 Action::Dispatch {
                     pipeline,
                     bind_group,
