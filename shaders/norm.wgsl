@@ -1,5 +1,6 @@
 // @file norm.wgsl
-// LayerNorm / RMSNorm over the last axis, optionally fused with a residual add and a bias:
+// LayerNorm / RMSNorm / L2 normalisation over the last axis, optionally fused with a residual
+// add and a bias:
 //   s = x (+ residual) (+ bias);  out = norm(s) (* gamma) (+ beta)
 // and, for the "tee", the sum s is also written out for its other consumers.
 //
@@ -10,7 +11,7 @@
 struct NormParams {
     rows: u32,
     width: u32,
-    // 0 = LayerNorm, 1 = RMSNorm.
+    // 0 = LayerNorm, 1 = RMSNorm, 2 = L2 (x / max(||x||, eps)).
     kind: u32,
     eps: f32,
     x_offset: u32,
@@ -90,7 +91,12 @@ fn norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         let d = summed(row, i) - mean;
         sq += d * d;
     }
-    let inv = inverseSqrt(workgroup_sum(lid, sq) / n + p.eps);
+    let total = workgroup_sum(lid, sq);
+    var inv = inverseSqrt(total / n + p.eps);
+    if (p.kind == 2u) {
+        // L2: unit length, the norm clamped below at eps (a zero row stays zero).
+        inv = 1.0 / max(sqrt(total), p.eps);
+    }
     for (var i = lid; i < p.width; i += WG) {
         let s = summed(row, i);
         var y = (s - mean) * inv;

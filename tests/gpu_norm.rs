@@ -1,4 +1,5 @@
-//! LayerNorm / RMSNorm kernels (plain and fused with residual and bias) against kiln-reference.
+//! LayerNorm / RMSNorm / L2 kernels (plain and fused with residual and bias) against
+//! kiln-reference.
 //!
 //! Tolerance: the kernel sums a row in f32 with a tree reduction (error ~ log2(W) * 2^-24
 //! relative), the reference in f64; the normalised values are O(1) with gamma/beta in [-1, 1], so
@@ -25,6 +26,10 @@ fn rows() -> impl Strategy<Value = usize> {
     prop_oneof![1usize..20, 1024usize..1100]
 }
 
+fn kind() -> impl Strategy<Value = NormKind> {
+    prop::sample::select(vec![NormKind::Layer, NormKind::Rms, NormKind::L2])
+}
+
 fn width() -> impl Strategy<Value = usize> {
     prop::sample::select(vec![
         1usize, 3, 17, 64, 255, 256, 257, 700, 1024, 1025, 2000,
@@ -35,8 +40,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(10))]
 
     #[test]
-    fn norms_match_reference(rows in rows(), w in width(), rms in any::<bool>(), gamma in any::<bool>(), beta in any::<bool>(), seed in any::<u64>()) {
-        let kind = if rms { NormKind::Rms } else { NormKind::Layer };
+    fn norms_match_reference(rows in rows(), w in width(), kind in kind(), gamma in any::<bool>(), beta in any::<bool>(), seed in any::<u64>()) {
+        // `l2_normalize` takes no scale.
+        let gamma = gamma && kind != NormKind::L2;
         let mut g = Graph::new();
         // An offset of 3 makes the mean large relative to the spread, which punishes a
         // one-pass variance.
@@ -46,6 +52,7 @@ proptest! {
         let y = match kind {
             NormKind::Layer => g.layer_norm(x, gm, bt, 1e-5).unwrap(),
             NormKind::Rms => g.rms_norm(x, gm, 1e-6).unwrap(),
+            NormKind::L2 => g.l2_normalize(x, 1e-12).unwrap(),
         };
         g.output(y).unwrap();
         let mut params = Vec::new();
@@ -58,8 +65,7 @@ proptest! {
     }
 
     #[test]
-    fn fused_residual_matches_reference(rows in rows(), w in width(), rms in any::<bool>(), bias in any::<bool>(), seed in any::<u64>()) {
-        let kind = if rms { NormKind::Rms } else { NormKind::Layer };
+    fn fused_residual_matches_reference(rows in rows(), w in width(), kind in kind(), bias in any::<bool>(), seed in any::<u64>()) {
         let mut g = Graph::new();
         let x = g.input("x", DType::F32, [rows, w]).unwrap();
         let r = g.input("r", DType::F32, [rows, w]).unwrap();
@@ -76,4 +82,29 @@ proptest! {
         let cpu = evaluate(&g, &params, &inputs).unwrap();
         common::assert_close(&gpu[0].to_f32(), &cpu[0].to_f32(), 2e-5, 0.0, &format!("fused {kind:?} {rows}x{w}"));
     }
+}
+
+/// L2 normalisation leaves a zero row zero (its norm is clamped at eps) and gives others unit
+/// length.
+#[test]
+fn l2_keeps_zero_rows_and_gives_unit_length() {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, [3, 5]).unwrap();
+    let y = g.l2_normalize(x, 1e-12).unwrap();
+    g.output(y).unwrap();
+    let mut v = vec![0.0f32; 15];
+    v[5..10].copy_from_slice(&[3.0, 0.0, 4.0, 0.0, 0.0]);
+    v[10..15].copy_from_slice(&[1e-20, -2.0, 0.5, 7.0, 1.0]);
+    let inputs = [("x", HostTensor::from_f32(&[3, 5], &v).unwrap())];
+    let gpu = run_eager(&common::device(), &g, &[], &inputs).unwrap()[0].to_f32();
+    assert_eq!(gpu[..5], [0.0; 5]);
+    common::assert_close(
+        &gpu[5..10],
+        &[0.6, 0.0, 0.8, 0.0, 0.0],
+        1e-6,
+        0.0,
+        "3-4-5 row",
+    );
+    let length: f32 = gpu[10..].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((length - 1.0).abs() < 1e-6, "{length}");
 }

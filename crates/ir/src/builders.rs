@@ -94,6 +94,10 @@ impl Graph {
     pub fn rms_norm(&mut self, x: NodeId, gamma: Option<NodeId>, eps: f32) -> R {
         self.norm(NormKind::Rms, x, gamma, None, eps)
     }
+    /// `x / max(||x||, eps)` over the last axis (unit length; [`NormKind::L2`]).
+    pub fn l2_normalize(&mut self, x: NodeId, eps: f32) -> R {
+        self.norm(NormKind::L2, x, None, None, eps)
+    }
     fn norm(
         &mut self,
         kind: NormKind,

@@ -114,7 +114,7 @@ impl Affine {
     }
 }
 
-/// The two normalisations over the last axis.
+/// The normalisations over the last axis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NormKind {
@@ -122,6 +122,9 @@ pub enum NormKind {
     Layer,
     /// `x / sqrt(mean(x²) + eps)`.
     Rms,
+    /// `x / max(sqrt(sum(x²)), eps)`: unit Euclidean length (PyTorch's
+    /// `F.normalize(x, dim=-1, eps=eps)`, which sentence embeddings end with).
+    L2,
 }
 
 /// The memory layout of rank-4 attention and RoPE operands.

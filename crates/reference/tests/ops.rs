@@ -724,6 +724,7 @@ fn fused_residual_norm_equals_the_unfused_composition() {
                 let unfused = match kind {
                     NormKind::Layer => g.layer_norm(sum, gamma, beta, 1e-5).unwrap(),
                     NormKind::Rms => g.rms_norm(sum, gamma, 1e-5).unwrap(),
+                    NormKind::L2 => unreachable!("the loop covers Layer and Rms"),
                 };
                 g.output(fused).unwrap();
                 g.output(unfused).unwrap();

@@ -131,6 +131,7 @@ pub fn lower_args(op: &Op, args: &NormArgs<'_>) -> Result<Vec<Dispatch>, LowerEr
         kind: match args.kind {
             NormKind::Layer => 0,
             NormKind::Rms => 1,
+            NormKind::L2 => 2,
         },
         eps: args.eps,
         x_offset: args.x.offset,

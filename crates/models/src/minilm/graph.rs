@@ -87,21 +87,21 @@ pub fn build_graph(c: &BertConfig, batch: Dim, seq: Dim) -> Result<Graph, IrErro
         g.set_label(x, format!("layer{l}"))?;
     }
 
-    // Mean over the tokens the mask keeps (sentence-transformers clamps the count at 1e-9).
-    let m = g.reshape(mask, bs(&[1]))?;
-    let kept = g.mul(x, m)?;
-    let summed = g.reduce(ReduceOp::Sum, kept, &[1], false)?;
-    let count = g.reduce(ReduceOp::Sum, m, &[1], false)?;
+    // Mean over the tokens the mask keeps (sentence-transformers clamps the count at 1e-9):
+    // the masked sum as a batched product, mask [batch, 1, seq] times x [batch, seq, hidden]
+    // (one dispatch instead of a product and a reduction).
+    let mask_row = g.reshape(
+        mask,
+        Shape(vec![batch.clone(), Dim::Static(1), seq.clone()]),
+    )?;
+    let summed = g.matmul(mask_row, x)?;
+    let summed = g.reshape(summed, Shape(vec![batch.clone(), Dim::Static(h)]))?;
+    let count = g.reduce(ReduceOp::Sum, mask, &[1], true)?;
     let floor = g.constant_f32([1], &[1e-9])?;
     let count = g.binary(BinaryOp::Max, count, floor)?;
     let mean = g.binary(BinaryOp::Div, summed, count)?;
     // x / max(||x||, 1e-12), as torch.nn.functional.normalize.
-    let sq = g.mul(mean, mean)?;
-    let norm2 = g.reduce(ReduceOp::Sum, sq, &[1], true)?;
-    let norm = g.activation(Activation::Sqrt, norm2)?;
-    let eps = g.constant_f32([1], &[1e-12])?;
-    let norm = g.binary(BinaryOp::Max, norm, eps)?;
-    let out = g.binary(BinaryOp::Div, mean, norm)?;
+    let out = g.l2_normalize(mean, 1e-12)?;
     g.set_label(out, "embedding")?;
     g.output(out)?;
     Ok(g)

@@ -127,6 +127,10 @@ pub fn norm(
                 let ms = row.iter().map(|v| v * v).sum::<f64>() / n;
                 (0.0, (ms + eps as f64).sqrt())
             }
+            NormKind::L2 => {
+                let ss = row.iter().map(|v| v * v).sum::<f64>();
+                (0.0, ss.sqrt().max(eps as f64))
+            }
         };
         row.iter()
             .enumerate()
@@ -187,5 +191,11 @@ mod tests {
         // rms = sqrt((1 + 9) / 2) = sqrt 5
         let r = norm(&x, NormKind::Rms, 0.0, None, None);
         assert!((r.data[0] - 1.0 / 5f32.sqrt()).abs() < 1e-7);
+        // L2: (3, 4) / 5; a zero row over max(0, eps) stays zero.
+        let v = Value::new(vec![2, 2], vec![3.0, 4.0, 0.0, 0.0]);
+        assert_eq!(
+            norm(&v, NormKind::L2, 1e-12, None, None).data,
+            [0.6, 0.8, 0.0, 0.0]
+        );
     }
 }
