@@ -136,31 +136,50 @@ fn check_parts(
     }
 }
 
-/// Split-k (`matmul_wide` writing each chunk's partial products into a workspace, then
-/// `matmul_split_sum` adding them through the epilogue) with everything the epilogue does:
-/// bias, GELU and the QKV split-write; k = 1100 makes six chunks of 160 and a ragged last
-/// one of 140. A workspace too small for the partial products keeps one dispatch.
-#[test]
-fn split_k_adds_chunks_through_the_epilogue() {
-    let (m, k, w) = (150, 1100, 40);
-    let (x, wt, bias, want) = qkv_reference(m, k, w, 4);
+/// A split QKV case: the arena packs x, w and b, the three outputs and `partial_words` of
+/// workspace after them; `lower` lowers the fused matmul (bias, GELU, split-write) with the
+/// workspace given.
+struct SplitCase {
+    arena: Vec<u8>,
+    offsets: Vec<u32>,
+    outs: Vec<Operand>,
+    want: Vec<HostTensor>,
+    workspace: matmul::SplitWorkspace,
+    m: usize,
+    k: usize,
+    w: usize,
+}
 
-    let chunks = 7;
-    let partial_words = chunks * m * 3 * w;
-    let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w + partial_words);
-    let outs: Vec<Operand> = (0..3)
-        .map(|i| operand(off[3] + (i * m * w) as u32, &[m, w]))
-        .collect();
-    let workspace = matmul::SplitWorkspace {
-        offset: off[3] + (3 * m * w) as u32,
-        words: partial_words,
-    };
-    let op = Op::FusedMatMulBiasAct {
-        transpose_b: true,
-        has_bias: true,
-        act: Some(Activation::Gelu),
-    };
-    let lower = |workspace| {
+impl SplitCase {
+    fn new(m: usize, k: usize, w: usize, seed: u64, partial_words: usize) -> SplitCase {
+        let (x, wt, bias, want) = qkv_reference(m, k, w, seed);
+        let (arena, offsets) = pack(&[&x, &wt, &bias], 3 * m * w + partial_words);
+        let outs = (0..3)
+            .map(|i| operand(offsets[3] + (i * m * w) as u32, &[m, w]))
+            .collect();
+        let workspace = matmul::SplitWorkspace {
+            offset: offsets[3] + (3 * m * w) as u32,
+            words: partial_words,
+        };
+        SplitCase {
+            arena,
+            offsets,
+            outs,
+            want,
+            workspace,
+            m,
+            k,
+            w,
+        }
+    }
+
+    fn lower(&self, workspace: Option<matmul::SplitWorkspace>) -> Vec<kiln::kernels::Dispatch> {
+        let (m, k, w, off) = (self.m, self.k, self.w, &self.offsets);
+        let op = Op::FusedMatMulBiasAct {
+            transpose_b: true,
+            has_bias: true,
+            act: Some(Activation::Gelu),
+        };
         matmul::lower_split_k(
             &op,
             &operand(off[0], &[m, k]),
@@ -170,21 +189,37 @@ fn split_k_adds_chunks_through_the_epilogue() {
                 bias: Some(&operand(off[2], &[3 * w])),
                 act: Some(Activation::Gelu),
             },
-            &[&outs[0], &outs[1], &outs[2]],
+            &[&self.outs[0], &self.outs[1], &self.outs[2]],
             workspace,
         )
         .unwrap()
-    };
+    }
+
+    /// Lowers with the whole workspace, checks the kernels and the workspace they use, runs
+    /// them and compares the outputs with the reference.
+    fn check(&self, kernels: &[&str], what: &str) {
+        let ops = self.lower(Some(self.workspace));
+        let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
+        assert_eq!(names, kernels, "{what}");
+        assert_eq!(matmul::split_k_words(&ops), self.workspace.words, "{what}");
+        check_parts(&ops, &self.arena, &self.outs, &self.want, self.k, what);
+    }
+}
+
+/// Split-k (`matmul_wide` writing each chunk's partial products into a workspace, then
+/// `matmul_split_sum` adding them through the epilogue) with everything the epilogue does:
+/// bias, GELU and the QKV split-write; k = 1100 makes six chunks of 160 and a ragged last
+/// one of 140. A workspace too small for the partial products keeps one dispatch.
+#[test]
+fn split_k_adds_chunks_through_the_epilogue() {
+    let (m, w) = (150, 40);
+    let case = SplitCase::new(m, 1100, w, 4, 7 * m * 3 * w);
     let too_small = matmul::SplitWorkspace {
-        words: partial_words - 1,
-        ..workspace
+        words: case.workspace.words - 1,
+        ..case.workspace
     };
-    assert_eq!(lower(Some(too_small)).len(), 1);
-    let ops = lower(Some(workspace));
-    let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
-    assert_eq!(names, ["matmul_wide_vec4", "matmul_split_sum"]);
-    assert_eq!(matmul::split_k_words(&ops), partial_words);
-    check_parts(&ops, &arena, &outs, &want, k, "split-k");
+    assert_eq!(case.lower(Some(too_small)).len(), 1);
+    case.check(&["matmul_wide_vec4", "matmul_split_sum"], "split-k");
 }
 
 /// A wide matmul with a short last wave: the rows of the whole waves in one dispatch, the rest
@@ -193,43 +228,12 @@ fn split_k_adds_chunks_through_the_epilogue() {
 /// left; k = 272 splits them into chunks of 144 and a ragged 128.
 #[test]
 fn split_k_finishes_a_short_last_wave() {
-    let (m, k, w) = (88 * 128 + 77, 272, 100);
-    let (x, wt, bias, want) = qkv_reference(m, k, w, 9);
-
-    let partial_words = 2 * 77 * 3 * w;
-    let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w + partial_words);
-    let outs: Vec<Operand> = (0..3)
-        .map(|i| operand(off[3] + (i * m * w) as u32, &[m, w]))
-        .collect();
-    let workspace = matmul::SplitWorkspace {
-        offset: off[3] + (3 * m * w) as u32,
-        words: partial_words,
-    };
-    let op = Op::FusedMatMulBiasAct {
-        transpose_b: true,
-        has_bias: true,
-        act: Some(Activation::Gelu),
-    };
-    let ops = matmul::lower_split_k(
-        &op,
-        &operand(off[0], &[m, k]),
-        &operand(off[1], &[3 * w, k]),
-        true,
-        matmul::Epilogue {
-            bias: Some(&operand(off[2], &[3 * w])),
-            act: Some(Activation::Gelu),
-        },
-        &[&outs[0], &outs[1], &outs[2]],
-        Some(workspace),
-    )
-    .unwrap();
-    let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
-    assert_eq!(
-        names,
-        ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
+    let w = 100;
+    let case = SplitCase::new(88 * 128 + 77, 272, w, 9, 2 * 77 * 3 * w);
+    case.check(
+        &["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"],
+        "last-wave split",
     );
-    assert_eq!(matmul::split_k_words(&ops), partial_words);
-    check_parts(&ops, &arena, &outs, &want, k, "last-wave split");
 }
 
 #[test]
