@@ -862,7 +862,7 @@ fn stage_block_kv(k_head: u32, v_head: u32, kb: u32, len: u32, t: u32) -> bool {
 }
 
 // Trades each row's per-invocation partials `x` (of rows 4 rg .. + 4, invocation g of the row
-// group) through `bpart`: the caller passes the barrier between `post_parts` and `gather_parts`.
+// group) through `bpart`: the caller passes the barrier between `post_parts` and `row_parts`.
 fn post_parts(rg: u32, g: u32, x: vec4<f32>) {
     for (var r = 0u; r < 4u; r++) {
         bpart[(4u * rg + r) * 2u + g / 4u][g % 4u] = x[r];
