@@ -81,32 +81,10 @@ fn qkv_split_write_matches_matmul_and_narrows() {
 }
 
 fn qkv_split_write(w: usize) {
-    let (m, k) = (17, 24);
-    let (x, wt, bias, want) = qkv_reference(m, k, w, 1);
-
-    let (arena, off) = pack(&[&x, &wt, &bias], 3 * m * w);
-    let outs: Vec<Operand> = (0..3)
-        .map(|i| operand(off[3] + (i * m * w) as u32, &[m, w]))
-        .collect();
-    let op = Op::FusedMatMulBiasAct {
-        transpose_b: true,
-        has_bias: true,
-        act: Some(Activation::Gelu),
-    };
-    let ops = matmul::lower_split(
-        &op,
-        &operand(off[0], &[m, k]),
-        &operand(off[1], &[3 * w, k]),
-        true,
-        matmul::Epilogue {
-            bias: Some(&operand(off[2], &[3 * w])),
-            act: Some(Activation::Gelu),
-        },
-        &[&outs[0], &outs[1], &outs[2]],
-    )
-    .unwrap();
+    let case = SplitCase::new(17, 24, w, 1, 0);
+    let ops = case.lower(None);
     assert_eq!(ops.len(), 1, "one dispatch writes all three");
-    check_parts(&ops, &arena, &outs, &want, k, &format!("width {w}"));
+    case.compare(&ops, &format!("width {w}"));
 }
 
 /// Runs `ops` on `arena` and compares the outputs `outs` with the reference's `want`
@@ -202,7 +180,12 @@ impl SplitCase {
         let names: Vec<_> = ops.iter().map(|d| d.kernel.name).collect();
         assert_eq!(names, kernels, "{what}");
         assert_eq!(matmul::split_k_words(&ops), self.workspace.words, "{what}");
-        check_parts(&ops, &self.arena, &self.outs, &self.want, self.k, what);
+        self.compare(&ops, what);
+    }
+
+    /// Runs `ops` and compares the three outputs with the reference.
+    fn compare(&self, ops: &[kiln::kernels::Dispatch], what: &str) {
+        check_parts(ops, &self.arena, &self.outs, &self.want, self.k, what);
     }
 }
 

@@ -63,8 +63,9 @@ fn inputs_of(
         .collect()
 }
 
-/// The dispatches of one step; its f32 matmul may split k where `workspace` is given (only
-/// for steps whose shapes do not follow the extent: the split changes the dispatch count).
+/// The dispatches of one step; its f32 matmul may split k where `workspace` is given (the
+/// split changes the dispatch count with the shape: the executable keeps a step's count
+/// across extents with `fill_slots`).
 pub fn lower_step(
     plan: &ExecutionPlan,
     step: &Step,

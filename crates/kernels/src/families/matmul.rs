@@ -282,7 +282,7 @@ pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
         if !replaced_by_cooperative(d.kernel) {
             continue;
         }
-        // The params were written by `lower_split` from a `MatmulParams`.
+        // The params were written by `lower_split_k` from a `MatmulParams`.
         let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
         if p.k_chunk != 0 {
             // A split-k chunk's partial products: the coop kernel covers all of k.
@@ -293,7 +293,7 @@ pub fn use_cooperative(dispatches: &mut [Dispatch]) -> Result<(), LowerError> {
             (p.m as usize).div_ceil(COOP_TILE[0]),
         ];
         // The coop tile is narrower than the wide kernel's: its grid may exceed the limit
-        // that `lower_split` checked for the kernel it chose.
+        // that `lower_split_k` checked for the kernel it chose.
         if let Some(&g) = groups
             .iter()
             .find(|&&g| g > crate::dispatch::MAX_GROUPS_PER_DIM as usize)
@@ -350,44 +350,28 @@ pub fn lower_with(
     out: &Operand,
     workspace: Option<SplitWorkspace>,
 ) -> Result<Vec<Dispatch>, LowerError> {
+    let [a, b, rest @ ..] = inputs else {
+        return Err(LowerError::unsupported(op, "a matmul takes a and b"));
+    };
     let (transpose_b, epilogue) = match op {
         Op::MatMul { transpose_b } => (*transpose_b, Epilogue::default()),
         Op::FusedMatMulBiasAct {
             transpose_b,
             has_bias,
             act,
-        } => (
-            *transpose_b,
-            Epilogue {
-                bias: has_bias.then(|| &inputs[2]),
-                act: *act,
-            },
-        ),
+        } => {
+            let bias = match (has_bias, rest.first()) {
+                (false, _) => None,
+                (true, Some(bias)) => Some(bias),
+                (true, None) => {
+                    return Err(LowerError::unsupported(op, "the bias operand is missing"))
+                }
+            };
+            (*transpose_b, Epilogue { bias, act: *act })
+        }
         _ => return Err(LowerError::unsupported(op, "not a matmul")),
     };
-    lower_split_k(
-        op,
-        &inputs[0],
-        &inputs[1],
-        transpose_b,
-        epilogue,
-        &[out],
-        workspace,
-    )
-}
-
-/// Lowers a matmul whose output columns are split evenly over `outs` (one output normally,
-/// three for the QKV split-write). Every output is contiguous with the split width as its last
-/// dim.
-pub fn lower_split(
-    op: &Op,
-    a: &Operand,
-    b: &Operand,
-    transpose_b: bool,
-    epilogue: Epilogue<'_>,
-    outs: &[&Operand],
-) -> Result<Vec<Dispatch>, LowerError> {
-    lower_split_k(op, a, b, transpose_b, epilogue, outs, None)
+    lower_split_k(op, a, b, transpose_b, epilogue, &[out], workspace)
 }
 
 /// Arena words a split-k matmul may use for its partial products: from `offset` (in the
@@ -399,11 +383,15 @@ pub struct SplitWorkspace {
     pub words: usize,
 }
 
-/// Like [`lower_split`], but where `workspace` is given and the output has too few 128x128
-/// tiles to occupy the GPU's SMs, k may be split among workgroups ([`split_k_chunk`]): two
+/// Lowers a matmul whose output columns are split evenly over `outs` (one output normally,
+/// three for the QKV split-write; every output is contiguous with the split width as its last
+/// dim). Where `workspace` is given and the output has too few 128x128 tiles to occupy the
+/// GPU's SMs, k may be split among workgroups ([`split_k_chunk`]): two
 /// dispatches, [`MATMUL_WIDE`] writing each chunk's partial products into the workspace and
-/// [`MATMUL_SPLIT_SUM`] adding them up through the epilogue. The dispatch count thus depends
-/// on the shape: callers whose shapes change with the active extent must not offer one.
+/// [`MATMUL_SPLIT_SUM`] adding them up through the epilogue; or where the wide tiles leave a
+/// short last wave, the rows of the whole waves unsplit and the rest split
+/// (`last_wave_split_dispatches`). The dispatch count thus depends on the shape: a caller
+/// whose shapes change with the active extent keeps its count with [`fill_slots`].
 pub fn lower_split_k(
     op: &Op,
     a: &Operand,
@@ -1089,6 +1077,19 @@ mod tests {
             opcodes.contains(&4459),
             "no cooperative multiply-add emitted"
         );
+    }
+
+    #[test]
+    fn missing_operands_are_typed_errors() {
+        let a = Operand::new(0, &[8, 8], DType::F32);
+        let op = Op::MatMul { transpose_b: false };
+        assert!(lower(&op, std::slice::from_ref(&a), &a).is_err());
+        let fused = Op::FusedMatMulBiasAct {
+            transpose_b: false,
+            has_bias: true,
+            act: None,
+        };
+        assert!(lower(&fused, &[a.clone(), a.clone()], &a).is_err());
     }
 
     #[test]

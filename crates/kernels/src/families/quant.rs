@@ -195,7 +195,7 @@ struct Segment<'a> {
 }
 
 /// Lowers a matmul `act(a × bᵀ + bias)` whose `b` is a quantized `[N, K]` weight, its output
-/// columns split evenly over `outs` (see [`crate::families::matmul::lower_split`]).
+/// columns split evenly over `outs` (see [`crate::families::matmul::lower_split_k`]).
 pub fn lower_matmul(
     op: &Op,
     a: &Operand,
