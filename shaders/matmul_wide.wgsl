@@ -159,30 +159,263 @@ fn matmul_wide(
         if (t + WK < k_end) {
             next = load_stage(a_base, b_base, row0, col0, t + WK, tid);
         }
-        for (var kk = 0u; kk < WK; kk++) {
-            let sw = swizzle(kk);
-            let al = wa[kk * WT4 + (ty ^ sw)];
-            let ah = wa[kk * WT4 + ((16u + ty) ^ sw)];
-            let bl = wb[kk * WT4 + (tx ^ sw)];
-            let bh = wb[kk * WT4 + ((16u + tx) ^ sw)];
-            // The 16 fmas are written out in each kernel: as a struct updated by a shared
-            // function, MiniLM 32x128 took 6.09 ms instead of 5.69 (H200).
-            c0l = fma(vec4<f32>(al.x), bl, c0l);
-            c0h = fma(vec4<f32>(al.x), bh, c0h);
-            c1l = fma(vec4<f32>(al.y), bl, c1l);
-            c1h = fma(vec4<f32>(al.y), bh, c1h);
-            c2l = fma(vec4<f32>(al.z), bl, c2l);
-            c2h = fma(vec4<f32>(al.z), bh, c2h);
-            c3l = fma(vec4<f32>(al.w), bl, c3l);
-            c3h = fma(vec4<f32>(al.w), bh, c3h);
-            c4l = fma(vec4<f32>(ah.x), bl, c4l);
-            c4h = fma(vec4<f32>(ah.x), bh, c4h);
-            c5l = fma(vec4<f32>(ah.y), bl, c5l);
-            c5h = fma(vec4<f32>(ah.y), bh, c5h);
-            c6l = fma(vec4<f32>(ah.z), bl, c6l);
-            c6h = fma(vec4<f32>(ah.z), bh, c6h);
-            c7l = fma(vec4<f32>(ah.w), bl, c7l);
-            c7h = fma(vec4<f32>(ah.w), bh, c7h);
+        // The stage's 16 k written out, a quad of k (one swizzle) per block: NVIDIA's compiler
+        // (driver 580) kept a loop over them as a loop, and in its disassembly every k then
+        // recomputed the four swizzled addresses and copied accumulators between registers (96
+        // instructions per 64 fmas). Written out, 4096^3 took 3.74 ms instead of 4.62 on the
+        // H200. The compiler is sensitive to the form: the accumulators as a struct updated by
+        // a shared function took 3.91 ms, fragment variables declared outside the loop 3.97.
+        {
+            let sw = swizzle(0u);
+            let a_at = 0u * WT4 + (ty ^ sw);
+            let ah_at = 0u * WT4 + ((16u + ty) ^ sw);
+            let b_at = 0u * WT4 + (tx ^ sw);
+            let bh_at = 0u * WT4 + ((16u + tx) ^ sw);
+            {
+                let al = wa[a_at + 0u * WT4];
+                let ah = wa[ah_at + 0u * WT4];
+                let bl = wb[b_at + 0u * WT4];
+                let bh = wb[bh_at + 0u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 1u * WT4];
+                let ah = wa[ah_at + 1u * WT4];
+                let bl = wb[b_at + 1u * WT4];
+                let bh = wb[bh_at + 1u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 2u * WT4];
+                let ah = wa[ah_at + 2u * WT4];
+                let bl = wb[b_at + 2u * WT4];
+                let bh = wb[bh_at + 2u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 3u * WT4];
+                let ah = wa[ah_at + 3u * WT4];
+                let bl = wb[b_at + 3u * WT4];
+                let bh = wb[bh_at + 3u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+        }
+        {
+            let sw = swizzle(4u);
+            let a_at = 4u * WT4 + (ty ^ sw);
+            let ah_at = 4u * WT4 + ((16u + ty) ^ sw);
+            let b_at = 4u * WT4 + (tx ^ sw);
+            let bh_at = 4u * WT4 + ((16u + tx) ^ sw);
+            {
+                let al = wa[a_at + 0u * WT4];
+                let ah = wa[ah_at + 0u * WT4];
+                let bl = wb[b_at + 0u * WT4];
+                let bh = wb[bh_at + 0u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 1u * WT4];
+                let ah = wa[ah_at + 1u * WT4];
+                let bl = wb[b_at + 1u * WT4];
+                let bh = wb[bh_at + 1u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 2u * WT4];
+                let ah = wa[ah_at + 2u * WT4];
+                let bl = wb[b_at + 2u * WT4];
+                let bh = wb[bh_at + 2u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 3u * WT4];
+                let ah = wa[ah_at + 3u * WT4];
+                let bl = wb[b_at + 3u * WT4];
+                let bh = wb[bh_at + 3u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+        }
+        {
+            let sw = swizzle(8u);
+            let a_at = 8u * WT4 + (ty ^ sw);
+            let ah_at = 8u * WT4 + ((16u + ty) ^ sw);
+            let b_at = 8u * WT4 + (tx ^ sw);
+            let bh_at = 8u * WT4 + ((16u + tx) ^ sw);
+            {
+                let al = wa[a_at + 0u * WT4];
+                let ah = wa[ah_at + 0u * WT4];
+                let bl = wb[b_at + 0u * WT4];
+                let bh = wb[bh_at + 0u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 1u * WT4];
+                let ah = wa[ah_at + 1u * WT4];
+                let bl = wb[b_at + 1u * WT4];
+                let bh = wb[bh_at + 1u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 2u * WT4];
+                let ah = wa[ah_at + 2u * WT4];
+                let bl = wb[b_at + 2u * WT4];
+                let bh = wb[bh_at + 2u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 3u * WT4];
+                let ah = wa[ah_at + 3u * WT4];
+                let bl = wb[b_at + 3u * WT4];
+                let bh = wb[bh_at + 3u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+        }
+        {
+            let sw = swizzle(12u);
+            let a_at = 12u * WT4 + (ty ^ sw);
+            let ah_at = 12u * WT4 + ((16u + ty) ^ sw);
+            let b_at = 12u * WT4 + (tx ^ sw);
+            let bh_at = 12u * WT4 + ((16u + tx) ^ sw);
+            {
+                let al = wa[a_at + 0u * WT4];
+                let ah = wa[ah_at + 0u * WT4];
+                let bl = wb[b_at + 0u * WT4];
+                let bh = wb[bh_at + 0u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 1u * WT4];
+                let ah = wa[ah_at + 1u * WT4];
+                let bl = wb[b_at + 1u * WT4];
+                let bh = wb[bh_at + 1u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 2u * WT4];
+                let ah = wa[ah_at + 2u * WT4];
+                let bl = wb[b_at + 2u * WT4];
+                let bh = wb[bh_at + 2u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
+            {
+                let al = wa[a_at + 3u * WT4];
+                let ah = wa[ah_at + 3u * WT4];
+                let bl = wb[b_at + 3u * WT4];
+                let bh = wb[bh_at + 3u * WT4];
+                c0l = fma(vec4<f32>(al.x), bl, c0l); c0h = fma(vec4<f32>(al.x), bh, c0h);
+                c1l = fma(vec4<f32>(al.y), bl, c1l); c1h = fma(vec4<f32>(al.y), bh, c1h);
+                c2l = fma(vec4<f32>(al.z), bl, c2l); c2h = fma(vec4<f32>(al.z), bh, c2h);
+                c3l = fma(vec4<f32>(al.w), bl, c3l); c3h = fma(vec4<f32>(al.w), bh, c3h);
+                c4l = fma(vec4<f32>(ah.x), bl, c4l); c4h = fma(vec4<f32>(ah.x), bh, c4h);
+                c5l = fma(vec4<f32>(ah.y), bl, c5l); c5h = fma(vec4<f32>(ah.y), bh, c5h);
+                c6l = fma(vec4<f32>(ah.z), bl, c6l); c6h = fma(vec4<f32>(ah.z), bh, c6h);
+                c7l = fma(vec4<f32>(ah.w), bl, c7l); c7h = fma(vec4<f32>(ah.w), bh, c7h);
+            }
         }
         workgroupBarrier();
     }
