@@ -14,8 +14,11 @@ pub const TILE: usize = 64;
 pub const WIDE_TILE: usize = 128;
 /// From this many 128x128 output tiles on, the tiled matmul runs [`MATMUL_WIDE`]: it stages
 /// each value of A and B for twice as many fmas as [`MATMUL`] and sums no partial tiles, but
-/// its 4x fewer workgroups leave SMs idle on smaller outputs (an H200 has 132).
-pub const WIDE_MIN_TILES: usize = 256;
+/// its 4x fewer workgroups leave SMs idle on smaller outputs (an H200 has 132). Measured on the
+/// H200 against the 64x64 kernels once the wide kernel's k loop was written out (eleventh
+/// session): 96 tiles (4096 x 384 -> 384) 67.6 -> 63.8 µs, 128 tiles (2048 x 1024 -> 1024)
+/// 193 -> 146 µs, 144 to 192 tiles 7-16 % faster; 64 tiles (1024^3) stay on the 64x64 kernel.
+pub const WIDE_MIN_TILES: usize = 96;
 /// Workgroups of 256 invocations of the tiled f32 kernels that run at once on the GPU their
 /// choice is tuned on: an H200's 132 SMs hold two each (the kernels take 116-128 registers
 /// per invocation, `kiln kernel-stats`), one of [`MATMUL_K8`]'s 512. A dispatch of more
@@ -900,20 +903,19 @@ mod tests {
         let wide = matmul_dispatch(4096, 64, 1024);
         assert_eq!(wide.kernel.name, "matmul_wide_vec4");
         assert_eq!(wide.groups, [8, 32, 1]);
-        // Just under the wide tile count that fills the GPU: the 64x64 kernel, with more than
-        // two 64x64 workgroups per SM.
-        let edge = WIDE_TILE * WIDE_MIN_TILES / 4;
+        // The wide kernel from WIDE_MIN_TILES 128x128 tiles on (MiniLM's 4096 x 384 -> 384 at
+        // 32 x 128 tokens has 96), the 64x64 kernels below.
+        let n = 3 * WIDE_TILE;
+        let edge = WIDE_TILE * WIDE_MIN_TILES / 3;
+        assert_eq!(matmul_dispatch(edge, 64, n).kernel.name, "matmul_wide_vec4");
         assert_eq!(
-            matmul_dispatch(edge, 64, 3 * WIDE_TILE).kernel.name,
-            "matmul_vec4"
+            matmul_dispatch(edge - WIDE_TILE, 64, n).kernel.name,
+            "matmul_k8_vec4"
         );
+        // 300 tiles of 64x64 (75 wide ones): 2.3 waves of four-group workgroups, 2.3 of
+        // eight-group ones, whose last is the fuller.
         assert_eq!(
-            matmul_dispatch(edge, 64, 3 * WIDE_TILE + 1).kernel.name,
-            "matmul_wide_vec4"
-        );
-        // 384 tiles of 64x64: 1.45 waves of four-group workgroups, 2.9 of eight-group ones.
-        assert_eq!(
-            matmul_dispatch(4096, 1536, 384).kernel.name,
+            matmul_dispatch(3200, 1536, 384).kernel.name,
             "matmul_k8_vec4"
         );
         // 256 tiles: one wave of either, and the four-group kernel is the faster one.
