@@ -520,6 +520,48 @@ fn block_variant_every_mask_layout_and_head_dim() {
     }
 }
 
+/// Query rows whose bias is -inf for every key see no key and give zeros in the variants that
+/// tile queries too (the per-row one: `bias_rows_of_minus_infinity_give_zeros`): every third
+/// row of a [seq_q, seq_k] bias, the others random with some -inf.
+#[test]
+fn tiled_and_block_variants_give_zeros_for_rows_of_minus_infinity() {
+    let block = Case {
+        mask: AttentionMask::Bias,
+        layout: HeadLayout::Bshd,
+        ..block_case(2, 65, 70, 32, 1)
+    };
+    let tiled = Case {
+        batch: 2,
+        seq_q: 33,
+        seq_k: 38,
+        kv_heads: 2,
+        group: 2,
+        head_dim: 64,
+        scale: 0.125,
+        mask: AttentionMask::Bias,
+        layout: HeadLayout::Bshd,
+        past: None,
+        bias_form: 1,
+        seed: 77,
+    };
+    for c in [block, tiled] {
+        let mut bias = bias_values(c.seq_q * c.seq_k, c.seed);
+        for row in (0..c.seq_q).step_by(3) {
+            bias[row * c.seq_k..(row + 1) * c.seq_k].fill(f32::NEG_INFINITY);
+        }
+        let mask = HostTensor::from_f32(&[c.seq_q, c.seq_k], &bias).unwrap();
+        let (g, inputs) = build(&c, Some(mask));
+        let (gpu, cpu) = run_both(&g, &inputs);
+        common::assert_close(&gpu, &cpu, ATOL, RTOL, &format!("{c:?}"));
+        // Output [batch, seq_q, heads, head_dim] (Bshd): row 0 of every batch is all zeros.
+        let row = c.heads() * c.head_dim;
+        for b in 0..c.batch {
+            let at = b * c.seq_q * row;
+            assert!(gpu[at..at + row].iter().all(|&x| x == 0.0), "{c:?}");
+        }
+    }
+}
+
 /// The block variant after a past length: keys end at past + seq_q (causally
 /// at past + i + 1) and the stale cache rows after them (1e4) are never read.
 #[test]
