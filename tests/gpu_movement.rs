@@ -102,6 +102,9 @@ fn gather_rows_and_inner_axes() {
         (vec![7, 3], vec![5], 0),
         (vec![2, 6, 4], vec![2, 3], 1),
         (vec![4, 5], vec![3], 1),
+        // Rows of a multiple of four values: `gather_quads`.
+        (vec![9, 8], vec![6], 0),
+        (vec![3, 5, 12], vec![2, 2], 1),
     ] {
         let mut g = Graph::new();
         let t = g.input("t", DType::F32, table.as_slice()).unwrap();

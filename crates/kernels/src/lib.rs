@@ -38,6 +38,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &norm::NORM_MANY_ROWS,
         &movement::STRIDED_COPY,
         &movement::GATHER,
+        &movement::GATHER_QUADS,
         &movement::UPDATE_ROWS,
         &attention::ATTENTION,
         &attention::ATTENTION_ROW,

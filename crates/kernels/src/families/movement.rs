@@ -88,6 +88,27 @@ pub const GATHER: KernelDesc = KernelDesc {
     constants: &[],
 };
 
+/// [`GATHER`] a vec4 at a time, where rows are 16-byte aligned (see [`quads_fit`]).
+pub const GATHER_QUADS: KernelDesc = KernelDesc {
+    name: "gather_quads",
+    entry: "gather_quads",
+    bindings: &[
+        Binding::StorageReadWrite,
+        Binding::Uniform,
+        Binding::ArenaVec4,
+    ],
+    ..GATHER
+};
+
+/// Whether a gather can move whole vec4s: rows of `inner` values a multiple of four long,
+/// starting at 16-byte offsets in the table and the output.
+fn quads_fit(table: &Operand, inner: usize, out: &Operand) -> bool {
+    inner > 0
+        && inner.is_multiple_of(4)
+        && table.offset.is_multiple_of(4)
+        && out.offset.is_multiple_of(4)
+}
+
 pub const UPDATE_ROWS: KernelDesc = KernelDesc {
     name: "update_rows",
     file: "movement.wgsl",
@@ -401,7 +422,13 @@ fn gather(
     }
     let outer: usize = table.dims[..axis].iter().product();
     let inner: usize = table.dims[axis + 1..].iter().product();
-    let g = grid(op, out.numel(), 64)?;
+    let quads = quads_fit(table, inner, out);
+    let (kernel, per_invocation) = if quads {
+        (&GATHER_QUADS, 4)
+    } else {
+        (&GATHER, 1)
+    };
+    let g = grid(op, out.numel() / per_invocation, 64)?;
     let p = GatherParams {
         outer: u32_of(op, "outer", outer)?,
         axis_size: u32_of(op, "axis", table.dims[axis])?,
@@ -412,7 +439,7 @@ fn gather(
         out_offset: out.offset,
         grid_width: g.grid_width,
     };
-    Ok(Dispatch::new(&GATHER, &p, g.groups))
+    Ok(Dispatch::new(kernel, &p, g.groups))
 }
 
 #[cfg(test)]
@@ -433,6 +460,23 @@ mod tests {
             operand(at + 1000, &[1, 2, 8], DType::F32),
             operand(5000, &[1], DType::I32),
         ]
+    }
+
+    #[test]
+    fn gathers_move_vec4s_where_rows_are_aligned() {
+        let op = Op::Gather { axis: 0 };
+        let kernel = |table_at: u32, inner: usize, out_at: u32| {
+            let table = operand(table_at, &[100, inner], DType::F32);
+            let idx = operand(9000, &[7], DType::I32);
+            let out = operand(out_at, &[7, inner], DType::F32);
+            let d = gather(&op, &table, &idx, 0, &out).unwrap();
+            (d.kernel.name, d.groups)
+        };
+        // 7 rows of 384: 672 quads, 11 workgroups of 64.
+        assert_eq!(kernel(0, 384, 4096), ("gather_quads", [11, 1, 1]));
+        assert_eq!(kernel(2, 384, 4096).0, "gather");
+        assert_eq!(kernel(0, 384, 4098).0, "gather");
+        assert_eq!(kernel(0, 6, 4096).0, "gather");
     }
 
     #[test]
