@@ -53,6 +53,8 @@ struct WhereParams {
 @group(0) @binding(1) var<uniform> bp: BinaryParams;
 @group(0) @binding(1) var<uniform> up: UnaryParams;
 @group(0) @binding(1) var<uniform> wp: WhereParams;
+// The arena again as vec4s (`binary_quads` only).
+@group(0) @binding(2) var<storage, read_write> arena4: array<vec4<f32>>;
 
 // pow with the real-valued cases WGSL leaves undefined: a negative base with an integer
 // exponent, and 0^0 = 1.
@@ -121,6 +123,44 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
         a = apply_unary(bp.act_a, a);
     }
     arena[bp.out_offset + i] = apply_binary(bp.op, a, arena[bp.b_offset + bo]);
+}
+
+// `binary` four consecutive elements at a time, where every operand walks its innermost dim
+// contiguously in 16-byte-aligned quads (the lowering's `as_quads`): shape, strides and numel
+// count vec4s, offsets words.
+@compute @workgroup_size(64)
+fn binary_quads(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * bp.grid_width;
+    if (i >= bp.numel) {
+        return;
+    }
+    var rem = i;
+    var ao = 0u;
+    var bo = 0u;
+    for (var d = i32(bp.rank) - 1; d > 0; d--) {
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let size = bp.out_shape[q][r];
+        let c = rem % size;
+        rem = rem / size;
+        ao += c * bp.a_strides[q][r];
+        bo += c * bp.b_strides[q][r];
+    }
+    if (bp.rank > 0u) {
+        ao += rem * bp.a_strides[0].x;
+        bo += rem * bp.b_strides[0].x;
+    }
+    var a = arena4[bp.a_offset / 4u + ao];
+    if (bp.act_a != 0xffffffffu) {
+        a = vec4<f32>(apply_unary(bp.act_a, a.x), apply_unary(bp.act_a, a.y), apply_unary(bp.act_a, a.z), apply_unary(bp.act_a, a.w));
+    }
+    let b = arena4[bp.b_offset / 4u + bo];
+    arena4[bp.out_offset / 4u + i] = vec4<f32>(
+        apply_binary(bp.op, a.x, b.x),
+        apply_binary(bp.op, a.y, b.y),
+        apply_binary(bp.op, a.z, b.z),
+        apply_binary(bp.op, a.w, b.w),
+    );
 }
 
 @compute @workgroup_size(64)

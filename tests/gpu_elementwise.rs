@@ -30,9 +30,10 @@ fn run_both(g: &Graph, inputs: &[(&str, HostTensor)]) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// A shape and a second shape that broadcasts against it (some dims set to 1, some dropped).
+/// Innermost dims of 4 and 8 take `binary_quads` where both operands walk them.
 fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    prop::collection::vec(prop::sample::select(vec![1usize, 2, 3, 5, 17]), 1..5).prop_flat_map(
-        |a| {
+    prop::collection::vec(prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 17]), 1..5)
+        .prop_flat_map(|a| {
             let r = a.len();
             (Just(a), prop::collection::vec(any::<bool>(), r), 0..=r).prop_map(|(a, ones, drop)| {
                 let b: Vec<usize> = a
@@ -42,8 +43,7 @@ fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
                     .collect();
                 (a, b[drop..].to_vec())
             })
-        },
-    )
+        })
 }
 
 const BINARY: [BinaryOp; 7] = [
@@ -93,6 +93,43 @@ proptest! {
             };
             let (gpu, cpu) = run_both(&g, &[("a", round(tensor(&sa, seed, -2.0, 2.0))), ("b", round(tensor(&sb, seed ^ 7, -2.0, 2.0)))]);
             prop_assert_eq!(gpu, cpu);
+        }
+    }
+}
+
+/// Shapes whose coalesced innermost dim both operands walk in 16-byte quads (`binary_quads`),
+/// broadcast over rows and middle dims, every op, against the reference.
+#[test]
+fn quad_aligned_binaries_match_reference() {
+    for (sa, sb) in [
+        (vec![3, 8], vec![8]),
+        (vec![2, 3, 4], vec![2, 1, 4]),
+        (vec![5, 12], vec![5, 12]),
+        (vec![4], vec![4]),
+    ] {
+        for op in BINARY {
+            let mut g = Graph::new();
+            let a = g.input("a", DType::F32, sa.as_slice()).unwrap();
+            let b = g.input("b", DType::F32, sb.as_slice()).unwrap();
+            let y = g.binary(op, a, b).unwrap();
+            g.output(y).unwrap();
+            let (lo, hi) = if op == BinaryOp::Pow {
+                (0.1, 3.0)
+            } else {
+                (-4.0, 4.0)
+            };
+            let tb = if op == BinaryOp::Div {
+                tensor(&sb, 2, 0.5, 4.0)
+            } else {
+                tensor(&sb, 2, -3.0, 3.0)
+            };
+            let (gpu, cpu) = run_both(&g, &[("a", tensor(&sa, 1, lo, hi)), ("b", tb)]);
+            let rel = if matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+                1e-5
+            } else {
+                0.0
+            };
+            common::assert_close(&gpu, &cpu, 0.0, rel, &format!("{op:?} {sa:?} {sb:?}"));
         }
     }
 }

@@ -290,3 +290,66 @@ fn residual_tee_writes_norm_and_sum() {
     // The sum is two f32 additions on both sides (the reference rounds each to f32 too).
     common::assert_close(&floats(&got[1]), &want[1].to_f32(), 0.0, 0.0, "sum");
 }
+
+/// `act(a) op b` as one dispatch (the activation-into-binary fusion, SwiGLU's `silu(gate) *
+/// up`) against the reference's two ops: rows of 8 (`binary_quads`) and of 7 (`binary`), with
+/// b a full tensor or one broadcast row.
+#[test]
+fn activation_into_binary_both_kernels() {
+    use kiln::ir::BinaryOp;
+    use kiln::kernels::families::elementwise;
+    for w in [8usize, 7] {
+        for b_rows in [3usize, 1] {
+            let (a, b) = (values(3 * w, 31), values(b_rows * w, 32));
+            let mut g = Graph::new();
+            let ga = g.input("a", DType::F32, [3, w]).unwrap();
+            let gb = g.input("b", DType::F32, [b_rows, w]).unwrap();
+            let s = g.activation(Activation::Silu, ga).unwrap();
+            let y = g.binary(BinaryOp::Mul, s, gb).unwrap();
+            g.output(y).unwrap();
+            let want = evaluate(
+                &g,
+                &[],
+                &[
+                    ("a", HostTensor::from_f32(&[3, w], &a).unwrap()),
+                    ("b", HostTensor::from_f32(&[b_rows, w], &b).unwrap()),
+                ],
+            )
+            .unwrap();
+            // Tensors at 16-byte offsets (pack them rounded up to four words).
+            let pad = |v: &[f32]| {
+                let mut v = v.to_vec();
+                v.resize(v.len().next_multiple_of(4), 0.0);
+                v
+            };
+            let (arena, at) = pack(&[&pad(&a), &pad(&b)], 3 * w + 4);
+            let out = operand(at[2], &[3, w]);
+            let ops = elementwise::lower_act_binary(
+                &Op::Binary {
+                    kind: BinaryOp::Mul,
+                },
+                Activation::Silu,
+                &operand(at[0], &[3, w]),
+                &operand(at[1], &[b_rows, w]),
+                &out,
+            )
+            .unwrap();
+            let quads = if w % 4 == 0 { "binary_quads" } else { "binary" };
+            assert_eq!(ops[0].kernel.name, quads);
+            let got = run_dispatches(
+                &common::device(),
+                &arena,
+                &ops,
+                &[(out.offset as u64, (3 * w) as u64)],
+            )
+            .unwrap();
+            common::assert_close(
+                &floats(&got[0]),
+                &want[0].to_f32(),
+                1e-6,
+                1e-6,
+                &format!("silu(a) * b, rows of {w}, b with {b_rows} rows"),
+            );
+        }
+    }
+}

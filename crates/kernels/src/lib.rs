@@ -20,6 +20,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
     use families::*;
     vec![
         &elementwise::BINARY,
+        &elementwise::BINARY_QUADS,
         &elementwise::UNARY,
         &elementwise::WHERE,
         &matmul::MATMUL,

@@ -96,6 +96,48 @@ pub const BINARY: KernelDesc = KernelDesc {
     constants: &[],
 };
 
+/// [`BINARY`] a vec4 at a time (see [`as_quads`]).
+pub const BINARY_QUADS: KernelDesc = KernelDesc {
+    name: "binary_quads",
+    entry: "binary_quads",
+    bindings: &[
+        Binding::StorageReadWrite,
+        Binding::Uniform,
+        Binding::ArenaVec4,
+    ],
+    ..BINARY
+};
+
+/// The coalesced `dims` and `strides` of a binary op in units of vec4s, where every operand
+/// walks its innermost dim contiguously in a multiple of four and every other stride and every
+/// offset is a multiple of four (16-byte aligned); `None` otherwise.
+fn as_quads(
+    dims: &[usize],
+    strides: &[Vec<usize>],
+    offsets: [u32; 3],
+) -> Option<(Vec<usize>, Vec<Vec<usize>>)> {
+    let inner = *dims.last()?;
+    let aligned = inner.is_multiple_of(4)
+        && offsets.iter().all(|o| o.is_multiple_of(4))
+        && strides.iter().all(|st| {
+            st.last() == Some(&1) && st[..st.len() - 1].iter().all(|s| s.is_multiple_of(4))
+        });
+    if !aligned {
+        return None;
+    }
+    let mut quad_dims = dims.to_vec();
+    *quad_dims.last_mut()? /= 4;
+    let quad_strides = strides
+        .iter()
+        .map(|st| {
+            let mut q: Vec<usize> = st.iter().map(|s| s / 4).collect();
+            *q.last_mut().expect("checked above: a last stride of 1") = 1;
+            q
+        })
+        .collect();
+    Some((quad_dims, quad_strides))
+}
+
 pub const UNARY: KernelDesc = KernelDesc {
     name: "unary",
     file: "elementwise.wgsl",
@@ -215,6 +257,16 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
                 &out.dims,
                 &[0, 1].map(|i| broadcast_strides(&inputs[i].dims, &out.dims)),
             );
+            let offsets = [inputs[0].offset, inputs[1].offset, out.offset];
+            // Offsets stay in words; the quads kernel divides them.
+            let (kernel, dims, st, g, n) = match as_quads(&dims, &st, offsets) {
+                Some((dims, st)) => {
+                    let quads = numel / 4;
+                    let g = grid(op, quads, 64)?;
+                    (&BINARY_QUADS, dims, st, g, u32_of(op, "elements", quads)?)
+                }
+                None => (&BINARY, dims, st, g, n),
+            };
             let p = BinaryParams {
                 numel: n,
                 op: code,
@@ -228,7 +280,7 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
                 a_strides: pack_dims(op, &st[0])?,
                 b_strides: pack_dims(op, &st[1])?,
             };
-            Dispatch::new(&BINARY, &p, g.groups)
+            Dispatch::new(kernel, &p, g.groups)
         }
         Op::Activation { kind } => {
             let p = UnaryParams {
@@ -260,4 +312,22 @@ pub fn lower_act_binary(
     p.act_a = activation_id(act);
     d[0].params = bytemuck::bytes_of(&p).to_vec();
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quads_where_every_operand_walks_aligned_rows() {
+        let st = |v: &[usize]| v.to_vec();
+        // A [3, 8] plus a broadcast row of 8: quads of 2 per row.
+        let q = as_quads(&[3, 8], &[st(&[8, 1]), st(&[0, 1])], [0, 24, 48]).unwrap();
+        assert_eq!(q, (vec![3, 2], vec![st(&[2, 1]), st(&[0, 1])]));
+        // An innermost broadcast (stride 0), a row of 6, an odd offset: words.
+        assert!(as_quads(&[3, 8], &[st(&[8, 1]), st(&[1, 0])], [0, 24, 48]).is_none());
+        assert!(as_quads(&[3, 6], &[st(&[6, 1]), st(&[6, 1])], [0, 24, 48]).is_none());
+        assert!(as_quads(&[3, 8], &[st(&[8, 1]), st(&[8, 1])], [0, 26, 48]).is_none());
+        assert!(as_quads(&[], &[st(&[]), st(&[])], [0, 0, 0]).is_none());
+    }
 }
