@@ -206,16 +206,22 @@ fn split_k_adds_chunks_through_the_epilogue() {
 }
 
 /// A wide matmul with a short last wave: the rows of the whole waves in one dispatch, the rest
-/// as split-k (see `matmul::lower_split_k`), through the whole epilogue. 3 x 100 columns make
-/// 3 column tiles, so 88 row tiles (11264 rows) fill the 264 slots of a wave and 77 rows are
-/// left; k = 272 splits them into chunks of 144 and a ragged 128.
+/// apart (see `matmul::lower_split_k`), through the whole epilogue. 3 x 100 columns make 3
+/// column tiles, so 88 row tiles (11264 rows) fill the 264 slots of a wave. 77 rows left are
+/// ten 64x64 tiles, one round of the 64x64 kernel; 1800 rows left are 145, more than a round,
+/// so k = 272 splits them into chunks of 144 and a ragged 128.
 #[test]
-fn split_k_finishes_a_short_last_wave() {
+fn a_short_last_wave_runs_its_rows_apart() {
     let w = 100;
-    let case = SplitCase::new(88 * 128 + 77, 272, w, 9, 2 * 77 * 3 * w);
+    let case = SplitCase::new(88 * 128 + 77, 272, w, 9, 0);
+    case.check(
+        &["matmul_wide_vec4", "matmul_k8_vec4"],
+        "last wave on 64x64 tiles",
+    );
+    let case = SplitCase::new(88 * 128 + 1800, 272, w, 10, 2 * 1800 * 3 * w);
     case.check(
         &["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"],
-        "last-wave split",
+        "last wave split",
     );
 }
 

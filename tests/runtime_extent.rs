@@ -277,7 +277,7 @@ fn check_linear_extents(max_rows: usize, k: usize, n: usize, cases: &[(usize, &[
 /// dispatches a split does not need at other rows run empty. A small output with long k splits
 /// k at the bound (512 rows: 12 wide tiles, eight chunks) and at 40 rows, and runs the skinny
 /// kernel alone at 16; a wide output with a short last wave (88 x 3 tiles fill a wave, 77 rows
-/// are left) splits those rows at the bound, and runs one kernel at fewer rows.
+/// are left) runs those rows apart on 64x64 tiles at the bound, and one kernel at fewer rows.
 #[test]
 fn split_matmuls_follow_the_extent() {
     let split: &[&str] = &["matmul_wide_vec4", "matmul_split_sum"];
@@ -292,7 +292,7 @@ fn split_matmuls_follow_the_extent() {
             (300, split),
         ],
     );
-    let last_wave: &[&str] = &["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"];
+    let last_wave: &[&str] = &["matmul_wide_vec4", "matmul_k8_vec4"];
     check_linear_extents(
         88 * 128 + 77,
         256,

@@ -391,9 +391,9 @@ pub struct SplitWorkspace {
 /// dim). Where `workspace` is given and the output has too few 128x128 tiles to occupy the
 /// GPU's SMs, k may be split among workgroups ([`split_k_chunk`]): two
 /// dispatches, [`MATMUL_WIDE`] writing each chunk's partial products into the workspace and
-/// [`MATMUL_SPLIT_SUM`] adding them up through the epilogue; or where the wide tiles leave a
-/// short last wave, the rows of the whole waves unsplit and the rest split
-/// (`last_wave_split_dispatches`). The dispatch count thus depends on the shape: a caller
+/// [`MATMUL_SPLIT_SUM`] adding them up through the epilogue. Where the wide tiles leave a
+/// short last wave (with or without a workspace), the rows of the whole waves run apart from
+/// the rest (`last_wave_split_dispatches`). The dispatch count thus depends on the shape: a caller
 /// whose shapes change with the active extent keeps its count with [`fill_slots`].
 pub fn lower_split_k(
     op: &Op,
@@ -520,8 +520,8 @@ pub fn lower_split_k(
     // A wide tile over fewer rows than its 128 computes mostly padding (MiniLM's pooling, 32
     // batches of one row against 384 columns, took 37.5 µs on wide tiles, 22 on 64x64 ones).
     let wide = tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && rows >= WIDE_TILE && k > 0;
-    if let Some(ws) = workspace.filter(|_| !skinny && wide && batch <= 1) {
-        if let Some(ds) = last_wave_split_dispatches(op, &p, vec4_rows, ws)? {
+    if !skinny && wide && batch <= 1 {
+        if let Some(ds) = last_wave_split_dispatches(op, &p, vec4_rows, workspace)? {
             return Ok(ds);
         }
     }
@@ -537,13 +537,7 @@ pub fn lower_split_k(
     } else if wide {
         (wide_kernel(vec4_rows), Some([WIDE_TILE; 2]))
     } else {
-        let tiled = match (prefers_eight_groups(tiles([TILE; 2])), vec4_rows) {
-            (false, false) => &MATMUL,
-            (false, true) => &MATMUL_VEC4,
-            (true, false) => &MATMUL_K8,
-            (true, true) => &MATMUL_K8_VEC4,
-        };
-        (tiled, Some([TILE; 2]))
+        (tiled_kernel(tiles([TILE; 2]), vec4_rows), Some([TILE; 2]))
     };
     let groups = match tile {
         None => [
@@ -707,6 +701,17 @@ fn split_k_dispatches(
     ]))
 }
 
+/// The 64x64 kernel for an output of `tiles` 64x64 tiles: four k-groups, or eight where their
+/// waves fill the GPU better; loading rows as vec4s where they are aligned.
+fn tiled_kernel(tiles: usize, vec4_rows: bool) -> &'static KernelDesc {
+    match (prefers_eight_groups(tiles), vec4_rows) {
+        (false, false) => &MATMUL,
+        (false, true) => &MATMUL_VEC4,
+        (true, false) => &MATMUL_K8,
+        (true, true) => &MATMUL_K8_VEC4,
+    }
+}
+
 /// The 128x128 kernel, loading rows as vec4s where they are aligned.
 fn wide_kernel(vec4_rows: bool) -> &'static KernelDesc {
     if vec4_rows {
@@ -717,18 +722,21 @@ fn wide_kernel(vec4_rows: bool) -> &'static KernelDesc {
 }
 
 /// Where a wide matmul's 128x128 tiles fill whole waves of the GPU and leave a short last
-/// one, three dispatches: the rows of the whole waves as usual, then the remaining rows as a
-/// split-k matmul (its chunks and sum, see [`split_k_dispatches`]), or `None` where the split
-/// does not pay ([`split_k_chunk`] on the remaining tiles) or does not fit the workspace.
-/// The tiles of a short last wave run one per SM, each taking half a wave's time: MiniLM's
-/// Q/K/V at 32 x 128 rows has 288 tiles against 264 slots (the first 261 in one wave of 122
-/// µs on the H200, the last 27 in 60 more, sixth and eighth sessions' measurements).
+/// one: the rows of the whole waves as usual, then the remaining rows either on the 64x64
+/// kernels, where their 64x64 tiles fit one round of them (two dispatches), or else as a
+/// split-k matmul in `workspace` (its chunks and sum, see [`split_k_dispatches`]: three); `None`
+/// where neither applies (the split does not pay, [`split_k_chunk`], or there is no workspace).
+/// The tiles of a short last wave run one per SM: MiniLM's Q/K/V at 32 x 128 rows has 288
+/// tiles against 264 slots; its last 27 rows of tiles took 60 µs after a 122 µs wave on the
+/// H200 (sixth and eighth sessions), as split-k chunks and a sum 147.6 µs for the three
+/// dispatches in the model, and as 108 tiles of the eight-group 64x64 kernel 132.5 µs for the
+/// two (eleventh session, profiled; 25.9 µs for the tail alone).
 /// Unbatched outputs only: the rows are split by offsetting A and the outputs.
 fn last_wave_split_dispatches(
     op: &Op,
     p: &MatmulParams,
     vec4_rows: bool,
-    ws: SplitWorkspace,
+    workspace: Option<SplitWorkspace>,
 ) -> Result<Option<Vec<Dispatch>>, LowerError> {
     let (rows, n) = (p.m as usize, p.n as usize);
     let column_tiles = n.div_ceil(WIDE_TILE);
@@ -754,8 +762,26 @@ fn last_wave_split_dispatches(
         ..*p
     };
     let tail_tiles = tail_rows.div_ceil(WIDE_TILE) * column_tiles;
-    let Some(tail) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? else {
-        return Ok(None);
+    let small_tiles = tail_rows.div_ceil(TILE) * n.div_ceil(TILE);
+    let tail = if small_tiles <= CONCURRENT_WORKGROUPS / 2 {
+        // Few enough 64x64 tiles for one round of the 64x64 kernels: no partial sums.
+        vec![Dispatch::new(
+            tiled_kernel(small_tiles, vec4_rows),
+            &tail,
+            [
+                u32_of(op, "column tiles", n.div_ceil(TILE))?,
+                u32_of(op, "row tiles", tail_rows.div_ceil(TILE))?,
+                1,
+            ],
+        )]
+    } else {
+        let Some(ws) = workspace else {
+            return Ok(None);
+        };
+        let Some(tail) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? else {
+            return Ok(None);
+        };
+        tail
     };
     let head = MatmulParams {
         m: u32_of(op, "rows", head_rows)?,
@@ -1116,27 +1142,41 @@ mod tests {
             let out = Operand::new(1 << 25, &[m, n], DType::F32);
             lower_split_k(&op, &a, &b, true, Epilogue::default(), &[&out], ws).unwrap()
         };
-        // MiniLM's Q/K/V at 32 x 128: 288 tiles, 29 rows of 9 in the first wave.
-        let qkv = lower(4096, 384, 1152, Some(ws));
-        assert_eq!(
-            names(&qkv),
-            ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
-        );
+        // MiniLM's Q/K/V at 32 x 128: 288 tiles, 29 rows of 9 in the first wave; the other
+        // 384 rows are 108 tiles of 64x64, one round of the eight-group kernel.
+        let qkv = lower(4096, 384, 1152, None);
+        assert_eq!(names(&qkv), ["matmul_wide_vec4", "matmul_k8_vec4"]);
         let params: Vec<MatmulParams> = qkv
             .iter()
             .map(|d| bytemuck::pod_read_unaligned(&d.params))
             .collect();
         assert_eq!((params[0].m, params[0].k_chunk), (29 * 128, 0));
         assert_eq!(qkv[0].groups, [9, 29, 1]);
-        assert_eq!((params[1].m, params[1].k_chunk), (384, 128));
+        assert_eq!((params[1].m, params[1].k_chunk), (384, 0));
+        assert_eq!(qkv[1].groups, [18, 6, 1]);
+        assert_eq!(params[1].a_offset, 29 * 128 * 384);
+        assert_eq!(params[1].out_offsets[0], (1 << 25) + 29 * 128 * 1152);
+        assert_eq!(lower(4096, 384, 1152, Some(ws)).len(), 2);
+        // 640 rows past the wave are 180 tiles of 64x64, more than a round: split-k there,
+        // given a workspace (45 wide tiles in two chunks of 192).
+        let long = lower(29 * 128 + 640, 384, 1152, Some(ws));
+        assert_eq!(
+            names(&long),
+            ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
+        );
+        let params: Vec<MatmulParams> = long
+            .iter()
+            .map(|d| bytemuck::pod_read_unaligned(&d.params))
+            .collect();
+        assert_eq!((params[1].m, params[1].k_chunk), (640, 192));
         assert_eq!(params[1].a_offset, 29 * 128 * 384);
         assert_eq!(params[2].out_offsets[0], (1 << 25) + 29 * 128 * 1152);
-        assert_eq!(split_k_words(&qkv), 3 * 384 * 1152);
-        // Without a workspace, or where the last wave is not short (FFN up's 384 tiles: 120
-        // past the first wave) or its k too short to split, one dispatch.
-        assert_eq!(lower(4096, 384, 1152, None).len(), 1);
+        assert_eq!(split_k_words(&long), 2 * 640 * 1152);
+        assert_eq!(lower(29 * 128 + 640, 384, 1152, None).len(), 1);
+        // Where the last wave is not short (FFN up's 384 tiles: 120 past the first wave) or
+        // its k too short to split, one dispatch.
         assert_eq!(lower(4096, 384, 1536, Some(ws)).len(), 1);
-        assert_eq!(lower(4096, 200, 1152, Some(ws)).len(), 1);
+        assert_eq!(lower(29 * 128 + 640, 200, 1152, Some(ws)).len(), 1);
         // Whole waves only: 264 tiles exactly, and 4096^3 (1024 tiles, 232 past three waves).
         assert_eq!(lower(88 * 128, 384, 384, Some(ws)).len(), 1);
         assert_eq!(lower(4096, 4096, 4096, Some(ws)).len(), 1);
@@ -1144,7 +1184,7 @@ mod tests {
 
     #[test]
     fn fewer_dispatches_fill_a_steps_slots_with_empty_ones() {
-        let wide = matmul_dispatch(4096, 384, 1152);
+        let wide = matmul_dispatch(4096, 384, 1024);
         assert_eq!(wide.kernel.name, MATMUL_WIDE_VEC4.name);
         let sum = Dispatch {
             kernel: &MATMUL_SPLIT_SUM,
