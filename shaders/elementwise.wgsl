@@ -95,12 +95,9 @@ fn apply_binary(op: u32, a: f32, b: f32) -> f32 {
     }
 }
 
-@compute @workgroup_size(64)
-fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * bp.grid_width;
-    if (i >= bp.numel) {
-        return;
-    }
+// Where output element `i` (of `binary`, or vec4 `i` of `binary_quads`) finds its operands:
+// (a, b) offsets from a_offset and b_offset, in the units the shape and strides count.
+fn operand_offsets(i: u32) -> vec2<u32> {
     var rem = i;
     var ao = 0u;
     var bo = 0u;
@@ -118,6 +115,18 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
         ao += rem * bp.a_strides[0].x;
         bo += rem * bp.b_strides[0].x;
     }
+    return vec2<u32>(ao, bo);
+}
+
+@compute @workgroup_size(64)
+fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * bp.grid_width;
+    if (i >= bp.numel) {
+        return;
+    }
+    let at = operand_offsets(i);
+    let ao = at.x;
+    let bo = at.y;
     var a = arena[bp.a_offset + ao];
     if (bp.act_a != 0xffffffffu) {
         a = apply_unary(bp.act_a, a);
@@ -134,27 +143,12 @@ fn binary_quads(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= bp.numel) {
         return;
     }
-    var rem = i;
-    var ao = 0u;
-    var bo = 0u;
-    for (var d = i32(bp.rank) - 1; d > 0; d--) {
-        let q = u32(d) / 4u;
-        let r = u32(d) % 4u;
-        let size = bp.out_shape[q][r];
-        let c = rem % size;
-        rem = rem / size;
-        ao += c * bp.a_strides[q][r];
-        bo += c * bp.b_strides[q][r];
-    }
-    if (bp.rank > 0u) {
-        ao += rem * bp.a_strides[0].x;
-        bo += rem * bp.b_strides[0].x;
-    }
-    var a = arena4[bp.a_offset / 4u + ao];
+    let at = operand_offsets(i);
+    var a = arena4[bp.a_offset / 4u + at.x];
     if (bp.act_a != 0xffffffffu) {
         a = vec4<f32>(apply_unary(bp.act_a, a.x), apply_unary(bp.act_a, a.y), apply_unary(bp.act_a, a.z), apply_unary(bp.act_a, a.w));
     }
-    let b = arena4[bp.b_offset / 4u + bo];
+    let b = arena4[bp.b_offset / 4u + at.y];
     arena4[bp.out_offset / 4u + i] = vec4<f32>(
         apply_binary(bp.op, a.x, b.x),
         apply_binary(bp.op, a.y, b.y),

@@ -100,16 +100,16 @@ fn strided_copy(@builtin(global_invocation_id) gid: vec3<u32>) {
     arena[dst] = convert_word(arena[src]);
 }
 
-@compute @workgroup_size(64)
-fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * gp.grid_width;
-    let total = gp.outer * gp.num_indices * gp.inner;
-    if (i >= total) {
-        return;
-    }
-    // One division per element where the gather has no outer dims (an embedding lookup).
-    let row = i / gp.inner;
-    let inner_i = i - row * gp.inner;
+// Where output row `row` (num_indices of them per outer index) comes from: the table row's
+// offset in words from table_offset, unless its index lies outside the table (a kernel cannot
+// raise: such rows read as zeros).
+struct GatherSource {
+    at: u32,
+    inside: bool,
+}
+
+fn gather_source(row: u32) -> GatherSource {
+    // One division per row where the gather has no outer dims (an embedding lookup).
     var o = 0u;
     var j = row;
     if (gp.outer > 1u) {
@@ -117,10 +117,22 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
         j = row - o * gp.num_indices;
     }
     let index = bitcast<i32>(arena[gp.index_offset + j]);
-    // A kernel cannot raise: an index outside the table reads as zeros.
+    let inside = index >= 0i && u32(index) < gp.axis_size;
+    return GatherSource((o * gp.axis_size + u32(index)) * gp.inner, inside);
+}
+
+@compute @workgroup_size(64)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * gp.grid_width;
+    let total = gp.outer * gp.num_indices * gp.inner;
+    if (i >= total) {
+        return;
+    }
+    let row = i / gp.inner;
+    let source = gather_source(row);
     var v = 0.0;
-    if (index >= 0i && u32(index) < gp.axis_size) {
-        v = arena[gp.table_offset + (o * gp.axis_size + u32(index)) * gp.inner + inner_i];
+    if (source.inside) {
+        v = arena[gp.table_offset + source.at + i - row * gp.inner];
     }
     arena[gp.out_offset + i] = v;
 }
@@ -136,18 +148,10 @@ fn gather_quads(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let row = i / quads;
-    let q = i - row * quads;
-    var o = 0u;
-    var j = row;
-    if (gp.outer > 1u) {
-        o = row / gp.num_indices;
-        j = row - o * gp.num_indices;
-    }
-    let index = bitcast<i32>(arena[gp.index_offset + j]);
-    // As in `gather`: an index outside the table reads as zeros.
+    let source = gather_source(row);
     var v = vec4<f32>(0.0);
-    if (index >= 0i && u32(index) < gp.axis_size) {
-        v = arena4[(gp.table_offset + (o * gp.axis_size + u32(index)) * gp.inner) / 4u + q];
+    if (source.inside) {
+        v = arena4[(gp.table_offset + source.at) / 4u + i - row * quads];
     }
     arena4[gp.out_offset / 4u + i] = v;
 }

@@ -56,6 +56,34 @@ const BINARY: [BinaryOp; 7] = [
     BinaryOp::Pow,
 ];
 
+/// `a op b` for shapes `sa` and `sb` against the reference. Pow on a positive base keeps
+/// results real; division avoids tiny divisors.
+fn check_binary(op: BinaryOp, sa: &[usize], sb: &[usize], seed: u64) {
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, sa).unwrap();
+    let b = g.input("b", DType::F32, sb).unwrap();
+    let y = g.binary(op, a, b).unwrap();
+    g.output(y).unwrap();
+    let (lo, hi) = if op == BinaryOp::Pow {
+        (0.1, 3.0)
+    } else {
+        (-4.0, 4.0)
+    };
+    let ta = tensor(sa, seed, lo, hi);
+    let tb = if op == BinaryOp::Div {
+        tensor(sb, seed ^ 1, 0.5, 4.0)
+    } else {
+        tensor(sb, seed ^ 1, -3.0, 3.0)
+    };
+    let (gpu, cpu) = run_both(&g, &[("a", ta), ("b", tb)]);
+    let rel = if matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+        1e-5
+    } else {
+        0.0
+    };
+    common::assert_close(&gpu, &cpu, 0.0, rel, &format!("{op:?} {sa:?} {sb:?}"));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
@@ -63,18 +91,7 @@ proptest! {
     fn binary_broadcasting_matches_reference((sa, sb) in broadcast_pair(), swap in any::<bool>(), seed in any::<u64>()) {
         let (sa, sb) = if swap { (sb, sa) } else { (sa, sb) };
         for op in BINARY {
-            let mut g = Graph::new();
-            let a = g.input("a", DType::F32, sa.as_slice()).unwrap();
-            let b = g.input("b", DType::F32, sb.as_slice()).unwrap();
-            let y = g.binary(op, a, b).unwrap();
-            g.output(y).unwrap();
-            // Pow on a positive base keeps results real; division avoids tiny divisors.
-            let (lo, hi) = if op == BinaryOp::Pow { (0.1, 3.0) } else { (-4.0, 4.0) };
-            let ta = tensor(&sa, seed, lo, hi);
-            let tb = if op == BinaryOp::Div { tensor(&sb, seed ^ 1, 0.5, 4.0) } else { tensor(&sb, seed ^ 1, -3.0, 3.0) };
-            let (gpu, cpu) = run_both(&g, &[("a", ta), ("b", tb)]);
-            let rel = if matches!(op, BinaryOp::Div | BinaryOp::Pow) { 1e-5 } else { 0.0 };
-            common::assert_close(&gpu, &cpu, 0.0, rel, &format!("{op:?} {sa:?} {sb:?}"));
+            check_binary(op, &sa, &sb, seed);
         }
     }
 
@@ -108,28 +125,7 @@ fn quad_aligned_binaries_match_reference() {
         (vec![4], vec![4]),
     ] {
         for op in BINARY {
-            let mut g = Graph::new();
-            let a = g.input("a", DType::F32, sa.as_slice()).unwrap();
-            let b = g.input("b", DType::F32, sb.as_slice()).unwrap();
-            let y = g.binary(op, a, b).unwrap();
-            g.output(y).unwrap();
-            let (lo, hi) = if op == BinaryOp::Pow {
-                (0.1, 3.0)
-            } else {
-                (-4.0, 4.0)
-            };
-            let tb = if op == BinaryOp::Div {
-                tensor(&sb, 2, 0.5, 4.0)
-            } else {
-                tensor(&sb, 2, -3.0, 3.0)
-            };
-            let (gpu, cpu) = run_both(&g, &[("a", tensor(&sa, 1, lo, hi)), ("b", tb)]);
-            let rel = if matches!(op, BinaryOp::Div | BinaryOp::Pow) {
-                1e-5
-            } else {
-                0.0
-            };
-            common::assert_close(&gpu, &cpu, 0.0, rel, &format!("{op:?} {sa:?} {sb:?}"));
+            check_binary(op, &sa, &sb, 1);
         }
     }
 }
