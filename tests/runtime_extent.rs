@@ -305,3 +305,33 @@ fn split_matmuls_follow_the_extent() {
         ],
     );
 }
+
+/// A step whose bound lowering is one dispatch (16384 rows x 384: a wave of 264 tiles and 120
+/// more, too many to run apart, with k = 200 too short to split) falls back to one dispatch at
+/// an extent where its own lowering would run a short last wave apart (12544 rows: 30 tiles
+/// past the wave, 120 of 64x64) and so need more dispatches than the step recorded.
+#[test]
+fn a_split_that_does_not_fit_the_recorded_dispatches_falls_back_to_one() {
+    let _counting = PIPELINE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    let (max_rows, rows, k, n) = (16384, 12544, 200, 384);
+    let (g, params) = linear_graph(max_rows, k, n);
+    let mut bounded = compile(&dev, &g, &params);
+    assert_eq!(bounded.kernel_names(), ["matmul_wide_vec4"]);
+    let exact_graph = g.bind(&DimBinding::new().with("rows", rows)).unwrap();
+    let mut exact = compile(&dev, &exact_graph, &params);
+    assert_eq!(exact.kernel_names(), ["matmul_wide_vec4", "matmul_k8_vec4"]);
+    let x = HostTensor::from_f32(&[rows, k], &values(rows * k, 7)).unwrap();
+    let ins = [("x", x)];
+    let want = run(&mut exact, &ins);
+    let got = run(&mut bounded, &ins);
+    assert_eq!(bounded.kernel_names(), ["matmul_wide_vec4"]);
+    // The tail's rows are summed by another kernel in another order.
+    common::assert_close(
+        &got[0].to_f32(),
+        &want[0].to_f32(),
+        1e-5,
+        1e-5,
+        "12544 rows",
+    );
+}

@@ -392,8 +392,10 @@ pub struct SplitWorkspace {
 /// GPU's SMs, k may be split among workgroups ([`split_k_chunk`]): two
 /// dispatches, [`MATMUL_WIDE`] writing each chunk's partial products into the workspace and
 /// [`MATMUL_SPLIT_SUM`] adding them up through the epilogue. Where the wide tiles leave a
-/// short last wave (with or without a workspace), the rows of the whole waves run apart from
-/// the rest (`last_wave_split_dispatches`). The dispatch count thus depends on the shape: a caller
+/// short last wave, the rows of the whole waves run apart from the rest
+/// (`last_wave_split_dispatches`). Without a workspace every matmul is one dispatch (what a
+/// step re-lowered at another extent falls back to); with one, the dispatch count depends on
+/// the shape: a caller
 /// whose shapes change with the active extent keeps its count with [`fill_slots`].
 pub fn lower_split_k(
     op: &Op,
@@ -520,8 +522,10 @@ pub fn lower_split_k(
     // A wide tile over fewer rows than its 128 computes mostly padding (MiniLM's pooling, 32
     // batches of one row against 384 columns, took 37.5 µs on wide tiles, 22 on 64x64 ones).
     let wide = tiles([WIDE_TILE; 2]) >= WIDE_MIN_TILES && rows >= WIDE_TILE && k > 0;
-    if !skinny && wide && batch <= 1 {
-        if let Some(ds) = last_wave_split_dispatches(op, &p, vec4_rows, workspace)? {
+    // Without a workspace the caller wants one dispatch (a step re-lowered at another
+    // extent falls back to that when its split does not fit its recorded dispatches).
+    if let Some(ws) = workspace.filter(|_| !skinny && wide && batch <= 1) {
+        if let Some(ds) = last_wave_split_dispatches(op, &p, vec4_rows, ws)? {
             return Ok(ds);
         }
     }
@@ -724,8 +728,9 @@ fn wide_kernel(vec4_rows: bool) -> &'static KernelDesc {
 /// Where a wide matmul's 128x128 tiles fill whole waves of the GPU and leave a short last
 /// one: the rows of the whole waves as usual, then the remaining rows either on the 64x64
 /// kernels, where their 64x64 tiles fit one round of them (two dispatches), or else as a
-/// split-k matmul in `workspace` (its chunks and sum, see [`split_k_dispatches`]: three); `None`
-/// where neither applies (the split does not pay, [`split_k_chunk`], or there is no workspace).
+/// split-k matmul in `ws` (its chunks and sum, see [`split_k_dispatches`]: three); `None`
+/// where neither applies (the split does not pay, [`split_k_chunk`]). Only where the caller
+/// offers a workspace: without one it wants a single dispatch, even for the 64x64 tail.
 /// The tiles of a short last wave run one per SM: MiniLM's Q/K/V at 32 x 128 rows has 288
 /// tiles against 264 slots; its last 27 rows of tiles took 60 µs after a 122 µs wave on the
 /// H200 (sixth and eighth sessions), as split-k chunks and a sum 147.6 µs for the three
@@ -736,7 +741,7 @@ fn last_wave_split_dispatches(
     op: &Op,
     p: &MatmulParams,
     vec4_rows: bool,
-    workspace: Option<SplitWorkspace>,
+    ws: SplitWorkspace,
 ) -> Result<Option<Vec<Dispatch>>, LowerError> {
     let (rows, n) = (p.m as usize, p.n as usize);
     let column_tiles = n.div_ceil(WIDE_TILE);
@@ -775,9 +780,6 @@ fn last_wave_split_dispatches(
             ],
         )]
     } else {
-        let Some(ws) = workspace else {
-            return Ok(None);
-        };
         let Some(tail) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? else {
             return Ok(None);
         };
@@ -1144,7 +1146,7 @@ mod tests {
         };
         // MiniLM's Q/K/V at 32 x 128: 288 tiles, 29 rows of 9 in the first wave; the other
         // 384 rows are 108 tiles of 64x64, one round of the eight-group kernel.
-        let qkv = lower(4096, 384, 1152, None);
+        let qkv = lower(4096, 384, 1152, Some(ws));
         assert_eq!(names(&qkv), ["matmul_wide_vec4", "matmul_k8_vec4"]);
         let params: Vec<MatmulParams> = qkv
             .iter()
@@ -1156,7 +1158,9 @@ mod tests {
         assert_eq!(qkv[1].groups, [18, 6, 1]);
         assert_eq!(params[1].a_offset, 29 * 128 * 384);
         assert_eq!(params[1].out_offsets[0], (1 << 25) + 29 * 128 * 1152);
-        assert_eq!(lower(4096, 384, 1152, Some(ws)).len(), 2);
+        // Without a workspace, one dispatch: the fallback of a step whose split at another
+        // extent does not fit its recorded dispatches.
+        assert_eq!(lower(4096, 384, 1152, None).len(), 1);
         // 640 rows past the wave are 180 tiles of 64x64, more than a round: split-k there,
         // given a workspace (45 wide tiles in two chunks of 192).
         let long = lower(29 * 128 + 640, 384, 1152, Some(ws));
