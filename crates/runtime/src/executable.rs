@@ -151,8 +151,8 @@ pub struct Executable {
     last_cpu_ns: u64,
     /// Which kernels the device lets the lowering pick (the same at every extent).
     fit: KernelFit,
-    /// The split-k workspace as allocated (the words the lowering at the bounds used), offered
-    /// again when steps that follow the extent are lowered anew.
+    /// The split-k workspace as allocated (the words the lowering at the bounds used, possibly
+    /// none), offered again when steps that follow the extent are lowered anew.
     workspace: Option<SplitWorkspace>,
 }
 
@@ -206,15 +206,16 @@ impl Executable {
             workspace_words = workspace_words.max(split_k_words(&d));
             lowered.push((d, step));
         }
-        let workspace = workspace
-            .filter(|_| workspace_words > 0)
-            .map(|w| SplitWorkspace {
-                words: workspace_words,
-                ..w
-            });
+        // The words the lowering at the bounds used (possibly none: a last wave run apart on
+        // 64x64 tiles needs no partial sums, but the offer keeps steps at other extents
+        // lowering alike).
+        let workspace = workspace.map(|w| SplitWorkspace {
+            words: workspace_words,
+            ..w
+        });
         let arena_bytes = match workspace {
-            Some(w) => u64::from(w.offset) * 4 + w.words as u64 * 4,
-            None => plan.arena_bytes,
+            Some(w) if w.words > 0 => u64::from(w.offset) * 4 + w.words as u64 * 4,
+            _ => plan.arena_bytes,
         };
         // An allocation the device cannot make (out of memory) or refuses becomes a typed
         // error below instead of wgpu's default panic. (Early returns drop the guards, which
