@@ -192,17 +192,24 @@ impl SplitCase {
 /// Split-k (`matmul_wide` writing each chunk's partial products into a workspace, then
 /// `matmul_split_sum` adding them through the epilogue) with everything the epilogue does:
 /// bias, GELU and the QKV split-write; k = 1100 makes six chunks of 160 and a ragged last
-/// one of 140. A workspace too small for the partial products keeps one dispatch.
+/// one of 140. Outputs 40 wide are summed a column quad per invocation, 42 wide (no quad may
+/// straddle two outputs) a value per invocation. A workspace too small for the partial
+/// products keeps one dispatch.
 #[test]
 fn split_k_adds_chunks_through_the_epilogue() {
-    let (m, w) = (150, 40);
-    let case = SplitCase::new(m, 1100, w, 4, 7 * m * 3 * w);
+    let m = 150;
+    let case = SplitCase::new(m, 1100, 40, 4, 7 * m * 3 * 40);
     let too_small = matmul::SplitWorkspace {
         words: case.workspace.words - 1,
         ..case.workspace
     };
     assert_eq!(case.lower(Some(too_small)).len(), 1);
-    case.check(&["matmul_wide_vec4", "matmul_split_sum"], "split-k");
+    case.check(&["matmul_wide_vec4", "matmul_split_sum_quads"], "split-k");
+    let case = SplitCase::new(m, 1100, 42, 5, 7 * m * 3 * 42);
+    case.check(
+        &["matmul_wide_vec4", "matmul_split_sum"],
+        "split-k by values",
+    );
 }
 
 /// A wide matmul with a short last wave: the rows of the whole waves in one dispatch, the rest
@@ -220,7 +227,11 @@ fn a_short_last_wave_runs_its_rows_apart() {
     );
     let case = SplitCase::new(88 * 128 + 1800, 272, w, 10, 2 * 1800 * 3 * w);
     case.check(
-        &["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"],
+        &[
+            "matmul_wide_vec4",
+            "matmul_wide_vec4",
+            "matmul_split_sum_quads",
+        ],
         "last wave split",
     );
 }

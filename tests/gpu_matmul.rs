@@ -420,7 +420,7 @@ fn planned_split_k_matches_the_reference() {
         &params,
         &inputs,
         k,
-        ["matmul_wide_vec4", "matmul_split_sum"],
+        ["matmul_wide_vec4", "matmul_split_sum_quads"],
     );
 
     let k = 1030;

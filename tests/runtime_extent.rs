@@ -280,7 +280,7 @@ fn check_linear_extents(max_rows: usize, k: usize, n: usize, cases: &[(usize, &[
 /// are left) runs those rows apart on 64x64 tiles at the bound, and one kernel at fewer rows.
 #[test]
 fn split_matmuls_follow_the_extent() {
-    let split: &[&str] = &["matmul_wide_vec4", "matmul_split_sum"];
+    let split: &[&str] = &["matmul_wide_vec4", "matmul_split_sum_quads"];
     check_linear_extents(
         512,
         1536,

@@ -35,6 +35,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &matmul::MATMUL_SKINNY_NARROW_VEC4,
         &matmul::MATMUL_COOP,
         &matmul::MATMUL_SPLIT_SUM,
+        &matmul::MATMUL_SPLIT_SUM_QUADS,
         &norm::NORM,
         &norm::NORM_MANY_ROWS,
         &movement::STRIDED_COPY,

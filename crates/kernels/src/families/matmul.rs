@@ -693,16 +693,47 @@ fn split_k_dispatches(
                 u32_of(op, "batches", batch * splits)?,
             ],
         ),
-        Dispatch::new(
-            &MATMUL_SPLIT_SUM,
-            &sum,
-            [
-                u32_of(op, "column groups", n.div_ceil(SPLIT_SUM_COLUMNS))?,
-                u32_of(op, "rows", rows)?,
-                u32_of(op, "batches", batch)?,
-            ],
-        ),
+        split_sum_dispatch(op, &sum, rows, batch)?,
     ]))
+}
+
+/// The chunks' sum of a split-k matmul with params `sum`: a column quad per invocation where
+/// [`MATMUL_SPLIT_SUM_QUADS`] applies, else a value per invocation.
+fn split_sum_dispatch(
+    op: &Op,
+    sum: &MatmulParams,
+    rows: usize,
+    batch: usize,
+) -> Result<Dispatch, LowerError> {
+    let n = sum.n as usize;
+    let quads = sum.a_offset.is_multiple_of(4)
+        && sum.n.is_multiple_of(4)
+        && sum.split_width.is_multiple_of(4);
+    let (kernel, groups) = if quads {
+        (
+            &MATMUL_SPLIT_SUM_QUADS,
+            [
+                n.div_ceil(4 * SPLIT_SUM_QUAD_COLUMNS),
+                rows.div_ceil(SPLIT_SUM_QUAD_ROWS),
+            ],
+        )
+    } else {
+        (&MATMUL_SPLIT_SUM, [n.div_ceil(SPLIT_SUM_COLUMNS), rows])
+    };
+    Ok(Dispatch::new(
+        kernel,
+        sum,
+        [
+            u32_of(op, "column groups", groups[0])?,
+            u32_of(op, "row groups", groups[1])?,
+            u32_of(op, "batches", batch)?,
+        ],
+    ))
+}
+
+/// Whether `kernel` adds up a split-k matmul's chunks (either form).
+fn is_split_sum(kernel: &KernelDesc) -> bool {
+    kernel.name == MATMUL_SPLIT_SUM.name || kernel.name == MATMUL_SPLIT_SUM_QUADS.name
 }
 
 /// The 64x64 kernel for an output of `tiles` 64x64 tiles: four k-groups, or eight where their
@@ -818,9 +849,7 @@ pub fn fill_slots(ds: Vec<Dispatch>, slots: &[&'static KernelDesc]) -> Option<Ve
         })
     };
     let missing = slots.len() - ds.len();
-    let ends_in_sum = ds
-        .last()
-        .is_some_and(|d| d.kernel.name == MATMUL_SPLIT_SUM.name);
+    let ends_in_sum = ds.last().is_some_and(|d| is_split_sum(d.kernel));
     if ends_in_sum {
         let mut out: Vec<Dispatch> = slots[..missing]
             .iter()
@@ -842,7 +871,7 @@ pub fn fill_slots(ds: Vec<Dispatch>, slots: &[&'static KernelDesc]) -> Option<Ve
 pub fn split_k_words(dispatches: &[Dispatch]) -> usize {
     dispatches
         .iter()
-        .filter(|d| d.kernel.name == MATMUL_SPLIT_SUM.name)
+        .filter(|d| is_split_sum(d.kernel))
         .map(|d| {
             // Written by `split_k_dispatches` from a `MatmulParams`.
             let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
@@ -873,9 +902,40 @@ pub const MATMUL_SPLIT_SUM: KernelDesc = KernelDesc {
     constants: &[],
 };
 
+/// Column quads per workgroup of [`MATMUL_SPLIT_SUM_QUADS`] (per row), and its rows.
+const SPLIT_SUM_QUAD_COLUMNS: usize = 32;
+const SPLIT_SUM_QUAD_ROWS: usize = 8;
+
+/// [`MATMUL_SPLIT_SUM`] a column quad per invocation (vec4 loads of the partial products),
+/// where the workspace offset, n and the split width are multiples of four. MiniLM's FFN down
+/// at 32 x 128 rows (four chunks of 4096 x 384) takes one workgroup per 8 rows instead of
+/// one per 64 values.
+pub const MATMUL_SPLIT_SUM_QUADS: KernelDesc = KernelDesc {
+    name: "matmul_split_sum_quads",
+    entry: "matmul_split_sum_quads",
+    workgroup_size: [(SPLIT_SUM_QUAD_COLUMNS * SPLIT_SUM_QUAD_ROWS) as u32, 1, 1],
+    ..MATMUL_SPLIT_SUM
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_split_sum_quad_constants_match_the_shader() {
+        let source = MATMUL_SPLIT_SUM_QUADS.source;
+        assert!(source.contains(&format!(
+            "const SUM_QUAD_COLUMNS: u32 = {SPLIT_SUM_QUAD_COLUMNS}u;"
+        )));
+        assert!(source.contains(&format!(
+            "const SUM_QUAD_ROWS: u32 = {SPLIT_SUM_QUAD_ROWS}u;"
+        )));
+        assert_eq!(
+            MATMUL_SPLIT_SUM_QUADS.invocations() as usize,
+            SPLIT_SUM_QUAD_COLUMNS * SPLIT_SUM_QUAD_ROWS
+        );
+        assert!(source.contains("@workgroup_size(256, 1, 1)\nfn matmul_split_sum_quads"));
+    }
     use kiln_ir::DType;
 
     fn names(ds: &[Dispatch]) -> Vec<&'static str> {
@@ -1166,7 +1226,11 @@ mod tests {
         let long = lower(29 * 128 + 640, 384, 1152, Some(ws));
         assert_eq!(
             names(&long),
-            ["matmul_wide_vec4", "matmul_wide_vec4", "matmul_split_sum"]
+            [
+                "matmul_wide_vec4",
+                "matmul_wide_vec4",
+                "matmul_split_sum_quads"
+            ]
         );
         let params: Vec<MatmulParams> = long
             .iter()
@@ -1250,9 +1314,38 @@ mod tests {
         };
         assert_eq!(names(&lower(&a, &out, None)).len(), 1);
         let mut split = lower(&a, &out, Some(ws));
-        assert_eq!(names(&split), ["matmul_wide_vec4", "matmul_split_sum"]);
+        assert_eq!(
+            names(&split),
+            ["matmul_wide_vec4", "matmul_split_sum_quads"]
+        );
+        // 384 columns in 12 workgroups of 32 quads, 512 rows in 64 of 8.
+        assert_eq!(split[1].groups, [3, 64, 1]);
         use_cooperative(&mut split).unwrap();
-        assert_eq!(names(&split), ["matmul_wide_vec4", "matmul_split_sum"]);
+        assert_eq!(
+            names(&split),
+            ["matmul_wide_vec4", "matmul_split_sum_quads"]
+        );
+        // A workspace off 16 bytes, or columns not in quads: a value per invocation.
+        let odd_ws = SplitWorkspace {
+            offset: ws.offset + 2,
+            ..ws
+        };
+        let scalar = lower(&a, &out, Some(odd_ws));
+        assert_eq!(names(&scalar), ["matmul_wide_vec4", "matmul_split_sum"]);
+        assert_eq!(scalar[1].groups, [6, 512, 1]);
+        let b_odd = Operand::new(1 << 20, &[382, 1536], DType::F32);
+        let out_odd = Operand::new(2 << 20, &[512, 382], DType::F32);
+        let odd = lower_split_k(
+            &op,
+            &a,
+            &b_odd,
+            true,
+            Epilogue::default(),
+            &[&out_odd],
+            Some(ws),
+        )
+        .unwrap();
+        assert_eq!(names(&odd), ["matmul_wide_vec4", "matmul_split_sum"]);
         let rows16 = Operand::new(0, &[16, 1536], DType::F32);
         let out16 = Operand::new(2 << 20, &[16, 384], DType::F32);
         assert_eq!(
