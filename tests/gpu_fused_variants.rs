@@ -216,7 +216,8 @@ fn split_k_adds_chunks_through_the_epilogue() {
 /// apart (see `matmul::lower_split_k`), through the whole epilogue. 3 x 100 columns make 3
 /// column tiles, so 88 row tiles (11264 rows) fill the 264 slots of a wave. 77 rows left are
 /// ten 64x64 tiles, one round of the 64x64 kernel; 1800 rows left are 145, more than a round,
-/// so k = 272 splits them into chunks of 144 and a ragged 128.
+/// so k = 272 splits them into chunks of 144 and a ragged 128, and k = 200 (too short to
+/// split) leaves them 45 wide tiles in a dispatch of their own.
 #[test]
 fn a_short_last_wave_runs_its_rows_apart() {
     let w = 100;
@@ -233,6 +234,13 @@ fn a_short_last_wave_runs_its_rows_apart() {
             "matmul_split_sum_quads",
         ],
         "last wave split",
+    );
+    // With k = 200 the 1800 rows do not split (chunks under 128): their 45 wide tiles run in
+    // a dispatch of their own.
+    let case = SplitCase::new(88 * 128 + 1800, 200, w, 11, 0);
+    case.check(
+        &["matmul_wide_vec4", "matmul_wide_vec4"],
+        "last wave on wide tiles",
     );
 }
 

@@ -306,7 +306,7 @@ fn split_matmuls_follow_the_extent() {
     );
 }
 
-/// A step whose bound lowering is one dispatch (16384 rows x 384: a wave of 264 tiles and 120
+/// A step whose bound lowering is one dispatch (17024 rows x 384: a wave of 264 tiles and 135
 /// more, too many to run apart, with k = 200 too short to split) falls back to one dispatch at
 /// an extent where its own lowering would run a short last wave apart (12544 rows: 30 tiles
 /// past the wave, 120 of 64x64) and so need more dispatches than the step recorded.
@@ -314,7 +314,7 @@ fn split_matmuls_follow_the_extent() {
 fn a_split_that_does_not_fit_the_recorded_dispatches_falls_back_to_one() {
     let _counting = PIPELINE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
     let dev = common::device();
-    let (max_rows, rows, k, n) = (16384, 12544, 200, 384);
+    let (max_rows, rows, k, n) = (17024, 12544, 200, 384);
     let (g, params) = linear_graph(max_rows, k, n);
     let mut bounded = compile(&dev, &g, &params);
     assert_eq!(bounded.kernel_names(), ["matmul_wide_vec4"]);

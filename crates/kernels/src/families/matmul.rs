@@ -810,11 +810,23 @@ fn last_wave_split_dispatches(
                 1,
             ],
         )]
+    } else if let Some(split) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? {
+        split
+    } else if tail_tiles <= CONCURRENT_WORKGROUPS / 2 {
+        // At most one wide tile per SM: in a dispatch of their own they start on an idle GPU,
+        // one per SM, instead of wherever the first wave frees a slot (two to an SM take
+        // 1.8x as long as one).
+        vec![Dispatch::new(
+            wide_kernel(vec4_rows),
+            &tail,
+            [
+                u32_of(op, "column tiles", column_tiles)?,
+                u32_of(op, "row tiles", tail_rows.div_ceil(WIDE_TILE))?,
+                1,
+            ],
+        )]
     } else {
-        let Some(tail) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? else {
-            return Ok(None);
-        };
-        tail
+        return Ok(None);
     };
     let head = MatmulParams {
         m: u32_of(op, "rows", head_rows)?,
@@ -1241,10 +1253,20 @@ mod tests {
         assert_eq!(params[2].out_offsets[0], (1 << 25) + 29 * 128 * 1152);
         assert_eq!(split_k_words(&long), 2 * 640 * 1152);
         assert_eq!(lower(29 * 128 + 640, 384, 1152, None).len(), 1);
-        // Where the last wave is not short (FFN up's 384 tiles: 120 past the first wave) or
-        // its k too short to split, one dispatch.
-        assert_eq!(lower(4096, 384, 1536, Some(ws)).len(), 1);
-        assert_eq!(lower(29 * 128 + 640, 200, 1152, Some(ws)).len(), 1);
+        // FFN up at 32 x 128: 384 tiles, 22 rows of 12 in the first wave; the last 1280 rows
+        // are 480 tiles of 64x64 (more than a round) and too short in k to split: their 120
+        // wide tiles in a dispatch of their own, one per SM.
+        let ffn_up = lower(4096, 384, 1536, Some(ws));
+        assert_eq!(names(&ffn_up), ["matmul_wide_vec4", "matmul_wide_vec4"]);
+        assert_eq!(ffn_up[0].groups, [12, 22, 1]);
+        assert_eq!(ffn_up[1].groups, [12, 10, 1]);
+        let tail: MatmulParams = bytemuck::pod_read_unaligned(&ffn_up[1].params);
+        assert_eq!((tail.m, tail.k_chunk), (1280, 0));
+        assert_eq!(tail.a_offset, 22 * 128 * 384);
+        assert_eq!(tail.out_offsets[0], (1 << 25) + 22 * 128 * 1536);
+        assert_eq!(lower(4096, 384, 1536, None).len(), 1);
+        // More wide tiles past the waves than SMs, and k too short to split: one dispatch.
+        assert_eq!(lower(22 * 128 + 1409 * 11, 200, 1536, Some(ws)).len(), 1);
         // Whole waves only: 264 tiles exactly, and 4096^3 (1024 tiles, 232 past three waves).
         assert_eq!(lower(88 * 128, 384, 384, Some(ws)).len(), 1);
         assert_eq!(lower(4096, 4096, 4096, Some(ws)).len(), 1);
