@@ -277,7 +277,8 @@ fn check_linear_extents(max_rows: usize, k: usize, n: usize, cases: &[(usize, &[
 /// dispatches a split does not need at other rows run empty. A small output with long k splits
 /// k at the bound (512 rows: 12 wide tiles, eight chunks) and at 40 rows, and runs the skinny
 /// kernel alone at 16; a wide output with a short last wave (88 x 3 tiles fill a wave, 77 rows
-/// are left) runs those rows apart on 64x64 tiles at the bound, and one kernel at fewer rows.
+/// are left) runs those rows apart on 64x64 tiles at the bound, and one kernel at fewer rows;
+/// with 1800 rows left (and k too short to split) on wide tiles of their own.
 #[test]
 fn split_matmuls_follow_the_extent() {
     let split: &[&str] = &["matmul_wide_vec4", "matmul_split_sum_quads"];
@@ -302,6 +303,21 @@ fn split_matmuls_follow_the_extent() {
             (3000, &["matmul_k8_vec4"]),
             (88 * 128 + 77, last_wave),
             (7, &["matmul_skinny_narrow_vec4"]),
+        ],
+    );
+    // 1800 rows past the wave at k = 200 (too short to split, 174 tiles of 64x64): their 45
+    // wide tiles in a dispatch of their own at the bound; 77 rows past it on 64x64 tiles, and
+    // one kernel at fewer rows, in the same two slots.
+    let wide_tail: &[&str] = &["matmul_wide_vec4", "matmul_wide_vec4"];
+    check_linear_extents(
+        88 * 128 + 1800,
+        200,
+        384,
+        &[
+            (88 * 128 + 1800, wide_tail),
+            (88 * 128 + 77, last_wave),
+            (3000, &["matmul_k8_vec4"]),
+            (88 * 128 + 1800, wide_tail),
         ],
     );
 }

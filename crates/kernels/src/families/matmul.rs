@@ -759,8 +759,10 @@ fn wide_kernel(vec4_rows: bool) -> &'static KernelDesc {
 /// Where a wide matmul's 128x128 tiles fill whole waves of the GPU and leave a short last
 /// one: the rows of the whole waves as usual, then the remaining rows either on the 64x64
 /// kernels, where their 64x64 tiles fit one round of them (two dispatches), or else as a
-/// split-k matmul in `ws` (its chunks and sum, see [`split_k_dispatches`]: three); `None`
-/// where neither applies (the split does not pay, [`split_k_chunk`]). Only where the caller
+/// split-k matmul in `ws` (its chunks and sum, see [`split_k_dispatches`]: three), or else,
+/// where they are at most one wide tile per SM, as wide tiles in a dispatch of their own
+/// (two: MiniLM's FFN up, whose 120 tail tiles otherwise land two to an SM by a race);
+/// `None` where none applies. Only where the caller
 /// offers a workspace: without one it wants a single dispatch, even for the 64x64 tail.
 /// The tiles of a short last wave run one per SM: MiniLM's Q/K/V at 32 x 128 rows has 288
 /// tiles against 264 slots; its last 27 rows of tiles took 60 µs after a 122 µs wave on the
