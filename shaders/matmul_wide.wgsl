@@ -13,6 +13,10 @@
 // twice the barriers, a 4096^3 linear took 5.5 ms against 4.6); the next stage's values are read from global
 // memory into registers while the current one is multiplied. Staged slices are not padded
 // but swizzled (see `swizzle`), so both fit WebGPU's default 16 KiB of workgroup memory.
+//
+// The epilogue, `store_tile`, is appended from one of two files: matmul_wide_staged.wgsl (the
+// tile through workgroup memory, for any output layout) or matmul_wide_quads.wgsl (column
+// quads straight from registers, for 16-byte aligned outputs).
 
 const WT: u32 = 128u;
 const WK: u32 = 16u;
@@ -75,42 +79,6 @@ fn store_stage(s: Stage, tid: u32) {
         wb[k * WT4 + ((tid % 32u) ^ swizzle(k))] = s.b0;
         wb[(k + 8u) * WT4 + ((tid % 32u) ^ swizzle(k + 8u))] = s.b1;
     }
-}
-
-// Stores pass q of the epilogue: staged row l is accumulator row 2q + l % 2 of invocation row
-// ty = l / 2, i.e. tile row (q / 2) * 64 + ty * 4 + (q % 2) * 2 + l % 2. Ends with a barrier, so
-// that the next pass may overwrite the staged rows.
-fn store_pass(col: OutColumn, row0: u32, q: u32, tid: u32) {
-    let c = tid % WT;
-    let at = tid / WT * WT4 + c / 4u;
-    let first = (q / 2u) * 64u + (q % 2u) * 2u;
-    for (var i = 0u; i < 8u; i++) {
-        let l = tid / WT + 2u * i;
-        store_in_column(col, row0 + first + (l / 2u) * 4u + l % 2u, wa[at + i * 2u * WT4][c % 4u]);
-    }
-    for (var i = 0u; i < 8u; i++) {
-        let l = 16u + tid / WT + 2u * i;
-        store_in_column(col, row0 + first + (l / 2u) * 4u + l % 2u, wb[at + i * 2u * WT4][c % 4u]);
-    }
-    workgroupBarrier();
-}
-
-// Stages accumulator rows 2q and 2q + 1 of the invocation (see `store_pass`): rows ty * 2 and
-// ty * 2 + 1 of the pass, in `wa` for ty < 8 (a warp's two ty agree).
-fn stage_rows(ty: u32, tx: u32, l0: vec4<f32>, h0: vec4<f32>, l1: vec4<f32>, h1: vec4<f32>) {
-    let lo = (ty % 8u) * 2u * WT4 + tx;
-    if (ty < 8u) {
-        wa[lo] = l0;
-        wa[lo + 16u] = h0;
-        wa[lo + WT4] = l1;
-        wa[lo + WT4 + 16u] = h1;
-    } else {
-        wb[lo] = l0;
-        wb[lo + 16u] = h0;
-        wb[lo + WT4] = l1;
-        wb[lo + WT4 + 16u] = h1;
-    }
-    workgroupBarrier();
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -420,16 +388,6 @@ fn matmul_wide(
         workgroupBarrier();
     }
 
-    // The tile leaves through workgroup memory in four passes of 32 rows (16 KiB, the staging
-    // space), pass q holding accumulator rows 2q and 2q + 1 of every invocation; invocation tid
-    // then stores column tid % 128 of every other row of the pass (see `OutColumn`).
-    let col = out_column(wid.z * p.m * p.out_stride_m, col0 + tid % WT);
-    stage_rows(ty, tx, c0l, c0h, c1l, c1h);
-    store_pass(col, row0, 0u, tid);
-    stage_rows(ty, tx, c2l, c2h, c3l, c3h);
-    store_pass(col, row0, 1u, tid);
-    stage_rows(ty, tx, c4l, c4h, c5l, c5h);
-    store_pass(col, row0, 2u, tid);
-    stage_rows(ty, tx, c6l, c6h, c7l, c7h);
-    store_pass(col, row0, 3u, tid);
+    store_tile(tid, wid, row0, col0, tx, ty, c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h, c4l, c4h,
+        c5l, c5h, c6l, c6h, c7l, c7h);
 }

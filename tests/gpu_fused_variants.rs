@@ -192,9 +192,10 @@ impl SplitCase {
 /// Split-k (`matmul_wide` writing each chunk's partial products into a workspace, then
 /// `matmul_split_sum` adding them through the epilogue) with everything the epilogue does:
 /// bias, GELU and the QKV split-write; k = 1100 makes six chunks of 160 and a ragged last
-/// one of 140. Outputs 40 wide are summed a column quad per invocation, 42 wide (no quad may
-/// straddle two outputs) a value per invocation. A workspace too small for the partial
-/// products keeps one dispatch.
+/// one of 140. Outputs 40 wide are summed a column quad per invocation (the partial products
+/// stored as quads too), 42 wide (no quad may straddle two outputs) a value per invocation
+/// (the partial products, 126 wide, through the staged epilogue). A workspace too small for
+/// the partial products keeps one dispatch.
 #[test]
 fn split_k_adds_chunks_through_the_epilogue() {
     let m = 150;
@@ -204,7 +205,7 @@ fn split_k_adds_chunks_through_the_epilogue() {
         ..case.workspace
     };
     assert_eq!(case.lower(Some(too_small)).len(), 1);
-    case.check(&["matmul_wide_vec4", "matmul_split_sum_quads"], "split-k");
+    case.check(&["matmul_wide_quads", "matmul_split_sum_quads"], "split-k");
     let case = SplitCase::new(m, 1100, 42, 5, 7 * m * 3 * 42);
     case.check(
         &["matmul_wide_vec4", "matmul_split_sum"],
@@ -217,20 +218,21 @@ fn split_k_adds_chunks_through_the_epilogue() {
 /// column tiles, so 88 row tiles (11264 rows) fill the 264 slots of a wave. 77 rows left are
 /// ten 64x64 tiles, one round of the 64x64 kernel; 1800 rows left are 145, more than a round,
 /// so k = 272 splits them into chunks of 144 and a ragged 128, and k = 200 (too short to
-/// split) leaves them 45 wide tiles in a dispatch of their own.
+/// split) leaves them 45 wide tiles in a dispatch of their own. Outputs 100 wide store their
+/// tiles as column quads (`matmul_wide_quads`); 102 wide, through the staged epilogue.
 #[test]
 fn a_short_last_wave_runs_its_rows_apart() {
     let w = 100;
     let case = SplitCase::new(88 * 128 + 77, 272, w, 9, 0);
     case.check(
-        &["matmul_wide_vec4", "matmul_k8_vec4"],
+        &["matmul_wide_quads", "matmul_k8_vec4"],
         "last wave on 64x64 tiles",
     );
     let case = SplitCase::new(88 * 128 + 1800, 272, w, 10, 2 * 1800 * 3 * w);
     case.check(
         &[
-            "matmul_wide_vec4",
-            "matmul_wide_vec4",
+            "matmul_wide_quads",
+            "matmul_wide_quads",
             "matmul_split_sum_quads",
         ],
         "last wave split",
@@ -239,8 +241,13 @@ fn a_short_last_wave_runs_its_rows_apart() {
     // a dispatch of their own.
     let case = SplitCase::new(88 * 128 + 1800, 200, w, 11, 0);
     case.check(
-        &["matmul_wide_vec4", "matmul_wide_vec4"],
+        &["matmul_wide_quads", "matmul_wide_quads"],
         "last wave on wide tiles",
+    );
+    let case = SplitCase::new(88 * 128 + 1800, 200, 102, 12, 0);
+    case.check(
+        &["matmul_wide_vec4", "matmul_wide_vec4"],
+        "last wave on wide tiles, staged epilogue",
     );
 }
 

@@ -247,12 +247,56 @@ fn vec4_and_scalar_row_loads() {
             (1, 16, 601, "matmul_skinny", true),
         ];
         for (batch, m, n, base, transpose) in cases {
-            let kernel = if k % 4 == 0 {
-                format!("{base}_vec4")
-            } else {
-                base.to_string()
+            // The wide kernel's aligned outputs (n = 200) store column quads from registers.
+            let kernel = match (k % 4 == 0, base) {
+                (false, _) => base.to_string(),
+                (true, "matmul_wide") => "matmul_wide_quads".to_string(),
+                (true, _) => format!("{base}_vec4"),
             };
             check_batched(batch, m, k, n, transpose, &kernel);
+        }
+    }
+}
+
+/// The wide kernel's epilogues with bias and every activation the quad epilogue compiles in,
+/// and sigmoid (its fallback, `p.act` per value): 1586 rows and 1020 columns (13 x 8 tiles,
+/// the last row and column tiles ragged) store column quads; 1018 columns (rows off 16
+/// bytes) go through workgroup memory.
+#[test]
+fn wide_epilogues_with_bias_and_each_activation() {
+    use kiln::runtime::{CompileOptions, Executable};
+    let (m, k) = (1586, 24);
+    let acts = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::Gelu),
+        Some(Activation::GeluTanh),
+        Some(Activation::Silu),
+        Some(Activation::Sigmoid),
+    ];
+    for (n, kernel) in [(1020, "matmul_wide_quads"), (1018, "matmul_wide_vec4")] {
+        for (i, act) in acts.into_iter().enumerate() {
+            let mut g = Graph::new();
+            let x = g.input("x", DType::F32, [m, k]).unwrap();
+            let w = g.param("w", DType::F32, [n, k]).unwrap();
+            let b = g.param("b", DType::F32, [n]).unwrap();
+            let y = g.fused_matmul_bias_act(x, w, Some(b), act, true).unwrap();
+            g.output(y).unwrap();
+            let seed = 60 + 3 * i as u64;
+            let params = [("w", tensor(&[n, k], seed)), ("b", tensor(&[n], seed + 1))];
+            let inputs = [("x", tensor(&[m, k], seed + 2))];
+            let what = format!("{kernel} with bias and {act:?}");
+            let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(exe.kernel_names(), [kernel], "{what}");
+            for (name, t) in &params {
+                exe.set_param(name, t).unwrap();
+            }
+            let feed: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+            let got = exe.run(&feed).unwrap();
+            let want = evaluate(&g, &params, &inputs).unwrap();
+            let tol = 1e-5 * (k as f32).sqrt();
+            common::assert_close(&got[0].to_f32(), &want[0].to_f32(), tol, 0.0, &what);
         }
     }
 }
@@ -420,7 +464,7 @@ fn planned_split_k_matches_the_reference() {
         &params,
         &inputs,
         k,
-        ["matmul_wide_vec4", "matmul_split_sum_quads"],
+        ["matmul_wide_quads", "matmul_split_sum_quads"],
     );
 
     let k = 1030;

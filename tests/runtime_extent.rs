@@ -281,7 +281,7 @@ fn check_linear_extents(max_rows: usize, k: usize, n: usize, cases: &[(usize, &[
 /// with 1800 rows left (and k too short to split) on wide tiles of their own.
 #[test]
 fn split_matmuls_follow_the_extent() {
-    let split: &[&str] = &["matmul_wide_vec4", "matmul_split_sum_quads"];
+    let split: &[&str] = &["matmul_wide_quads", "matmul_split_sum_quads"];
     check_linear_extents(
         512,
         1536,
@@ -293,7 +293,7 @@ fn split_matmuls_follow_the_extent() {
             (300, split),
         ],
     );
-    let last_wave: &[&str] = &["matmul_wide_vec4", "matmul_k8_vec4"];
+    let last_wave: &[&str] = &["matmul_wide_quads", "matmul_k8_vec4"];
     check_linear_extents(
         88 * 128 + 77,
         256,
@@ -308,7 +308,7 @@ fn split_matmuls_follow_the_extent() {
     // 1800 rows past the wave at k = 200 (too short to split, 174 tiles of 64x64): their 45
     // wide tiles in a dispatch of their own at the bound; 77 rows past it on 64x64 tiles, and
     // one kernel at fewer rows, in the same two slots.
-    let wide_tail: &[&str] = &["matmul_wide_vec4", "matmul_wide_vec4"];
+    let wide_tail: &[&str] = &["matmul_wide_quads", "matmul_wide_quads"];
     check_linear_extents(
         88 * 128 + 1800,
         200,
@@ -333,15 +333,18 @@ fn a_split_that_does_not_fit_the_recorded_dispatches_falls_back_to_one() {
     let (max_rows, rows, k, n) = (17024, 12544, 200, 384);
     let (g, params) = linear_graph(max_rows, k, n);
     let mut bounded = compile(&dev, &g, &params);
-    assert_eq!(bounded.kernel_names(), ["matmul_wide_vec4"]);
+    assert_eq!(bounded.kernel_names(), ["matmul_wide_quads"]);
     let exact_graph = g.bind(&DimBinding::new().with("rows", rows)).unwrap();
     let mut exact = compile(&dev, &exact_graph, &params);
-    assert_eq!(exact.kernel_names(), ["matmul_wide_vec4", "matmul_k8_vec4"]);
+    assert_eq!(
+        exact.kernel_names(),
+        ["matmul_wide_quads", "matmul_k8_vec4"]
+    );
     let x = HostTensor::from_f32(&[rows, k], &values(rows * k, 7)).unwrap();
     let ins = [("x", x)];
     let want = run(&mut exact, &ins);
     let got = run(&mut bounded, &ins);
-    assert_eq!(bounded.kernel_names(), ["matmul_wide_vec4"]);
+    assert_eq!(bounded.kernel_names(), ["matmul_wide_quads"]);
     // The tail's rows are summed by another kernel in another order.
     common::assert_close(
         &got[0].to_f32(),

@@ -29,6 +29,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &matmul::MATMUL_K8_VEC4,
         &matmul::MATMUL_WIDE,
         &matmul::MATMUL_WIDE_VEC4,
+        &matmul::MATMUL_WIDE_QUADS,
         &matmul::MATMUL_SKINNY,
         &matmul::MATMUL_SKINNY_VEC4,
         &matmul::MATMUL_SKINNY_NARROW,
