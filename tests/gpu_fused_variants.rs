@@ -191,22 +191,22 @@ impl SplitCase {
 
 /// Split-k (`matmul_wide` writing each chunk's partial products into a workspace, then
 /// `matmul_split_sum` adding them through the epilogue) with everything the epilogue does:
-/// bias, GELU and the QKV split-write; k = 1100 makes six chunks of 160 and a ragged last
-/// one of 140. Outputs 40 wide are summed a column quad per invocation (the partial products
+/// bias, GELU and the QKV split-write; k = 1100 makes seven chunks of 144 and a ragged last
+/// one of 92. Outputs 40 wide are summed a column quad per invocation (the partial products
 /// stored as quads too), 42 wide (no quad may straddle two outputs) a value per invocation
 /// (the partial products, 126 wide, through the staged epilogue). A workspace too small for
 /// the partial products keeps one dispatch.
 #[test]
 fn split_k_adds_chunks_through_the_epilogue() {
     let m = 150;
-    let case = SplitCase::new(m, 1100, 40, 4, 7 * m * 3 * 40);
+    let case = SplitCase::new(m, 1100, 40, 4, 8 * m * 3 * 40);
     let too_small = matmul::SplitWorkspace {
         words: case.workspace.words - 1,
         ..case.workspace
     };
     assert_eq!(case.lower(Some(too_small)).len(), 1);
     case.check(&["matmul_wide_quads", "matmul_split_sum_quads"], "split-k");
-    let case = SplitCase::new(m, 1100, 42, 5, 7 * m * 3 * 42);
+    let case = SplitCase::new(m, 1100, 42, 5, 8 * m * 3 * 42);
     case.check(
         &["matmul_wide_vec4", "matmul_split_sum"],
         "split-k by values",

@@ -441,8 +441,8 @@ fn fallback_case(
 
 /// Planned matmuls whose outputs have too few 128x128 tiles for the GPU split k among
 /// workgroups (a workspace past the arena, then a second dispatch adding the chunks): a linear
-/// layer with bias and GELU (the planner's matmul epilogue; 6 tiles, k = 1100 in seven chunks
-/// of 160, the last ragged), and a batched product with B stored [K, N] and k = 1030 read
+/// layer with bias and GELU (the planner's matmul epilogue; 6 tiles, k = 1100 in eight chunks
+/// of 144, the last ragged), and a batched product with B stored [K, N] and k = 1030 read
 /// element by element (3 batches of two tiles), each against the reference and against
 /// running them eagerly (no workspace there: one dispatch each).
 #[test]
