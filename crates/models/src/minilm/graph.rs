@@ -2,8 +2,7 @@
 
 use super::BertConfig;
 use kiln_ir::{
-    Activation, AttentionMask, BinaryOp, DType, Dim, Graph, HeadLayout, IrError, NodeId, Op,
-    ReduceOp, Shape,
+    Activation, AttentionMask, DType, Dim, Graph, HeadLayout, IrError, NodeId, Op, Shape,
 };
 
 /// Builds the embedding graph for inputs `[batch, seq]` (`input_ids`, `position_ids`,
@@ -87,8 +86,13 @@ pub fn build_graph(c: &BertConfig, batch: Dim, seq: Dim) -> Result<Graph, IrErro
         g.set_label(x, format!("layer{l}"))?;
     }
 
-    // Mean over the tokens the mask keeps (sentence-transformers clamps the count at 1e-9):
-    // the masked sum as a batched product, mask [batch, 1, seq] times x [batch, seq, hidden]
+    // sentence-transformers normalises the mean over the tokens the mask keeps, sum / max(count,
+    // 1e-9), as x / max(||x||, 1e-12). The count is positive after its clamp and the
+    // normalisation ignores a positive factor, so the masked sum is normalised directly: the
+    // same embedding for a 0/1 mask wherever the mean's norm reaches 1e-12 (a row with no kept
+    // token sums to zero and stays zero either way), in two dispatches instead of five: on the
+    // H200, MiniLM 1 x 16 0.365 -> 0.355 ms GPU in one pass, 32 x 128 3.61 -> 3.59-3.60.
+    // The masked sum is a batched product, mask [batch, 1, seq] times x [batch, seq, hidden]
     // (one dispatch instead of a product and a reduction).
     let mask_row = g.reshape(
         mask,
@@ -96,12 +100,8 @@ pub fn build_graph(c: &BertConfig, batch: Dim, seq: Dim) -> Result<Graph, IrErro
     )?;
     let summed = g.matmul(mask_row, x)?;
     let summed = g.reshape(summed, Shape(vec![batch.clone(), Dim::Static(h)]))?;
-    let count = g.reduce(ReduceOp::Sum, mask, &[1], true)?;
-    let floor = g.constant_f32([1], &[1e-9])?;
-    let count = g.binary(BinaryOp::Max, count, floor)?;
-    let mean = g.binary(BinaryOp::Div, summed, count)?;
     // x / max(||x||, 1e-12), as torch.nn.functional.normalize.
-    let out = g.l2_normalize(mean, 1e-12)?;
+    let out = g.l2_normalize(summed, 1e-12)?;
     g.set_label(out, "embedding")?;
     g.output(out)?;
     Ok(g)
