@@ -46,6 +46,7 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
         &attention::ATTENTION,
         &attention::ATTENTION_ROW,
         &attention::ATTENTION_BLOCK,
+        &attention::ATTENTION_BLOCK_BIAS,
         &rope::ROPE,
         &reduce::REDUCE,
         &reduce::SOFTMAX,

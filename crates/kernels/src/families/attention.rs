@@ -118,7 +118,8 @@ pub const ATTENTION_ROW: KernelDesc = KernelDesc {
     constants: &[],
 };
 
-/// `attention_block`: [`Variant::Block`].
+/// `attention_block`: [`Variant::Block`] for every mask but an additive bias, whose reads
+/// it leaves out (the shader's `READS_BIAS`).
 pub const ATTENTION_BLOCK: KernelDesc = KernelDesc {
     name: "attention_block",
     file: "attention.wgsl",
@@ -128,11 +129,24 @@ pub const ATTENTION_BLOCK: KernelDesc = KernelDesc {
     bindings: BINDINGS,
     params: AttentionParams::LAYOUT,
     needs: Needs::BASELINE,
-    constants: &[],
+    constants: &[("READS_BIAS", 0.0)],
 };
 
-/// The attention kernels a planned step moves between when its extent changes its queries.
-pub const EXTENT_VARIANTS: [&KernelDesc; 3] = [&ATTENTION_ROW, &ATTENTION, &ATTENTION_BLOCK];
+/// `attention_block` for a bias mask: the same entry point reading the bias.
+pub const ATTENTION_BLOCK_BIAS: KernelDesc = KernelDesc {
+    name: "attention_block_bias",
+    constants: &[],
+    ..ATTENTION_BLOCK
+};
+
+/// The attention kernels a planned step moves between when its extent changes its queries
+/// (a step's mask kind never changes, so it uses one of the two block kernels).
+pub const EXTENT_VARIANTS: [&KernelDesc; 4] = [
+    &ATTENTION_ROW,
+    &ATTENTION,
+    &ATTENTION_BLOCK,
+    &ATTENTION_BLOCK_BIAS,
+];
 
 /// Which algorithm runs, each on an entry point of its own (`attention_row`, `attention`,
 /// `attention_block`; they bind alike). A planned step moves between all three when its active
@@ -176,12 +190,13 @@ impl Variant {
         }
     }
 
-    /// The kernel that runs it.
-    pub fn kernel(self) -> &'static KernelDesc {
-        match self {
-            Variant::Row => &ATTENTION_ROW,
-            Variant::Tiled => &ATTENTION,
-            Variant::Block => &ATTENTION_BLOCK,
+    /// The kernel that runs it for a `mask` of that kind.
+    pub fn kernel(self, mask: AttentionMask) -> &'static KernelDesc {
+        match (self, mask) {
+            (Variant::Row, _) => &ATTENTION_ROW,
+            (Variant::Tiled, _) => &ATTENTION,
+            (Variant::Block, AttentionMask::Bias) => &ATTENTION_BLOCK_BIAS,
+            (Variant::Block, _) => &ATTENTION_BLOCK,
         }
     }
 
@@ -452,7 +467,8 @@ fn lower_views(
     let q_tiles = seq_q.div_ceil(variant.rows_per_item());
     let items = batch * a.num_heads * q_tiles;
     // One workgroup per work item.
-    let per_group = variant.kernel().invocations();
+    let kernel = variant.kernel(a.mask);
+    let per_group = kernel.invocations();
     let g = grid(op, items * per_group as usize, per_group)?;
     let p = AttentionParams {
         items: u32_of(op, "work items", items)?,
@@ -485,7 +501,7 @@ fn lower_views(
         quads: u32::from(in_quads(&p)),
         ..p
     };
-    Ok(vec![Dispatch::new(variant.kernel(), &p, g.groups)])
+    Ok(vec![Dispatch::new(kernel, &p, g.groups)])
 }
 
 /// Whether every row of q, k, v and out that the kernel touches starts on 16 bytes and holds
@@ -685,11 +701,37 @@ mod tests {
     fn the_variants_kernels_bind_alike_and_are_listed() {
         assert!(ATTENTION.binds_like(&ATTENTION_BLOCK));
         assert!(ATTENTION.binds_like(&ATTENTION_ROW));
+        assert!(ATTENTION.binds_like(&ATTENTION_BLOCK_BIAS));
+        let masks = [
+            AttentionMask::None,
+            AttentionMask::Causal,
+            AttentionMask::Bias,
+            AttentionMask::KeyPadding,
+        ];
         for v in [Variant::Row, Variant::Tiled, Variant::Block] {
-            assert!(crate::extent_variants(v.kernel())
-                .iter()
-                .any(|k| k.name == v.kernel().name));
+            for mask in masks {
+                let k = v.kernel(mask);
+                assert!(crate::extent_variants(k).iter().any(|e| e.name == k.name));
+            }
         }
+    }
+
+    #[test]
+    fn only_a_bias_mask_gets_the_block_kernel_that_reads_it() {
+        let block = |mask| Variant::Block.kernel(mask);
+        assert_eq!(block(AttentionMask::Bias).name, ATTENTION_BLOCK_BIAS.name);
+        for mask in [
+            AttentionMask::None,
+            AttentionMask::Causal,
+            AttentionMask::KeyPadding,
+        ] {
+            assert_eq!(block(mask).name, ATTENTION_BLOCK.name);
+        }
+        assert!(SOURCE.contains("if (READS_BIAS && p.mask_kind == MASK_BIAS) {"));
+        assert_eq!(ATTENTION_BLOCK.constants, &[("READS_BIAS", 0.0)]);
+        // The default, true, for every other attention pipeline.
+        assert!(SOURCE.contains("override READS_BIAS: bool = true;"));
+        assert!(ATTENTION_BLOCK_BIAS.constants.is_empty());
     }
 
     #[test]
