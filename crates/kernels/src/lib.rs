@@ -65,9 +65,11 @@ pub fn all_kernels() -> Vec<&'static KernelDesc> {
 /// that keep one entry point at every extent. The runtime builds their pipelines at compile
 /// time, so an extent change never compiles a shader.
 pub fn extent_variants(kernel: &KernelDesc) -> &'static [&'static KernelDesc] {
-    let families: [&'static [&'static KernelDesc]; 4] = [
+    let families: [&'static [&'static KernelDesc]; 6] = [
         &families::attention::EXTENT_VARIANTS,
+        &families::elementwise::EXTENT_VARIANTS,
         &families::matmul::EXTENT_VARIANTS,
+        &families::movement::EXTENT_VARIANTS,
         &families::norm::EXTENT_VARIANTS,
         &families::quant::EXTENT_VARIANTS,
     ];
@@ -99,6 +101,16 @@ mod tests {
                     v.name,
                     k.name
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn extent_variants_bind_alike() {
+        // The runtime swaps a dispatch's pipeline for a variant's under the same bind group.
+        for k in super::all_kernels() {
+            for v in super::extent_variants(k) {
+                assert!(k.binds_like(v), "{} and its variant {}", k.name, v.name);
             }
         }
     }

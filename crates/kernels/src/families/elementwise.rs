@@ -84,13 +84,19 @@ pub const WHERE: KernelDesc = KernelDesc {
     constants: &[],
 };
 
+/// Binds the arena as vec4s too (unused), like [`BINARY_QUADS`]: a step moves between the two
+/// when its active extent changes whether the operands fall into quads.
 pub const BINARY: KernelDesc = KernelDesc {
     name: "binary",
     file: "elementwise.wgsl",
     source: SOURCE,
     entry: "binary",
     workgroup_size: [64, 1, 1],
-    bindings: BINDINGS,
+    bindings: &[
+        Binding::StorageReadWrite,
+        Binding::Uniform,
+        Binding::ArenaVec4,
+    ],
     params: BinaryParams::LAYOUT,
     needs: Needs::BASELINE,
     constants: &[],
@@ -100,13 +106,12 @@ pub const BINARY: KernelDesc = KernelDesc {
 pub const BINARY_QUADS: KernelDesc = KernelDesc {
     name: "binary_quads",
     entry: "binary_quads",
-    bindings: &[
-        Binding::StorageReadWrite,
-        Binding::Uniform,
-        Binding::ArenaVec4,
-    ],
     ..BINARY
 };
+
+/// The binary kernels a planned step moves between when its extent changes: an extent can
+/// leave the coalesced operands out of quads (8 x 2 values fall into quads, 3 x 2 do not).
+pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&BINARY, &BINARY_QUADS];
 
 /// The coalesced `dims` and `strides` of a binary op in units of vec4s, where every operand
 /// walks its innermost dim contiguously in a multiple of four and every other stride and every

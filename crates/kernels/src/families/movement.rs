@@ -76,13 +76,18 @@ pub const STRIDED_COPY: KernelDesc = KernelDesc {
     constants: &[],
 };
 
+/// Binds the arena as vec4s too (unused), like [`GATHER_QUADS`], its extent variant.
 pub const GATHER: KernelDesc = KernelDesc {
     name: "gather",
     file: "movement.wgsl",
     source: SOURCE,
     entry: "gather",
     workgroup_size: [64, 1, 1],
-    bindings: BINDINGS,
+    bindings: &[
+        Binding::StorageReadWrite,
+        Binding::Uniform,
+        Binding::ArenaVec4,
+    ],
     params: GatherParams::LAYOUT,
     needs: NEEDS,
     constants: &[],
@@ -92,13 +97,12 @@ pub const GATHER: KernelDesc = KernelDesc {
 pub const GATHER_QUADS: KernelDesc = KernelDesc {
     name: "gather_quads",
     entry: "gather_quads",
-    bindings: &[
-        Binding::StorageReadWrite,
-        Binding::Uniform,
-        Binding::ArenaVec4,
-    ],
     ..GATHER
 };
+
+/// The gather kernels a planned step moves between when its extent changes the table's row
+/// length (a table with a symbolic dim after the gathered axis) in or out of quads.
+pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&GATHER, &GATHER_QUADS];
 
 /// Whether a gather can move whole vec4s: rows of `inner` values a multiple of four long,
 /// starting at 16-byte offsets in the table and the output.
