@@ -323,3 +323,56 @@ fn profiling_more_dispatches_than_a_query_set_holds_is_an_error() {
                 .contains(kiln::runtime::wgpu::Features::TIMESTAMP_QUERY)
     );
 }
+
+/// A run encodes the next run's commands after its submit; the next run submits them only if
+/// they still fit: the same outputs read, the same extent, no feedback added since. Each case
+/// here changes one of those between runs and checks the values.
+#[test]
+fn commands_encoded_ahead_follow_the_outputs_extent_and_feedback() {
+    use kiln::ir::{Dim, Shape};
+    let shape = Shape(vec![Dim::bounded("seq", 8), Dim::Static(2)]);
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape.clone()).unwrap();
+    let state = g.input("state", DType::F32, shape).unwrap();
+    let s = g.add_op(state, x).unwrap();
+    let twice = g.add_op(s, s).unwrap();
+    g.output(s).unwrap();
+    g.output(twice).unwrap();
+    let mut exe = Executable::compile(&common::device(), &g, &CompileOptions::default()).unwrap();
+    let rows = |n: usize, v: f32| f32s(&[n, 2], &vec![v; 2 * n]);
+    let (one, zero) = (rows(2, 1.0), rows(2, 0.0));
+
+    let out = exe.run(&[("x", &one), ("state", &zero)]).unwrap();
+    assert_eq!(
+        (out[0].to_f32(), out[1].to_f32()),
+        (vec![1.0; 4], vec![2.0; 4])
+    );
+    // Other outputs read, then none, then the first again.
+    let out = exe
+        .run_read_outputs(&[("x", &one), ("state", &zero)], &[1])
+        .unwrap();
+    assert_eq!(out[0].to_f32(), vec![2.0; 4]);
+    exe.run_read_outputs(&[("x", &one), ("state", &zero)], &[])
+        .unwrap();
+    let out = exe
+        .run_read_outputs(&[("x", &one), ("state", &zero)], &[0])
+        .unwrap();
+    assert_eq!(out[0].to_f32(), vec![1.0; 4]);
+    // Feedback added after runs: the next run copies the sum into the state.
+    exe.feed_back(0, "state").unwrap();
+    exe.run(&[("x", &one), ("state", &zero)]).unwrap();
+    let out = exe.run(&[("x", &one)]).unwrap();
+    assert_eq!(out[0].to_f32(), vec![2.0; 4]);
+    // Another extent: other grids and readback sizes.
+    let (three, zero3) = (rows(3, 3.0), rows(3, 0.0));
+    let out = exe.run(&[("x", &three), ("state", &zero3)]).unwrap();
+    assert_eq!(
+        (out[0].to_f32(), out[1].to_f32()),
+        (vec![3.0; 6], vec![6.0; 6])
+    );
+    let out = exe.run(&[("x", &three)]).unwrap();
+    assert_eq!(out[0].to_f32(), vec![6.0; 6]);
+    // Back to two rows, the state given again.
+    let out = exe.run(&[("x", &one), ("state", &zero)]).unwrap();
+    assert_eq!(out[1].to_f32(), vec![2.0; 4]);
+}
