@@ -24,9 +24,10 @@ struct NormParams {
     // Bit flags: 1 residual, 2 bias, 4 gamma, 8 beta, 16 write the sum (tee).
     flags: u32,
     groups_x: u32,
+    // Above 1: x is that many partial products of a split-k matmul, chunk_words apart.
+    x_chunks: u32,
+    chunk_words: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
@@ -42,16 +43,47 @@ fn has(flag: u32) -> bool {
     return (p.flags & flag) != 0u;
 }
 
-// The pre-norm value s[i] of a row.
-fn summed(row: u32, i: u32) -> f32 {
-    var v = arena[p.x_offset + row * p.width + i];
+// The pre-norm value s[i] of a row, from the inputs.
+fn summed_inputs(row: u32, i: u32) -> f32 {
+    let at = row * p.width + i;
+    if (p.x_chunks > 1u) {
+        // A split-k matmul's chunks in chunk order, then its bias, then the residual: the
+        // order of the matmul's own sum dispatch and a norm reading its product.
+        var v = 0.0;
+        for (var c = 0u; c < p.x_chunks; c++) {
+            v += arena[p.x_offset + c * p.chunk_words + at];
+        }
+        if (has(2u)) {
+            v += arena[p.bias_offset + i];
+        }
+        if (has(1u)) {
+            v += arena[p.residual_offset + at];
+        }
+        return v;
+    }
+    var v = arena[p.x_offset + at];
     if (has(1u)) {
-        v += arena[p.residual_offset + row * p.width + i];
+        v += arena[p.residual_offset + at];
     }
     if (has(2u)) {
         v += arena[p.bias_offset + i];
     }
     return v;
+}
+
+// Where s[i] of a row is kept while the norm runs when x comes in chunks (adding them up
+// three times would read every chunk three times): the tee, else the output, which the last
+// pass overwrites. Each invocation reads back only the values it wrote.
+fn stash_at(row: u32, i: u32) -> u32 {
+    return select(p.out_offset, p.sum_offset, has(16u)) + row * p.width + i;
+}
+
+// The pre-norm value s[i] of a row.
+fn summed(row: u32, i: u32) -> f32 {
+    if (p.x_chunks > 1u) {
+        return arena[stash_at(row, i)];
+    }
+    return summed_inputs(row, i);
 }
 
 // Sums `v` over the workgroup; every invocation gets the total.
@@ -78,6 +110,11 @@ fn norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
         return;
     }
     let n = f32(p.width);
+    if (p.x_chunks > 1u) {
+        for (var i = lid; i < p.width; i += WG) {
+            arena[stash_at(row, i)] = summed_inputs(row, i);
+        }
+    }
     var mean = 0.0;
     if (p.kind == 0u) {
         var s = 0.0;

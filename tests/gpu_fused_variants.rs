@@ -302,6 +302,7 @@ fn residual_tee_writes_norm_and_sum() {
         kind: NormKind::Layer,
         eps: 1e-5,
         x: &xo,
+        x_chunks: None,
         residual: Some(&ro),
         bias: Some(&bo),
         gamma: Some(&go),

@@ -322,6 +322,117 @@ fn split_matmuls_follow_the_extent() {
     );
 }
 
+/// `y = x [rows, k] · w [n, k]^T + b`, `s = r + y`, `LayerNorm(s)` (with `tee`, `s` is an
+/// output as well), rows bounded by `max_rows`: the matmul joins the residual norm's step.
+fn linear_norm_graph(
+    max_rows: usize,
+    k: usize,
+    n: usize,
+    tee: bool,
+) -> (Graph, Vec<(String, HostTensor)>) {
+    let mut g = Graph::new();
+    let rows = Dim::bounded("rows", max_rows);
+    let x = g
+        .input("x", DType::F32, Shape(vec![rows.clone(), Dim::Static(k)]))
+        .unwrap();
+    let r = g
+        .input("r", DType::F32, Shape(vec![rows, Dim::Static(n)]))
+        .unwrap();
+    let w = g.param("w", DType::F32, [n, k]).unwrap();
+    let b = g.param("b", DType::F32, [n]).unwrap();
+    let gamma = g.param("gamma", DType::F32, [n]).unwrap();
+    let beta = g.param("beta", DType::F32, [n]).unwrap();
+    let y = g.fused_matmul_bias_act(x, w, Some(b), None, true).unwrap();
+    let s = g.add_op(r, y).unwrap();
+    let out = g.layer_norm(s, Some(gamma), Some(beta), 1e-5).unwrap();
+    g.output(out).unwrap();
+    if tee {
+        g.output(s).unwrap();
+    }
+    let params = [
+        ("w", vec![n, k], 41),
+        ("b", vec![n], 42),
+        ("gamma", vec![n], 43),
+        ("beta", vec![n], 44),
+    ]
+    .into_iter()
+    .map(|(name, dims, seed)| {
+        let v = values(dims.iter().product(), seed);
+        (name.to_string(), HostTensor::from_f32(&dims, &v).unwrap())
+    })
+    .collect();
+    (g, params)
+}
+
+/// Asserts that two runs' outputs are equal to the bit, naming the first value that is not.
+fn same_bits(got: &[HostTensor], want: &[HostTensor], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: outputs");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.shape, w.shape, "{what}: output {i}");
+        let (g, w) = (g.to_f32(), w.to_f32());
+        if let Some(j) = (0..g.len()).find(|&j| g[j].to_bits() != w[j].to_bits()) {
+            panic!(
+                "{what}: output {i} value {j} is {} instead of {}",
+                g[j], w[j]
+            );
+        }
+    }
+}
+
+/// A split-k matmul joined with the residual LayerNorm that reads its product: at rows where
+/// it splits, the norm adds the chunks (no sum dispatch); elsewhere the matmul writes the
+/// product. Every run is bit-identical to the graph compiled for its rows and to the graph
+/// compiled without the join (the split's sum writing the product, a norm step reading it).
+#[test]
+fn a_split_matmul_hands_its_chunks_to_the_residual_norm() {
+    let _counting = PIPELINE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    let (k, n) = (1536, 384);
+    let split: &[&str] = &["matmul_wide_quads", "norm"];
+    let skinny: &[&str] = &["matmul_skinny_narrow_vec4", "norm"];
+    for tee in [false, true] {
+        let (g, params) = linear_norm_graph(512, k, n, tee);
+        let mut bounded = compile(&dev, &g, &params);
+        let kinds: Vec<&str> = bounded.plan().steps.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds, ["matmul_residual_norm"]);
+        for (rows, kernels) in [(512, split), (16, skinny), (40, split), (300, split)] {
+            let exact_graph = g.bind(&DimBinding::new().with("rows", rows)).unwrap();
+            let mut exact = compile(&dev, &exact_graph, &params);
+            let unjoined_options = CompileOptions {
+                fusion: kiln::plan::FusionOptions {
+                    matmul_norm: false,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let mut unjoined = Executable::compile(&dev, &exact_graph, &unjoined_options).unwrap();
+            for (name, t) in &params {
+                unjoined.set_param(name, t).unwrap();
+            }
+            let ins = [
+                (
+                    "x",
+                    HostTensor::from_f32(&[rows, k], &values(rows * k, rows as u64)).unwrap(),
+                ),
+                (
+                    "r",
+                    HostTensor::from_f32(&[rows, n], &values(rows * n, 7 + rows as u64)).unwrap(),
+                ),
+            ];
+            let got = run(&mut bounded, &ins);
+            assert_eq!(bounded.kernel_names(), kernels, "{rows} rows");
+            let exact_out = run(&mut exact, &ins);
+            same_bits(&got, &exact_out, &format!("{rows} rows, compiled for them"));
+            let unjoined_out = run(&mut unjoined, &ins);
+            same_bits(&got, &unjoined_out, &format!("{rows} rows, not joined"));
+            let names = unjoined.kernel_names();
+            if kernels == split {
+                assert!(names.contains(&"matmul_split_sum_quads"), "{names:?}");
+            }
+        }
+    }
+}
+
 /// A step whose bound lowering is one dispatch (17024 rows x 384: a wave of 264 tiles and 135
 /// more, too many to run apart, with k = 200 too short to split) falls back to one dispatch at
 /// an extent where its own lowering would run a short last wave apart (12544 rows: 30 tiles

@@ -44,6 +44,9 @@ pub struct FusionOptions {
     pub qkv_split: bool,
     /// Add → LayerNorm/RMSNorm becomes one step (also writing the sum when it has other readers).
     pub residual_norm: bool,
+    /// A matmul (with bias, without activation) read only by a residual norm joins its step,
+    /// so that a split-k matmul's chunks are added by the norm.
+    pub matmul_norm: bool,
     /// Attention reads Q, K and V through strides from one packed projection.
     pub packed_attention: bool,
     /// `binary(act(a), b)` applies the activation while reading `a` (e.g. SwiGLU).
@@ -64,6 +67,7 @@ impl Default for FusionOptions {
             matmul_epilogue: true,
             qkv_split: true,
             residual_norm: true,
+            matmul_norm: true,
             packed_attention: true,
             activation_binary: true,
             sibling_matmuls: true,
@@ -80,6 +84,7 @@ impl FusionOptions {
             matmul_epilogue: false,
             qkv_split: false,
             residual_norm: false,
+            matmul_norm: false,
             packed_attention: false,
             activation_binary: false,
             sibling_matmuls: false,

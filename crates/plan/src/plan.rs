@@ -137,6 +137,10 @@ pub fn plan(graph: &Graph, options: &PlanOptions) -> Result<ExecutionPlan, PlanE
     if f.norm_prologue {
         fusion::norm_prologue::run(&mut st);
     }
+    // After the norm prologue, which folds residual norms into the matmuls that read them.
+    if f.matmul_norm {
+        fusion::matmul_norm::run(&mut st);
+    }
     if f.batch {
         fusion::batch::run(&mut st);
     }

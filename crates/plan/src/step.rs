@@ -24,6 +24,18 @@ pub enum StepKind {
     },
     /// `norm(add)` in one step; with `tee` the sum `add` is written as well.
     ResidualNorm { add: usize, norm: usize, tee: bool },
+    /// A matmul step without activation (`matmul` and its optional `bias_add`) whose product
+    /// only the `add` of a residual norm reads, joined with that norm: where the matmul splits
+    /// k, the norm adds the chunks' partial products and the bias itself, instead of a sum
+    /// dispatch writing the product for it to read again. The product keeps its slot for
+    /// extents at which the matmul does not split.
+    MatmulResidualNorm {
+        matmul: usize,
+        bias_add: Option<usize>,
+        add: usize,
+        norm: usize,
+        tee: bool,
+    },
     /// `binary(act(a), b)` as one elementwise step; with `swap` the node is `binary(b, act(a))`
     /// of a commutative op.
     ActBinary {
@@ -66,6 +78,7 @@ impl StepKind {
             StepKind::MatmulEpilogue { .. } => "matmul_epilogue",
             StepKind::QkvSplit { .. } => "qkv_split",
             StepKind::ResidualNorm { .. } => "residual_norm",
+            StepKind::MatmulResidualNorm { .. } => "matmul_residual_norm",
             StepKind::PackedAttention { .. } => "packed_attention",
             StepKind::ActBinary { .. } => "act_binary",
             StepKind::SiblingMatmuls { .. } => "sibling_matmuls",

@@ -210,6 +210,7 @@ fn fusion_strategy() -> impl Strategy<Value = FusionOptions> {
             matmul_epilogue: a,
             qkv_split: b,
             residual_norm: c,
+            matmul_norm: c,
             packed_attention: d,
             activation_binary: e,
             sibling_matmuls: f,
@@ -315,10 +316,17 @@ fn transformer_plan_is_within_ten_percent_of_the_lower_bound() {
         p.lower_bound_bytes,
         p.ratio()
     );
-    // The QKV split and the residual norms fired in every layer.
+    // The QKV split and the residual norms fired in every layer, each residual norm joined
+    // with the projection it adds (the attention output's and the FFN's down projection).
     let kinds: Vec<&str> = p.steps.iter().map(|s| s.kind.name()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "qkv_split").count(), 6);
-    assert_eq!(kinds.iter().filter(|k| **k == "residual_norm").count(), 12);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "matmul_residual_norm")
+            .count(),
+        12
+    );
     // The reshapes of the split's outputs alias them: no step computes a reshape.
     let reshape_steps = p
         .steps

@@ -182,6 +182,7 @@ pub fn lower_step(
                     kind,
                     eps,
                     x: &x,
+                    x_chunks: None,
                     residual: Some(&residual),
                     bias: None,
                     gamma: params.first(),
@@ -190,6 +191,87 @@ pub fn lower_step(
                     sum_out: sum.as_ref(),
                 },
             )
+        }
+        &StepKind::MatmulResidualNorm {
+            matmul: m,
+            bias_add,
+            add,
+            norm: n,
+            tee,
+        } => {
+            let Op::Norm { kind, eps, affine } = nodes[n].op else {
+                return Err(LowerError::unsupported(&nodes[n].op, "not a norm"));
+            };
+            let product_node = bias_add.unwrap_or(m);
+            let product = operand(plan, step, extent, product_node)?;
+            let (a, b, transpose_b) = matmul_operands(plan, step, extent, m)?;
+            let bias = match (bias_add, &nodes[m].op) {
+                (Some(add), _) => Some(bias_operand(plan, step, extent, add, m)?),
+                (None, Op::FusedMatMulBiasAct { has_bias: true, .. }) => {
+                    Some(operand(plan, step, extent, nodes[m].inputs[2].0)?)
+                }
+                _ => None,
+            };
+            let mut ds = matmul::lower_split_k(
+                &nodes[m].op,
+                &a,
+                &b,
+                transpose_b,
+                matmul::Epilogue {
+                    bias: bias.as_ref(),
+                    act: None,
+                },
+                &[&product],
+                workspace,
+            )?;
+            let add_ins = &nodes[add].inputs;
+            let residual_node = if add_ins[0].0 == product_node {
+                add_ins[1].0
+            } else {
+                add_ins[0].0
+            };
+            let residual = operand(plan, step, extent, residual_node)?;
+            let params: Vec<Operand> = nodes[n].inputs[1..]
+                .iter()
+                .map(|i| operand(plan, step, extent, i.0))
+                .collect::<Result<_, _>>()?;
+            let out = operand(plan, step, extent, n)?;
+            let sum = tee.then(|| operand(plan, step, extent, add)).transpose()?;
+            // Where the matmul split k over its whole product, the norm adds the chunks and
+            // the bias instead of the sum dispatch; else it reads the product.
+            let (x, x_chunks, norm_bias) = match matmul::take_split_sum(&mut ds, &product) {
+                Some(parts) => (
+                    Operand::new(parts.offset, &product.dims, product.dtype),
+                    Some(norm::XChunks {
+                        count: parts.count,
+                        stride: parts.stride,
+                    }),
+                    bias,
+                ),
+                None => (product, None, None),
+            };
+            let op = Op::FusedResidualNorm {
+                kind,
+                eps,
+                affine,
+                has_bias: norm_bias.is_some(),
+            };
+            ds.extend(norm::lower_args(
+                &op,
+                &norm::NormArgs {
+                    kind,
+                    eps,
+                    x: &x,
+                    x_chunks,
+                    residual: Some(&residual),
+                    bias: norm_bias.as_ref(),
+                    gamma: params.first(),
+                    beta: params.get(1),
+                    out: &out,
+                    sum_out: sum.as_ref(),
+                },
+            )?);
+            Ok(ds)
         }
         &StepKind::ActBinary { act, binary, swap } => {
             let Some(kind) = activation_of(&nodes[act].op) else {

@@ -891,6 +891,15 @@ pub fn fill_slots(ds: Vec<Dispatch>, slots: &[&'static KernelDesc]) -> Option<Ve
     if ds.len() >= slots.len() {
         return (ds.len() == slots.len()).then_some(ds);
     }
+    // A last dispatch of another kind (the norm of a matmul joined with its residual norm)
+    // keeps the last slot; the matmul's dispatches fill the slots before it.
+    if ds.last().is_some_and(|d| !d.kernel.binds_like(&MATMUL)) {
+        let mut ds = ds;
+        let last = ds.pop()?;
+        let mut out = fill_slots(ds, &slots[..slots.len() - 1])?;
+        out.push(last);
+        return Some(out);
+    }
     let template = ds.first()?.params.clone();
     let empty = |kernel: &'static KernelDesc| {
         (kernel.params.size == template.len()).then(|| Dispatch {
@@ -918,18 +927,54 @@ pub fn fill_slots(ds: Vec<Dispatch>, slots: &[&'static KernelDesc]) -> Option<Ve
 }
 
 /// Arena words that the split-k dispatches among `dispatches` use from their workspace (0
-/// for none): what a caller offering a [`SplitWorkspace`] must reserve.
+/// for none): what a caller offering a [`SplitWorkspace`] must reserve. Counted from the
+/// partial products' dispatches, which a consumer adding the chunks itself keeps without the
+/// sum ([`take_split_sum`]).
 pub fn split_k_words(dispatches: &[Dispatch]) -> usize {
     dispatches
         .iter()
-        .filter(|d| is_split_sum(d.kernel))
-        .map(|d| {
-            // Written by `split_k_dispatches` from a `MatmulParams`.
-            let p: MatmulParams = bytemuck::pod_read_unaligned(&d.params);
-            p.k as usize * p.batches as usize * p.m as usize * p.n as usize
+        .filter(|d| d.kernel.binds_like(&MATMUL))
+        .map(|d| bytemuck::pod_read_unaligned::<MatmulParams>(&d.params))
+        .filter(|p| p.k_chunk != 0)
+        .map(|p| {
+            let chunks = p.k.div_ceil(p.k_chunk) as usize;
+            chunks * p.batches as usize * p.m as usize * p.n as usize
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Where a split-k matmul's partial products lie: chunk 0 at `offset` (words, laid out like
+/// the product), `count` chunks `stride` words apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitPartials {
+    pub offset: u32,
+    pub count: u32,
+    pub stride: u32,
+}
+
+/// Removes the chunks' sum from the end of `ds` where it adds up the whole product `out`
+/// (contiguous, one output, not a last-wave tail of its rows), for a consumer that adds the
+/// chunks itself and applies the sum's bias (its only epilogue: no activation); returns where
+/// the chunks lie. `None` (and `ds` unchanged) otherwise.
+pub fn take_split_sum(ds: &mut Vec<Dispatch>, out: &Operand) -> Option<SplitPartials> {
+    let last = ds.last().filter(|d| is_split_sum(d.kernel))?;
+    // Written by `split_k_dispatches` from a `MatmulParams`.
+    let p: MatmulParams = bytemuck::pod_read_unaligned(&last.params);
+    let words = p.batches as usize * p.m as usize * p.n as usize;
+    let whole = p.out_offsets[0] == out.offset
+        && p.split_width == p.n
+        && p.out_stride_m == p.n
+        && p.act == NO_ACTIVATION
+        && out.dims.last() == Some(&(p.n as usize))
+        && words == out.numel();
+    let stride = u32::try_from(words).ok().filter(|_| whole)?;
+    ds.pop();
+    Some(SplitPartials {
+        offset: p.a_offset,
+        count: p.k,
+        stride,
+    })
 }
 
 /// Output columns per workgroup of [`MATMUL_SPLIT_SUM`].

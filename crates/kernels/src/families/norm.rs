@@ -23,9 +23,11 @@ kernel_params! {
         pub sum_offset: u32,
         pub flags: u32,
         pub groups_x: u32,
+        /// Above 1: `x` is this many partial products of a split-k matmul, `chunk_words`
+        /// apart, which the norm adds up (see [`XChunks`]).
+        pub x_chunks: u32,
+        pub chunk_words: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
     }
 }
 
@@ -65,12 +67,24 @@ pub const MANY_ROWS: usize = 1024;
 /// The norm kernels a step may move between when its extent changes (they bind alike).
 pub const EXTENT_VARIANTS: [&KernelDesc; 2] = [&NORM, &NORM_MANY_ROWS];
 
+/// A split-k matmul's partial products standing for a norm's `x`: `count` of them, each laid
+/// out like `x`, `stride` words apart from `x`'s offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XChunks {
+    pub count: u32,
+    pub stride: u32,
+}
+
 /// The operands of one (possibly fused) norm.
 #[derive(Debug, Clone, Copy)]
 pub struct NormArgs<'a> {
     pub kind: NormKind,
     pub eps: f32,
     pub x: &'a Operand,
+    /// `x` as the chunks of a split-k matmul, added up in chunk order and then to `bias` and
+    /// `residual` (the order of the matmul's own sum dispatch and a separate norm, so the
+    /// result is the same to the bit).
+    pub x_chunks: Option<XChunks>,
     pub residual: Option<&'a Operand>,
     pub bias: Option<&'a Operand>,
     pub gamma: Option<&'a Operand>,
@@ -99,6 +113,7 @@ pub fn lower(op: &Op, inputs: &[Operand], out: &Operand) -> Result<Vec<Dispatch>
             kind,
             eps,
             x: &inputs[0],
+            x_chunks: None,
             residual: (lead == 2).then(|| &inputs[1]),
             bias: has_bias.then(|| &inputs[2]),
             gamma: (affine != Affine::None).then(|| &inputs[p]),
@@ -147,6 +162,8 @@ pub fn lower_args(op: &Op, args: &NormArgs<'_>) -> Result<Vec<Dispatch>, LowerEr
             | flag(args.beta, FLAG_BETA)
             | flag(args.sum_out, FLAG_TEE),
         groups_x: groups_x as u32,
+        x_chunks: args.x_chunks.map_or(1, |c| c.count),
+        chunk_words: args.x_chunks.map_or(0, |c| c.stride),
         ..Default::default()
     };
     let groups = [groups_x as u32, u32_of(op, "row groups", groups_y)?, 1];
@@ -170,6 +187,7 @@ mod tests {
             kind: NormKind::Rms,
             eps: 1e-6,
             x: &x,
+            x_chunks: None,
             residual: None,
             bias: None,
             gamma: None,

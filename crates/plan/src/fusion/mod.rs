@@ -4,6 +4,7 @@
 pub mod act_binary;
 pub mod batch;
 pub mod epilogue;
+pub mod matmul_norm;
 pub mod norm_prologue;
 pub mod packed_attention;
 pub mod qkv;
