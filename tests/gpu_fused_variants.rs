@@ -138,6 +138,7 @@ impl SplitCase {
         let workspace = matmul::SplitWorkspace {
             offset: offsets[3] + (3 * m * w) as u32,
             words: partial_words,
+            sum_absorbed: false,
         };
         SplitCase {
             arena,

@@ -431,6 +431,42 @@ fn a_split_matmul_hands_its_chunks_to_the_residual_norm() {
             }
         }
     }
+    // k = 384 splits only where the norm adds the chunks (three of 128 for 12 tiles): the
+    // graph without the join runs one matmul, whose sums differ in rounding.
+    let (k, rows) = (384, 512);
+    let (g, params) = linear_norm_graph(rows, k, n, false);
+    let mut joined = compile(&dev, &g, &params);
+    let unjoined_options = CompileOptions {
+        fusion: kiln::plan::FusionOptions {
+            matmul_norm: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut unjoined = Executable::compile(&dev, &g, &unjoined_options).unwrap();
+    for (name, t) in &params {
+        unjoined.set_param(name, t).unwrap();
+    }
+    let ins = [
+        (
+            "x",
+            HostTensor::from_f32(&[rows, k], &values(rows * k, 5)).unwrap(),
+        ),
+        (
+            "r",
+            HostTensor::from_f32(&[rows, n], &values(rows * n, 6)).unwrap(),
+        ),
+    ];
+    let got = run(&mut joined, &ins)[0].to_f32();
+    assert_eq!(joined.kernel_names(), split);
+    assert!(!unjoined.kernel_names().contains(&"matmul_split_sum_quads"));
+    let want = run(&mut unjoined, &ins)[0].to_f32();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "k = 384: off by {worst}");
 }
 
 /// A step whose bound lowering is one dispatch (17024 rows x 384: a wave of 264 tiles and 135

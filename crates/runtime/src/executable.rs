@@ -1363,6 +1363,7 @@ fn split_workspace(
     Some(SplitWorkspace {
         offset: u32::try_from(offset / 4).ok()?,
         words: usize::try_from(words).ok()?,
+        sum_absorbed: false,
     })
 }
 

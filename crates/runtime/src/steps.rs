@@ -222,7 +222,11 @@ pub fn lower_step(
                     act: None,
                 },
                 &[&product],
-                workspace,
+                // The norm adds the chunks where they cover the product.
+                workspace.map(|w| matmul::SplitWorkspace {
+                    sum_absorbed: true,
+                    ..w
+                }),
             )?;
             let add_ins = &nodes[add].inputs;
             let residual_node = if add_ins[0].0 == product_node {

@@ -401,6 +401,10 @@ pub fn lower_with(
 pub struct SplitWorkspace {
     pub offset: u32,
     pub words: usize,
+    /// Whether the product's consumer adds the chunks itself (a residual norm, see
+    /// [`take_split_sum`]) when they cover the whole product: no sum dispatch to pay for, so a
+    /// split pays from a smaller gain ([`split_k_chunk`]) and from k = 256 on.
+    pub sum_absorbed: bool,
 }
 
 /// Lowers a matmul whose output columns are split evenly over `outs` (one output normally,
@@ -530,7 +534,9 @@ pub fn lower_split_k(
         && (!transpose_b || rows_aligned(b.offset, k, &b_batch));
     // Split-k only where the 64x64 kernels would take the eight-group one (its waves fit
     // better than the four-group one's, so the output is small for the GPU) and k is long.
-    let split_pays = k >= SPLIT_MIN_K && prefers_eight_groups(tiles([TILE; 2]));
+    // Where the consumer adds the chunks, from two chunks of the shortest length on.
+    let absorbed = workspace.is_some_and(|w| w.sum_absorbed) && k >= 2 * SPLIT_MIN_CHUNK;
+    let split_pays = absorbed || (k >= SPLIT_MIN_K && prefers_eight_groups(tiles([TILE; 2])));
     if let Some(ws) = workspace.filter(|_| !skinny && split_pays) {
         if let Some(ds) = split_k_dispatches(op, &p, tiles([WIDE_TILE; 2]), batch, vec4_rows, ws)? {
             return Ok(ds);
@@ -626,18 +632,30 @@ pub const SPLIT_MIN_K: usize = 1024;
 /// The most chunks k is split into.
 pub const MAX_SPLITS: usize = 8;
 
+/// How long an SM takes for `j` workgroups, two at a time, in units of one running alone: a
+/// pair takes 1.8 times one alone (a second wide workgroup adds about 11 % throughput on the
+/// H200: a stage 2.04 µs alone, 3.69 for two, twelfth session).
+fn sm_time(j: usize) -> f64 {
+    (j / 2) as f64 * 1.8 + (j % 2) as f64
+}
+
 /// The chunk of k each workgroup of a split-k matmul covers (a multiple of the wide kernel's
 /// 16-deep stage), or `None` where splitting does not pay: the output's `wide_tiles` 128x128
-/// tiles already occupy every SM, or k is too short. Models the run time as the rounds of
-/// workgroups on the SMs (one per SM at a time: a lone wide workgroup runs almost as fast as
-/// two sharing an SM, measured on the H200) times the chunk's share of k, against 1 for one
-/// workgroup per tile; of equal rounds, the most chunks (the finest grain balances best).
+/// tiles already occupy every SM, or k is too short. Models the run time as the busiest SM's
+/// share of the chunks' workgroups ([`sm_time`]) times the chunk's share of k, against 1 for
+/// one workgroup per tile; of equal times, the most chunks (the finest grain balances best).
 /// Writing and re-reading the partial tiles is not priced: since the wide kernel stores them
 /// as column quads from registers, MiniLM's FFN down (96 tiles, k = 1536, 4096 x 384 outputs)
 /// took 210, 190, 182 and 168 µs per layer in 3, 4, 6 and 8 chunks (H200, one call, the model
-/// profiled; 8 chunks took the model 3.75 -> 3.61 ms GPU in one pass against 4).
+/// profiled; 8 chunks took the model 3.75 -> 3.61 ms GPU in one pass against 4; the model
+/// prices them 0.93, 0.70, 0.77, 0.68). A sum dispatch of its own is priced by asking for a
+/// clear gain (below 0.9); where the consumer adds the chunks (`sum_absorbed`), any gain: the
+/// output projection's 96 tiles at k = 384 in two chunks (0.9) took MiniLM's attention output
+/// and residual norm 85 -> 74 µs per layer (H200, two processes), and the model 3.42 -> 3.36 ms
+/// GPU in one pass; in three or four chunks 80 and 79 µs (and with a sum dispatch of its own,
+/// two chunks had gained nothing: 73 -> 74 µs, thirteenth session).
 /// MiniLM at 32 x 128: FFN down splits in 8 chunks of 192; 24 tiles at k = 384 in 3 of 128.
-pub fn split_k_chunk(wide_tiles: usize, k: usize) -> Option<usize> {
+pub fn split_k_chunk(wide_tiles: usize, k: usize, sum_absorbed: bool) -> Option<usize> {
     let sms = CONCURRENT_WORKGROUPS / 2;
     if wide_tiles == 0 || wide_tiles >= sms {
         return None;
@@ -649,14 +667,14 @@ pub fn split_k_chunk(wide_tiles: usize, k: usize) -> Option<usize> {
             break;
         }
         let splits = k.div_ceil(chunk);
-        let rounds = (wide_tiles * splits).div_ceil(sms);
-        let cost = (rounds * chunk) as f64 / k as f64;
+        let busiest = (wide_tiles * splits).div_ceil(sms);
+        let cost = sm_time(busiest) * chunk as f64 / k as f64;
         if best.is_none_or(|(c, _)| cost <= c) {
             best = Some((cost, chunk));
         }
     }
-    // Only a clear gain: the model ignores the sum's own dispatch.
-    best.filter(|&(cost, _)| cost < 0.9).map(|(_, chunk)| chunk)
+    let bar = if sum_absorbed { 1.0 } else { 0.9 };
+    best.filter(|&(cost, _)| cost < bar).map(|(_, chunk)| chunk)
 }
 
 /// The two dispatches of a split-k matmul with params `p` (see [`lower_split_k`]), or `None`
@@ -670,7 +688,7 @@ fn split_k_dispatches(
     ws: SplitWorkspace,
 ) -> Result<Option<Vec<Dispatch>>, LowerError> {
     let (rows, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    let Some(chunk) = split_k_chunk(wide_tiles, k) else {
+    let Some(chunk) = split_k_chunk(wide_tiles, k, ws.sum_absorbed) else {
         return Ok(None);
     };
     let splits = k.div_ceil(chunk);
@@ -849,7 +867,18 @@ fn last_wave_split_dispatches(
                 1,
             ],
         )]
-    } else if let Some(split) = split_k_dispatches(op, &tail, tail_tiles, 1, vec4_rows, ws)? {
+    } else if let Some(split) = split_k_dispatches(
+        op,
+        &tail,
+        tail_tiles,
+        1,
+        vec4_rows,
+        // The tail's sum covers its rows only: a dispatch of its own, whatever the consumer.
+        SplitWorkspace {
+            sum_absorbed: false,
+            ..ws
+        },
+    )? {
         split
     } else if tail_tiles <= CONCURRENT_WORKGROUPS / 2 {
         // At most one wide tile per SM: in a dispatch of their own they start on an idle GPU,
@@ -1366,6 +1395,7 @@ mod tests {
         let ws = SplitWorkspace {
             offset: 1 << 26,
             words: 1 << 24,
+            sum_absorbed: false,
         };
         let op = Op::MatMul { transpose_b: true };
         let lower = |m: usize, k: usize, n: usize, ws| {
@@ -1467,15 +1497,19 @@ mod tests {
     #[test]
     fn split_k_where_tiles_leave_sms_idle() {
         // 24 tiles at k = 384; MiniLM's FFN down at 32 x 128 rows.
-        assert_eq!(split_k_chunk(24, 384), Some(128));
-        assert_eq!(split_k_chunk(96, 1536), Some(192));
+        assert_eq!(split_k_chunk(24, 384, false), Some(128));
+        assert_eq!(split_k_chunk(96, 1536, false), Some(192));
         // Enough tiles for every SM, or k too short for two chunks of 128.
-        assert_eq!(split_k_chunk(132, 4096), None);
-        assert_eq!(split_k_chunk(6, 200), None);
-        assert_eq!(split_k_chunk(0, 4096), None);
+        assert_eq!(split_k_chunk(132, 4096, false), None);
+        assert_eq!(split_k_chunk(6, 200, false), None);
+        assert_eq!(split_k_chunk(0, 4096, false), None);
+        // The output projection's 96 tiles at k = 384: two chunks where the consumer adds
+        // them (the busiest SM runs two workgroups of half of k: 0.9), not with a sum dispatch.
+        assert_eq!(split_k_chunk(96, 384, true), Some(192));
+        assert_eq!(split_k_chunk(96, 384, false), None);
         // Chunks are whole stages and cover k.
         for (tiles, k) in [(6, 1000), (1, 517), (50, 2048), (24, 4096)] {
-            let chunk = split_k_chunk(tiles, k).unwrap();
+            let chunk = split_k_chunk(tiles, k, false).unwrap();
             assert_eq!(chunk % 16, 0);
             assert!(chunk >= SPLIT_MIN_CHUNK && k.div_ceil(chunk) <= MAX_SPLITS);
         }
@@ -1487,6 +1521,7 @@ mod tests {
         let ws = SplitWorkspace {
             offset: 3 << 20,
             words: 1 << 22,
+            sum_absorbed: false,
         };
         let op = Op::MatMul { transpose_b: true };
         let lower = |a: &Operand, out: &Operand, ws| {
