@@ -211,6 +211,15 @@ fn check_batched(batch: usize, m: usize, k: usize, n: usize, transpose: bool, ke
     );
 }
 
+/// The name of a wide kernel's pipeline for B stored `[K, N]` (not `transpose`): `_kn`.
+fn wide_layout(kernel: &str, transpose: bool) -> String {
+    if kernel.starts_with("matmul_wide") && !transpose {
+        format!("{kernel}_kn")
+    } else {
+        kernel.to_string()
+    }
+}
+
 #[test]
 fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     // Batches of 130 x 33 x 200: 64 of them make 2 x 2 tiles of 128 each, 256 in all (the
@@ -219,7 +228,14 @@ fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
     // whose stage of 32 k is ragged too).
     for (batch, kernel) in [(64, "matmul_wide"), (16, "matmul"), (4, "matmul_k8")] {
         for transpose in [false, true] {
-            check_batched(batch, 130, 33, 200, transpose, kernel);
+            check_batched(
+                batch,
+                130,
+                33,
+                200,
+                transpose,
+                &wide_layout(kernel, transpose),
+            );
         }
     }
 }
@@ -253,7 +269,7 @@ fn vec4_and_scalar_row_loads() {
                 (true, "matmul_wide") => "matmul_wide_quads".to_string(),
                 (true, _) => format!("{base}_vec4"),
             };
-            check_batched(batch, m, k, n, transpose, &kernel);
+            check_batched(batch, m, k, n, transpose, &wide_layout(&kernel, transpose));
         }
     }
 }
@@ -470,7 +486,8 @@ fn planned_split_k_matches_the_reference() {
     let k = 1030;
     let (g, ashape, bshape) = matmul_graph(&[3], [130, k, 70], false);
     let inputs = [("a", tensor(&ashape, 44)), ("b", tensor(&bshape, 45))];
-    split_k_case(&g, &[], &inputs, k, ["matmul_wide", "matmul_split_sum"]);
+    // B stored [K, N]: the wide pipeline built for that layout.
+    split_k_case(&g, &[], &inputs, k, ["matmul_wide_kn", "matmul_split_sum"]);
 
     fn split_k_case(
         g: &Graph,

@@ -184,6 +184,31 @@ pub const MATMUL_WIDE_QUADS: KernelDesc = KernelDesc {
     ..MATMUL_WIDE
 };
 
+/// The wide pipelines' B layout constant: `[K, N]`, loaded along n (the shader's
+/// `B_ALONG_N`; the default pipelines are built for `[N, K]`, see [`wide_kernel`]).
+const B_ALONG_N: (&str, f64) = ("B_ALONG_N", 1.0);
+
+/// [`MATMUL_WIDE`] for B stored `[K, N]`.
+pub const MATMUL_WIDE_KN: KernelDesc = KernelDesc {
+    name: "matmul_wide_kn",
+    constants: &[B_ALONG_N],
+    ..MATMUL_WIDE
+};
+
+/// [`MATMUL_WIDE_VEC4`] for B stored `[K, N]`.
+pub const MATMUL_WIDE_VEC4_KN: KernelDesc = KernelDesc {
+    name: "matmul_wide_vec4_kn",
+    constants: &[("ROWS_AS_VEC4", 1.0), B_ALONG_N],
+    ..MATMUL_WIDE_VEC4
+};
+
+/// [`MATMUL_WIDE_QUADS`] for B stored `[K, N]`.
+pub const MATMUL_WIDE_QUADS_KN: KernelDesc = KernelDesc {
+    name: "matmul_wide_quads_kn",
+    constants: &[("ROWS_AS_VEC4", 1.0), B_ALONG_N],
+    ..MATMUL_WIDE_QUADS
+};
+
 /// The matmul for few rows of A against B stored `[N, K]` (see [`SKINNY_MAX_ROWS`]).
 pub const MATMUL_SKINNY: KernelDesc = KernelDesc {
     name: "matmul_skinny",
@@ -235,7 +260,7 @@ fn skinny_columns(kernel: &KernelDesc) -> usize {
 }
 
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 12] = [
+pub const EXTENT_VARIANTS: [&KernelDesc; 15] = [
     &MATMUL,
     &MATMUL_VEC4,
     &MATMUL_K8,
@@ -243,6 +268,9 @@ pub const EXTENT_VARIANTS: [&KernelDesc; 12] = [
     &MATMUL_WIDE,
     &MATMUL_WIDE_VEC4,
     &MATMUL_WIDE_QUADS,
+    &MATMUL_WIDE_KN,
+    &MATMUL_WIDE_VEC4_KN,
+    &MATMUL_WIDE_QUADS_KN,
     &MATMUL_SKINNY,
     &MATMUL_SKINNY_VEC4,
     &MATMUL_SKINNY_NARROW,
@@ -289,6 +317,9 @@ pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
         MATMUL_WIDE.name,
         MATMUL_WIDE_VEC4.name,
         MATMUL_WIDE_QUADS.name,
+        MATMUL_WIDE_KN.name,
+        MATMUL_WIDE_VEC4_KN.name,
+        MATMUL_WIDE_QUADS_KN.name,
     ]
     .contains(&kernel.name)
 }
@@ -791,10 +822,16 @@ fn tiled_kernel(tiles: usize, vec4_rows: bool) -> &'static KernelDesc {
 /// 73.3 -> 68.0, FFN up with GELU 176.5 -> 161.0, the model 3.82-3.83 -> 3.69 ms GPU in one
 /// pass; 4096^3 3.73 -> 3.65-3.67 ms.
 fn wide_kernel(p: &MatmulParams, vec4_rows: bool) -> &'static KernelDesc {
-    match (vec4_rows, outputs_in_quads(p)) {
-        (false, _) => &MATMUL_WIDE,
-        (true, false) => &MATMUL_WIDE_VEC4,
-        (true, true) => &MATMUL_WIDE_QUADS,
+    // Each pipeline is built for one layout of B (`B_ALONG_N`), chosen by the same test of
+    // the stride that the shader made at run time before.
+    let along_n = p.b_stride_k != 1;
+    match (vec4_rows, outputs_in_quads(p), along_n) {
+        (false, _, false) => &MATMUL_WIDE,
+        (false, _, true) => &MATMUL_WIDE_KN,
+        (true, false, false) => &MATMUL_WIDE_VEC4,
+        (true, false, true) => &MATMUL_WIDE_VEC4_KN,
+        (true, true, false) => &MATMUL_WIDE_QUADS,
+        (true, true, true) => &MATMUL_WIDE_QUADS_KN,
     }
 }
 
@@ -1098,6 +1135,36 @@ mod tests {
 
     /// The wide kernel stores column quads from registers only where every quad of every
     /// output row starts on 16 bytes, its bias quad too, and the rows load as vec4s.
+    /// Each wide pipeline is built for one layout of B: `[N, K]` (k contiguous) or, as the
+    /// `_kn` pipelines, `[K, N]`; one column (`[K, 1]`, k contiguous as well) takes the first.
+    #[test]
+    fn wide_pipelines_follow_the_layout_of_b() {
+        let wide = |k: usize, n: usize, transpose: bool, k4: bool| {
+            let k = if k4 { k } else { k + 1 };
+            let a = Operand::new(0, &[4096, k], DType::F32);
+            let dims = if transpose { [n, k] } else { [k, n] };
+            let b = Operand::new(1 << 24, &dims, DType::F32);
+            let out = Operand::new(2 << 24, &[4096, n], DType::F32);
+            let op = Op::MatMul {
+                transpose_b: transpose,
+            };
+            let ds = lower_split_k(&op, &a, &b, transpose, Epilogue::default(), &[&out], None);
+            ds.unwrap()[0].kernel.name
+        };
+        assert_eq!(wide(64, 1024, true, true), "matmul_wide_quads");
+        assert_eq!(wide(64, 1024, false, true), "matmul_wide_quads_kn");
+        assert_eq!(wide(64, 1022, true, true), "matmul_wide_vec4");
+        assert_eq!(wide(64, 1022, false, true), "matmul_wide_vec4_kn");
+        assert_eq!(wide(64, 1024, true, false), "matmul_wide");
+        assert_eq!(wide(64, 1024, false, false), "matmul_wide_kn");
+        assert!(MATMUL_WIDE_QUADS_KN.binds_like(&MATMUL_WIDE_QUADS));
+        let wide_source = include_str!("../../../../shaders/matmul_wide.wgsl");
+        assert!(wide_source.contains("override B_ALONG_N: bool = false;"));
+        for k in [&MATMUL_WIDE_KN, &MATMUL_WIDE_VEC4_KN, &MATMUL_WIDE_QUADS_KN] {
+            assert!(k.constants.contains(&B_ALONG_N), "{}", k.name);
+        }
+    }
+
     #[test]
     fn wide_outputs_store_quads_only_when_aligned() {
         let lower_wide = |n: usize, out_offset: u32, bias_offset: Option<u32>, outs: usize| {
