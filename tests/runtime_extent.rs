@@ -364,6 +364,41 @@ fn linear_norm_graph(
     (g, params)
 }
 
+/// `g` compiled without the matmul-norm join (its split-k sum a dispatch of its own).
+fn compile_unjoined(dev: &Device, g: &Graph, params: &[(String, HostTensor)]) -> Executable {
+    let options = CompileOptions {
+        fusion: kiln::plan::FusionOptions {
+            matmul_norm: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut exe = Executable::compile(dev, g, &options).unwrap_or_else(|e| panic!("{e}"));
+    for (name, t) in params {
+        exe.set_param(name, t).unwrap();
+    }
+    exe
+}
+
+/// Random `x [rows, k]` and `r [rows, n]` for [`linear_norm_graph`], from `seed`.
+fn linear_norm_inputs(
+    rows: usize,
+    k: usize,
+    n: usize,
+    seed: u64,
+) -> [(&'static str, HostTensor); 2] {
+    [
+        (
+            "x",
+            HostTensor::from_f32(&[rows, k], &values(rows * k, seed)).unwrap(),
+        ),
+        (
+            "r",
+            HostTensor::from_f32(&[rows, n], &values(rows * n, seed + 7)).unwrap(),
+        ),
+    ]
+}
+
 /// Asserts that two runs' outputs are equal to the bit, naming the first value that is not.
 fn same_bits(got: &[HostTensor], want: &[HostTensor], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: outputs");
@@ -398,27 +433,8 @@ fn a_split_matmul_hands_its_chunks_to_the_residual_norm() {
         for (rows, kernels) in [(512, split), (16, skinny), (40, split), (300, split)] {
             let exact_graph = g.bind(&DimBinding::new().with("rows", rows)).unwrap();
             let mut exact = compile(&dev, &exact_graph, &params);
-            let unjoined_options = CompileOptions {
-                fusion: kiln::plan::FusionOptions {
-                    matmul_norm: false,
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let mut unjoined = Executable::compile(&dev, &exact_graph, &unjoined_options).unwrap();
-            for (name, t) in &params {
-                unjoined.set_param(name, t).unwrap();
-            }
-            let ins = [
-                (
-                    "x",
-                    HostTensor::from_f32(&[rows, k], &values(rows * k, rows as u64)).unwrap(),
-                ),
-                (
-                    "r",
-                    HostTensor::from_f32(&[rows, n], &values(rows * n, 7 + rows as u64)).unwrap(),
-                ),
-            ];
+            let mut unjoined = compile_unjoined(&dev, &exact_graph, &params);
+            let ins = linear_norm_inputs(rows, k, n, rows as u64);
             let got = run(&mut bounded, &ins);
             assert_eq!(bounded.kernel_names(), kernels, "{rows} rows");
             let exact_out = run(&mut exact, &ins);
@@ -436,27 +452,8 @@ fn a_split_matmul_hands_its_chunks_to_the_residual_norm() {
     let (k, rows) = (384, 512);
     let (g, params) = linear_norm_graph(rows, k, n, false);
     let mut joined = compile(&dev, &g, &params);
-    let unjoined_options = CompileOptions {
-        fusion: kiln::plan::FusionOptions {
-            matmul_norm: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut unjoined = Executable::compile(&dev, &g, &unjoined_options).unwrap();
-    for (name, t) in &params {
-        unjoined.set_param(name, t).unwrap();
-    }
-    let ins = [
-        (
-            "x",
-            HostTensor::from_f32(&[rows, k], &values(rows * k, 5)).unwrap(),
-        ),
-        (
-            "r",
-            HostTensor::from_f32(&[rows, n], &values(rows * n, 6)).unwrap(),
-        ),
-    ];
+    let mut unjoined = compile_unjoined(&dev, &g, &params);
+    let ins = linear_norm_inputs(rows, k, n, 5);
     let got = run(&mut joined, &ins)[0].to_f32();
     assert_eq!(joined.kernel_names(), split);
     assert!(!unjoined.kernel_names().contains(&"matmul_split_sum_quads"));

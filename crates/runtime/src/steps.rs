@@ -132,15 +132,7 @@ pub fn lower_step(
             outputs,
         } => {
             let (a, b, transpose_b) = matmul_operands(plan, step, extent, m)?;
-            let bias = match bias_add {
-                Some(add) => Some(bias_operand(plan, step, extent, add, m)?),
-                None => match nodes[m].op {
-                    Op::FusedMatMulBiasAct { has_bias: true, .. } => {
-                        Some(operand(plan, step, extent, nodes[m].inputs[2].0)?)
-                    }
-                    _ => None,
-                },
-            };
+            let bias = matmul_bias(plan, step, extent, m, bias_add)?;
             let outs: Vec<Operand> = outputs
                 .iter()
                 .map(|&o| operand(plan, step, extent, o))
@@ -205,13 +197,7 @@ pub fn lower_step(
             let product_node = bias_add.unwrap_or(m);
             let product = operand(plan, step, extent, product_node)?;
             let (a, b, transpose_b) = matmul_operands(plan, step, extent, m)?;
-            let bias = match (bias_add, &nodes[m].op) {
-                (Some(add), _) => Some(bias_operand(plan, step, extent, add, m)?),
-                (None, Op::FusedMatMulBiasAct { has_bias: true, .. }) => {
-                    Some(operand(plan, step, extent, nodes[m].inputs[2].0)?)
-                }
-                _ => None,
-            };
+            let bias = matmul_bias(plan, step, extent, m, bias_add)?;
             let mut ds = matmul::lower_split_k(
                 &nodes[m].op,
                 &a,
@@ -504,6 +490,24 @@ fn matmul_operands(
         operand(plan, step, extent, node.inputs[1].0)?,
         transpose_b,
     ))
+}
+
+/// The bias of matmul `m`: that of its bias add, or its own as a `FusedMatMulBiasAct`.
+fn matmul_bias(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+    m: usize,
+    bias_add: Option<usize>,
+) -> Result<Option<Operand>, LowerError> {
+    let node = &plan.graph.nodes()[m];
+    match (bias_add, &node.op) {
+        (Some(add), _) => bias_operand(plan, step, extent, add, m).map(Some),
+        (None, Op::FusedMatMulBiasAct { has_bias: true, .. }) => {
+            operand(plan, step, extent, node.inputs[2].0).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The bias operand of `add = matmul + bias`.
