@@ -17,6 +17,10 @@
 // c / split_width at column c % split_width: the QKV split-write, three outputs from one
 // dispatch.
 
+// B stored [K, N] (p.b_stride_k != 1): the `_kn` pipelines, like the wide kernel's (a runtime
+// test of the stride cost 1024^3 101 against 95 µs on the H200).
+override B_ALONG_N: bool = false;
+
 const TILE: u32 = 64u;
 // k-groups of 64 invocations (4 or 8: a stage must fit the 16 KiB tile below).
 override GROUPS: u32 = 4u;
@@ -42,7 +46,7 @@ fn load_stage(a_base: u32, b_base: u32, row0: u32, col0: u32, t: u32, tid: u32) 
     let quad = t + (tid % GROUPS) * 4u;
     let a = along_k(a_base + min(row0 + line, p.m - 1u) * p.a_stride_m, quad);
     var b: vec4<f32>;
-    if (p.b_stride_k == 1u) {
+    if (!B_ALONG_N) {
         b = along_k(b_base + min(col0 + line, p.n - 1u) * p.b_stride_n, quad);
     } else {
         let k = t + tid / 16u;
@@ -66,7 +70,7 @@ fn put_along_k(base: u32, v: vec4<f32>, tid: u32) {
 
 fn store_stage(s: Stage, tid: u32) {
     put_along_k(0u, s.a, tid);
-    if (p.b_stride_k == 1u) {
+    if (!B_ALONG_N) {
         put_along_k(B_AT, s.b, tid);
     } else {
         let k = tid / 16u;

@@ -211,9 +211,9 @@ fn check_batched(batch: usize, m: usize, k: usize, n: usize, transpose: bool, ke
     );
 }
 
-/// The name of a wide kernel's pipeline for B stored `[K, N]` (not `transpose`): `_kn`.
-fn wide_layout(kernel: &str, transpose: bool) -> String {
-    if kernel.starts_with("matmul_wide") && !transpose {
+/// The name of a tiled kernel's pipeline for B stored `[K, N]` (not `transpose`): `_kn`.
+fn for_layout(kernel: &str, transpose: bool) -> String {
+    if !transpose && !kernel.starts_with("matmul_skinny") {
         format!("{kernel}_kn")
     } else {
         kernel.to_string()
@@ -234,7 +234,7 @@ fn wide_and_grouped_k_tiles_with_ragged_edges_and_batches() {
                 33,
                 200,
                 transpose,
-                &wide_layout(kernel, transpose),
+                &for_layout(kernel, transpose),
             );
         }
     }
@@ -269,7 +269,7 @@ fn vec4_and_scalar_row_loads() {
                 (true, "matmul_wide") => "matmul_wide_quads".to_string(),
                 (true, _) => format!("{base}_vec4"),
             };
-            check_batched(batch, m, k, n, transpose, &wide_layout(&kernel, transpose));
+            check_batched(batch, m, k, n, transpose, &for_layout(&kernel, transpose));
         }
     }
 }
@@ -415,8 +415,10 @@ fn wide_tiled_and_skinny_kernels_across_extents_on_one_executable() {
 fn eight_groups_fall_back_where_workgroups_are_limited_to_256() {
     let dev = common::tiny_device();
     assert!(dev.info().limits.max_compute_invocations_per_workgroup <= 256);
-    // Planned (every step within the tiny device's 8 KB storage bindings).
+    // Planned (every step within the tiny device's 8 KB storage bindings), B stored [N, K]
+    // and [K, N].
     fallback_case(&dev, 20, 17, 24, true, true);
+    fallback_case(&dev, 20, 17, 24, false, true);
     // Eager (no windows): small enough for one binding.
     fallback_case(&dev, 20, 9, 24, false, false);
 }
@@ -430,16 +432,22 @@ fn fallback_case(
     planned: bool,
 ) {
     use kiln::runtime::{CompileOptions, Executable};
-    assert_eq!(kernel_for(1, m, k, n, transpose), "matmul_k8");
+    assert_eq!(
+        kernel_for(1, m, k, n, transpose),
+        for_layout("matmul_k8", transpose)
+    );
     let (g, ashape, bshape) = matmul_graph(&[], [m, k, n], transpose);
     let inputs = [("a", tensor(&ashape, 31)), ("b", tensor(&bshape, 32))];
     let want = evaluate(&g, &[], &inputs).unwrap();
     let got = if planned {
         let mut exe = Executable::compile(dev, &g, &CompileOptions::default()).unwrap();
-        assert_eq!(exe.kernel_names(), ["matmul"]);
+        assert_eq!(exe.kernel_names(), [for_layout("matmul", transpose)]);
         // The full-sized device keeps the eight-group kernel.
         let full = Executable::compile(&common::device(), &g, &CompileOptions::default());
-        assert_eq!(full.unwrap().kernel_names(), ["matmul_k8"]);
+        assert_eq!(
+            full.unwrap().kernel_names(),
+            [for_layout("matmul_k8", transpose)]
+        );
         exe.run(&[("a", &inputs[0].1), ("b", &inputs[1].1)])
             .unwrap()
     } else {

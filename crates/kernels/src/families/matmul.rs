@@ -151,6 +151,35 @@ pub const MATMUL_K8_VEC4: KernelDesc = KernelDesc {
     ..MATMUL_K8
 };
 
+/// [`MATMUL`] for B stored `[K, N]` (the shader's `B_ALONG_N`; the pipelines without `_kn`
+/// are built for `[N, K]`, see [`tiled_kernel`]).
+pub const MATMUL_KN: KernelDesc = KernelDesc {
+    name: "matmul_kn",
+    constants: &[B_ALONG_N],
+    ..MATMUL
+};
+
+/// [`MATMUL_VEC4`] for B stored `[K, N]`.
+pub const MATMUL_VEC4_KN: KernelDesc = KernelDesc {
+    name: "matmul_vec4_kn",
+    constants: &[("ROWS_AS_VEC4", 1.0), B_ALONG_N],
+    ..MATMUL_VEC4
+};
+
+/// [`MATMUL_K8`] for B stored `[K, N]`.
+pub const MATMUL_K8_KN: KernelDesc = KernelDesc {
+    name: "matmul_k8_kn",
+    constants: &[("GROUPS", 8.0), B_ALONG_N],
+    ..MATMUL_K8
+};
+
+/// [`MATMUL_K8_VEC4`] for B stored `[K, N]`.
+pub const MATMUL_K8_VEC4_KN: KernelDesc = KernelDesc {
+    name: "matmul_k8_vec4_kn",
+    constants: &[("GROUPS", 8.0), ("ROWS_AS_VEC4", 1.0), B_ALONG_N],
+    ..MATMUL_K8_VEC4
+};
+
 /// Whether `tiles` 64x64 output tiles run better on [`MATMUL_K8`] than on [`MATMUL`]: when
 /// its waves (half as many workgroups at once, each tile done in about half the time) leave
 /// less of the GPU idle. MiniLM's 384-wide projections at 4096 rows have 384 tiles: 1.45
@@ -260,11 +289,15 @@ fn skinny_columns(kernel: &KernelDesc) -> usize {
 }
 
 /// The f32 matmul kernels a step may move between when its extent changes (all bind alike).
-pub const EXTENT_VARIANTS: [&KernelDesc; 15] = [
+pub const EXTENT_VARIANTS: [&KernelDesc; 19] = [
     &MATMUL,
     &MATMUL_VEC4,
     &MATMUL_K8,
     &MATMUL_K8_VEC4,
+    &MATMUL_KN,
+    &MATMUL_VEC4_KN,
+    &MATMUL_K8_KN,
+    &MATMUL_K8_VEC4_KN,
     &MATMUL_WIDE,
     &MATMUL_WIDE_VEC4,
     &MATMUL_WIDE_QUADS,
@@ -314,6 +347,10 @@ pub fn replaced_by_cooperative(kernel: &KernelDesc) -> bool {
         MATMUL_VEC4.name,
         MATMUL_K8.name,
         MATMUL_K8_VEC4.name,
+        MATMUL_KN.name,
+        MATMUL_VEC4_KN.name,
+        MATMUL_K8_KN.name,
+        MATMUL_K8_VEC4_KN.name,
         MATMUL_WIDE.name,
         MATMUL_WIDE_VEC4.name,
         MATMUL_WIDE_QUADS.name,
@@ -374,10 +411,15 @@ pub fn fit_invocation_limit(dispatches: &mut [Dispatch], max_invocations: u32) {
         if d.kernel.invocations() <= max_invocations {
             continue;
         }
-        if d.kernel.name == MATMUL_K8.name {
-            d.kernel = &MATMUL;
-        } else if d.kernel.name == MATMUL_K8_VEC4.name {
-            d.kernel = &MATMUL_VEC4;
+        let four_groups: Option<&'static KernelDesc> = match d.kernel.name {
+            n if n == MATMUL_K8.name => Some(&MATMUL),
+            n if n == MATMUL_K8_VEC4.name => Some(&MATMUL_VEC4),
+            n if n == MATMUL_K8_KN.name => Some(&MATMUL_KN),
+            n if n == MATMUL_K8_VEC4_KN.name => Some(&MATMUL_VEC4_KN),
+            _ => None,
+        };
+        if let Some(k) = four_groups {
+            d.kernel = k;
         }
     }
 }
@@ -595,7 +637,10 @@ pub fn lower_split_k(
     } else if wide {
         (wide_kernel(&p, vec4_rows), Some([WIDE_TILE; 2]))
     } else {
-        (tiled_kernel(tiles([TILE; 2]), vec4_rows), Some([TILE; 2]))
+        (
+            tiled_kernel(tiles([TILE; 2]), vec4_rows, &p),
+            Some([TILE; 2]),
+        )
     };
     let groups = match tile {
         None => [
@@ -806,12 +851,18 @@ fn is_split_sum(kernel: &KernelDesc) -> bool {
 
 /// The 64x64 kernel for an output of `tiles` 64x64 tiles: four k-groups, or eight where their
 /// waves fill the GPU better; loading rows as vec4s where they are aligned.
-fn tiled_kernel(tiles: usize, vec4_rows: bool) -> &'static KernelDesc {
-    match (prefers_eight_groups(tiles), vec4_rows) {
-        (false, false) => &MATMUL,
-        (false, true) => &MATMUL_VEC4,
-        (true, false) => &MATMUL_K8,
-        (true, true) => &MATMUL_K8_VEC4,
+fn tiled_kernel(tiles: usize, vec4_rows: bool, p: &MatmulParams) -> &'static KernelDesc {
+    // Each pipeline is built for one layout of B, like the wide ones (see [`wide_kernel`]).
+    let along_n = p.b_stride_k != 1;
+    match (prefers_eight_groups(tiles), vec4_rows, along_n) {
+        (false, false, false) => &MATMUL,
+        (false, true, false) => &MATMUL_VEC4,
+        (true, false, false) => &MATMUL_K8,
+        (true, true, false) => &MATMUL_K8_VEC4,
+        (false, false, true) => &MATMUL_KN,
+        (false, true, true) => &MATMUL_VEC4_KN,
+        (true, false, true) => &MATMUL_K8_KN,
+        (true, true, true) => &MATMUL_K8_VEC4_KN,
     }
 }
 
@@ -896,7 +947,7 @@ fn last_wave_split_dispatches(
     let tail = if small_tiles <= CONCURRENT_WORKGROUPS / 2 {
         // Few enough 64x64 tiles for one round of the 64x64 kernels: no partial sums.
         vec![Dispatch::new(
-            tiled_kernel(small_tiles, vec4_rows),
+            tiled_kernel(small_tiles, vec4_rows, &tail),
             &tail,
             [
                 u32_of(op, "column tiles", n.div_ceil(TILE))?,
@@ -1235,8 +1286,10 @@ mod tests {
         };
         assert_eq!(lower_one(2, 1 << 20, true), "matmul_k8");
         assert_eq!(lower_one(0, (1 << 20) + 2, true), "matmul_k8");
-        // B stored [K, N] is read along n, never by k-quads: its offset does not matter.
-        assert_eq!(lower_one(0, (1 << 20) + 2, false), "matmul_k8_vec4");
+        // B stored [K, N] is read along n, never by k-quads: its offset does not matter (the
+        // `_kn` pipeline, built for that layout).
+        assert_eq!(lower_one(0, (1 << 20) + 2, false), "matmul_k8_vec4_kn");
+        assert_eq!(lower_one(2, 1 << 20, false), "matmul_k8_kn");
         // K = 0 has no quad to load.
         assert_eq!(matmul_dispatch(300, 0, 100).kernel.name, "matmul_k8");
     }
@@ -1280,7 +1333,7 @@ mod tests {
         let out = Operand::new(2 << 20, &[32, 1, 384], DType::F32);
         let op = Op::MatMul { transpose_b: false };
         let pooling = lower(&op, &[a, b], &out).expect("a batched matmul lowers");
-        assert_eq!(pooling[0].kernel.name, "matmul_vec4");
+        assert_eq!(pooling[0].kernel.name, "matmul_vec4_kn");
         // 256 tiles: one wave of either, and the four-group kernel is the faster one.
         assert_eq!(matmul_dispatch(1024, 1024, 1024).kernel.name, "matmul_vec4");
     }
@@ -1320,6 +1373,13 @@ mod tests {
         // The same tiles: grid and params carry over.
         let after: Vec<_> = ds.iter().map(|d| (d.groups, d.params.clone())).collect();
         assert_eq!(before, after);
+        // B stored [K, N]: the `_kn` pipelines fall back to theirs.
+        let mut kn = vec![
+            Dispatch::new(&MATMUL_K8_VEC4_KN, &MatmulParams::default(), [1, 1, 1]),
+            Dispatch::new(&MATMUL_K8_KN, &MatmulParams::default(), [1, 1, 1]),
+        ];
+        fit_invocation_limit(&mut kn, 256);
+        assert_eq!(names(&kn), ["matmul_vec4_kn", "matmul_kn"]);
     }
 
     #[test]
