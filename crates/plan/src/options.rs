@@ -44,7 +44,7 @@ pub struct FusionOptions {
     pub qkv_split: bool,
     /// Add → LayerNorm/RMSNorm becomes one step (also writing the sum when it has other readers).
     pub residual_norm: bool,
-    /// A matmul (with bias, without activation) read only by a residual norm joins its step,
+    /// A matmul without activation read only by a residual norm joins the norm's step,
     /// so that a split-k matmul's chunks are added by the norm.
     pub matmul_norm: bool,
     /// Attention reads Q, K and V through strides from one packed projection.

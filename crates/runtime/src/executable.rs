@@ -826,9 +826,13 @@ impl Executable {
             .iter()
             .map(|&i| self.bytes_at(self.outputs[i].dtype, &self.outputs[i].shape))
             .collect();
-        let commands = match self.prepared.take() {
-            Some(p) if p.indices == indices => p.commands,
-            _ => self.encode_run(indices, &sizes),
+        // The prepared commands' index list is kept for the next ones (no allocation per run).
+        let (commands, mut kept) = match self.prepared.take() {
+            Some(p) if p.indices == indices => (p.commands, p.indices),
+            other => (
+                self.encode_run(indices, &sizes),
+                other.map(|p| p.indices).unwrap_or_default(),
+            ),
         };
         self.device.submit([commands]);
         self.last_cpu_ns = started.elapsed().as_nanos() as u64;
@@ -837,8 +841,10 @@ impl Executable {
         // now, while the GPU works on this run, the next run with the same extent and outputs
         // only submits them.
         let submitted = std::time::Instant::now();
+        kept.clear();
+        kept.extend_from_slice(indices);
         self.prepared = Some(Prepared {
-            indices: indices.to_vec(),
+            indices: kept,
             commands: self.encode_run(indices, &sizes),
         });
         self.last_ahead_ns = submitted.elapsed().as_nanos() as u64;
@@ -1132,7 +1138,6 @@ impl Executable {
         Ok(wanted)
     }
 
-    /// Encodes every action: dispatches in compute passes, broken only by staging copies.
     /// A run's commands: every dispatch, the copies of the outputs at `indices` (`sizes` bytes
     /// each) into the readback buffer, and the feedback copies.
     fn encode_run(&self, indices: &[usize], sizes: &[u64]) -> wgpu::CommandBuffer {
@@ -1157,6 +1162,7 @@ impl Executable {
         encoder.finish()
     }
 
+    /// Encodes every action: dispatches in compute passes, broken only by staging copies.
     fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut i = 0;
         while i < self.actions.len() {

@@ -151,38 +151,17 @@ pub fn lower_step(
             )
         }
         &StepKind::ResidualNorm { add, norm: n, tee } => {
-            let Op::Norm { kind, eps, affine } = nodes[n].op else {
-                return Err(LowerError::unsupported(&nodes[n].op, "not a norm"));
-            };
             let x = operand(plan, step, extent, nodes[add].inputs[0].0)?;
             let residual = operand(plan, step, extent, nodes[add].inputs[1].0)?;
-            let params: Vec<Operand> = nodes[n].inputs[1..]
-                .iter()
-                .map(|i| operand(plan, step, extent, i.0))
-                .collect::<Result<_, _>>()?;
-            let out = operand(plan, step, extent, n)?;
-            let sum = tee.then(|| operand(plan, step, extent, add)).transpose()?;
-            let op = Op::FusedResidualNorm {
-                kind,
-                eps,
-                affine,
-                has_bias: false,
+            let sum = ResidualSum {
+                add,
+                tee,
+                x: &x,
+                x_chunks: None,
+                residual: &residual,
+                bias: None,
             };
-            norm::lower_args(
-                &op,
-                &norm::NormArgs {
-                    kind,
-                    eps,
-                    x: &x,
-                    x_chunks: None,
-                    residual: Some(&residual),
-                    bias: None,
-                    gamma: params.first(),
-                    beta: params.get(1),
-                    out: &out,
-                    sum_out: sum.as_ref(),
-                },
-            )
+            residual_norm(plan, step, extent, n, &sum)
         }
         &StepKind::MatmulResidualNorm {
             matmul: m,
@@ -191,9 +170,6 @@ pub fn lower_step(
             norm: n,
             tee,
         } => {
-            let Op::Norm { kind, eps, affine } = nodes[n].op else {
-                return Err(LowerError::unsupported(&nodes[n].op, "not a norm"));
-            };
             let product_node = bias_add.unwrap_or(m);
             let product = operand(plan, step, extent, product_node)?;
             let (a, b, transpose_b) = matmul_operands(plan, step, extent, m)?;
@@ -221,46 +197,22 @@ pub fn lower_step(
                 add_ins[0].0
             };
             let residual = operand(plan, step, extent, residual_node)?;
-            let params: Vec<Operand> = nodes[n].inputs[1..]
-                .iter()
-                .map(|i| operand(plan, step, extent, i.0))
-                .collect::<Result<_, _>>()?;
-            let out = operand(plan, step, extent, n)?;
-            let sum = tee.then(|| operand(plan, step, extent, add)).transpose()?;
             // Where the matmul split k over its whole product, the norm adds the chunks and
             // the bias instead of the sum dispatch; else it reads the product.
-            let (x, x_chunks, norm_bias) = match matmul::take_split_sum(&mut ds, &product) {
-                Some(parts) => (
-                    Operand::new(parts.offset, &product.dims, product.dtype),
-                    Some(norm::XChunks {
-                        count: parts.count,
-                        stride: parts.stride,
-                    }),
-                    bias,
-                ),
-                None => (product, None, None),
+            let parts = matmul::take_split_sum(&mut ds, &product);
+            let chunks = parts.map(|p| Operand::new(p.offset, &product.dims, product.dtype));
+            let sum = ResidualSum {
+                add,
+                tee,
+                x: chunks.as_ref().unwrap_or(&product),
+                x_chunks: parts.map(|p| norm::XChunks {
+                    count: p.count,
+                    stride: p.stride,
+                }),
+                residual: &residual,
+                bias: bias.as_ref().filter(|_| parts.is_some()),
             };
-            let op = Op::FusedResidualNorm {
-                kind,
-                eps,
-                affine,
-                has_bias: norm_bias.is_some(),
-            };
-            ds.extend(norm::lower_args(
-                &op,
-                &norm::NormArgs {
-                    kind,
-                    eps,
-                    x: &x,
-                    x_chunks,
-                    residual: Some(&residual),
-                    bias: norm_bias.as_ref(),
-                    gamma: params.first(),
-                    beta: params.get(1),
-                    out: &out,
-                    sum_out: sum.as_ref(),
-                },
-            )?);
+            ds.extend(residual_norm(plan, step, extent, n, &sum)?);
             Ok(ds)
         }
         &StepKind::ActBinary { act, binary, swap } => {
@@ -490,6 +442,61 @@ fn matmul_operands(
         operand(plan, step, extent, node.inputs[1].0)?,
         transpose_b,
     ))
+}
+
+/// The sum a residual norm normalises: node `add` (written too with `tee`) of `x` (the
+/// `x_chunks` of a split-k matmul, with its `bias`, where given) and `residual`.
+struct ResidualSum<'a> {
+    add: usize,
+    tee: bool,
+    x: &'a Operand,
+    x_chunks: Option<norm::XChunks>,
+    residual: &'a Operand,
+    bias: Option<&'a Operand>,
+}
+
+/// The dispatch of norm node `n` over `sum`.
+fn residual_norm(
+    plan: &ExecutionPlan,
+    step: &Step,
+    extent: &DimBinding,
+    n: usize,
+    sum: &ResidualSum<'_>,
+) -> Result<Vec<Dispatch>, LowerError> {
+    let node = &plan.graph.nodes()[n];
+    let Op::Norm { kind, eps, affine } = node.op else {
+        return Err(LowerError::unsupported(&node.op, "not a norm"));
+    };
+    let params: Vec<Operand> = node.inputs[1..]
+        .iter()
+        .map(|i| operand(plan, step, extent, i.0))
+        .collect::<Result<_, _>>()?;
+    let out = operand(plan, step, extent, n)?;
+    let sum_out = sum
+        .tee
+        .then(|| operand(plan, step, extent, sum.add))
+        .transpose()?;
+    let op = Op::FusedResidualNorm {
+        kind,
+        eps,
+        affine,
+        has_bias: sum.bias.is_some(),
+    };
+    norm::lower_args(
+        &op,
+        &norm::NormArgs {
+            kind,
+            eps,
+            x: sum.x,
+            x_chunks: sum.x_chunks,
+            residual: Some(sum.residual),
+            bias: sum.bias,
+            gamma: params.first(),
+            beta: params.get(1),
+            out: &out,
+            sum_out: sum_out.as_ref(),
+        },
+    )
 }
 
 /// The bias of matmul `m`: that of its bias add, or its own as a `FusedMatMulBiasAct`.

@@ -1184,10 +1184,8 @@ mod tests {
         }
     }
 
-    /// The wide kernel stores column quads from registers only where every quad of every
-    /// output row starts on 16 bytes, its bias quad too, and the rows load as vec4s.
     /// Each wide pipeline is built for one layout of B: `[N, K]` (k contiguous) or, as the
-    /// `_kn` pipelines, `[K, N]`; one column (`[K, 1]`, k contiguous as well) takes the first.
+    /// `_kn` pipelines, `[K, N]`.
     #[test]
     fn wide_pipelines_follow_the_layout_of_b() {
         let wide = |k: usize, n: usize, transpose: bool, k4: bool| {
@@ -1216,6 +1214,8 @@ mod tests {
         }
     }
 
+    /// The wide kernel stores column quads from registers only where every quad of every
+    /// output row starts on 16 bytes, its bias quad too, and the rows load as vec4s.
     #[test]
     fn wide_outputs_store_quads_only_when_aligned() {
         let lower_wide = |n: usize, out_offset: u32, bias_offset: Option<u32>, outs: usize| {
@@ -1618,7 +1618,29 @@ mod tests {
         );
         assert!(fill_slots(vec![wide.clone(), wide.clone(), sum.clone()], &slots[..2]).is_none());
         // A slot whose kernel takes other params cannot run empty with these.
-        assert!(fill_slots(vec![wide], &[&MATMUL_WIDE, &crate::families::norm::NORM]).is_none());
+        assert!(fill_slots(
+            vec![wide.clone()],
+            &[&MATMUL_WIDE, &crate::families::norm::NORM]
+        )
+        .is_none());
+        // A norm joined to the matmul keeps the last slot: the matmul's missing dispatch runs
+        // empty in front of it.
+        let norm = Dispatch::new(
+            &crate::families::norm::NORM,
+            &crate::families::norm::NormParams::default(),
+            [1, 1, 1],
+        );
+        let joined = [
+            &MATMUL_WIDE_QUADS,
+            &MATMUL_K8_VEC4,
+            &crate::families::norm::NORM,
+        ];
+        let filled = fill_slots(vec![wide.clone(), norm], &joined).unwrap();
+        assert_eq!(
+            names(&filled),
+            ["matmul_wide_quads", "matmul_k8_vec4", "norm"]
+        );
+        assert_eq!(groups(&filled), [wide.groups, [0, 1, 1], [1, 1, 1]]);
     }
 
     #[test]
